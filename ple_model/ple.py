@@ -1,0 +1,152 @@
+"""Progressive Layered Extraction (Tang et al., RecSys 2020) with batched experts.
+
+Per level: each task has its own experts, all tasks share some experts; a softmax gate per
+task mixes (its experts + shared experts) into that task's next input, and a shared gate
+mixes (all experts) into the next shared input. The last level needs no shared gate.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ple_model.config import ModelConfig
+from ple_model.stacked_mlp import StackedMLP, shared_input_forward
+
+
+class GateWeights(NamedTuple):
+    """Softmax weights of one level. `task`: [B, T, task_experts + shared_experts], each
+    task's own experts first, then the shared ones. `shared`: [B, T*task_experts +
+    shared_experts] or None on the last level."""
+
+    task: torch.Tensor
+    shared: torch.Tensor | None
+
+
+def _gates(groups: int, members: int, in_dim: int, n_out: int, cfg: ModelConfig) -> StackedMLP:
+    # A gate is `softmax(Linear(x))`, or `softmax(Linear(DNN(x)))` when gate_hidden is set;
+    # the gates of a level are stacked like experts so they cost one bmm per layer.
+    return StackedMLP(
+        groups, members, in_dim, [*cfg.gate_hidden, n_out], cfg.activation, cfg.dropout, cfg.batch_norm,
+        activate_last=False,
+    )
+
+
+class PLELayer(nn.Module):
+    """One extraction level. `first`: every expert and gate sees the same input, so all
+    experts of the level are one wide GEMM."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, first: bool, last: bool) -> None:
+        super().__init__()
+        self.num_tasks, self.k, self.s = cfg.num_tasks, cfg.task_experts, cfg.shared_experts
+        self.first, self.last = first, last
+        mlp = dict(hidden=cfg.expert_hidden, activation=cfg.activation, dropout=cfg.dropout,
+                   batch_norm=cfg.batch_norm)
+        n_all = self.num_tasks * self.k + self.s
+        if first:
+            self.experts = StackedMLP(1, n_all, in_dim, **mlp)
+        else:
+            self.task_experts = StackedMLP(self.num_tasks, self.k, in_dim, **mlp) if self.k else None
+            self.shared_experts = StackedMLP(1, self.s, in_dim, **mlp) if self.s else None
+        # First level: every task gate sees x (one group of T gates); later: one group per task.
+        groups, members = (1, self.num_tasks) if first else (self.num_tasks, 1)
+        self.task_gates = _gates(groups, members, in_dim, self.k + self.s, cfg)
+        self.shared_gate = None if last else _gates(1, 1, in_dim, n_all, cfg)
+
+    def forward(
+        self, task_inputs: torch.Tensor, shared_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, GateWeights]:
+        """task_inputs: [B, T, D] (ignored on the first level, where shared_input is x);
+        shared_input: [B, D]. Returns next task inputs [B, T, d], next shared input [B, d]
+        (None on the last level) and the gate weights."""
+        t, k = self.num_tasks, self.k
+        if self.first:
+            mlps = [self.experts, self.task_gates] + ([self.shared_gate] if self.shared_gate else [])
+            outs = shared_input_forward(mlps, shared_input)
+            experts, task_logits = outs[0], outs[1]  # [B, T*k + S, d], [B, T, k + S]
+            shared_logits = outs[2].squeeze(1) if self.shared_gate else None
+        else:
+            parts = []
+            if self.task_experts is not None:
+                parts.append(self.task_experts(task_inputs))
+            if self.shared_experts is not None:
+                parts.append(self.shared_experts(shared_input))
+            experts = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            task_logits = self.task_gates(task_inputs)
+            shared_logits = self.shared_gate(shared_input).squeeze(1) if self.shared_gate else None
+        batch, _, d = experts.shape
+        task_w = torch.softmax(task_logits, dim=-1)  # [B, T, k + S]
+        # Task i mixes its own k experts and the S shared ones. Broadcast multiply + sum:
+        # an einsum here would become a bmm over B*T tiny matrices, slow on CPU.
+        # split (not slicing): its backward is one cat, where each slice's backward would
+        # zero-fill a full-size gradient.
+        own, shared_experts = experts.split([t * k, self.s], dim=1)
+        terms = []
+        if k:
+            terms.append((task_w[..., :k, None] * own.reshape(batch, t, k, d)).sum(2))
+        if self.s:
+            terms.append((task_w[..., k:, None] * shared_experts.unsqueeze(1)).sum(2))
+        mixed = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        shared_w = shared = None
+        if self.shared_gate is not None:
+            shared_w = torch.softmax(shared_logits, dim=-1)
+            shared = (shared_w.unsqueeze(-1) * experts).sum(1)
+        return mixed, shared, GateWeights(task_w, shared_w)
+
+
+class PLE(nn.Module):
+    """Stacked extraction levels: [B, in_dim] -> per-task representations [B, T, d]."""
+
+    def __init__(self, cfg: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        cfg = cfg.resolved()
+        self.cfg = cfg
+        d = cfg.expert_hidden[-1]
+        n = cfg.num_levels
+        self.levels = nn.ModuleList(
+            PLELayer(cfg, in_dim if i == 0 else d, first=i == 0, last=i == n - 1) for i in range(n)
+        )
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[GateWeights]]:
+        task_inputs, shared, gates = x, x, []
+        for level in self.levels:
+            task_inputs, shared, weights = level(task_inputs, shared)
+            gates.append(weights)
+        return task_inputs, gates
+
+
+class MultiTaskModel(nn.Module):
+    """PLE (or a variant) plus one tower per task: features [B, in_dim] -> logits [B, T].
+
+    The input is the concatenated pooled embedding, optionally with dense features
+    appended; the sparse front (EmbeddingBagCollection) lives outside so the same dense
+    model runs sharded in training and unsharded in scoring.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_dim = in_dim
+        self.ple = PLE(cfg, in_dim)
+        self.towers = StackedMLP(
+            cfg.num_tasks, 1, self.ple.out_dim, [*cfg.tower_hidden, 1], cfg.activation, cfg.dropout,
+            cfg.batch_norm, activate_last=False,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_gates(x)[0]
+
+    def forward_with_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[GateWeights]]:
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"expected input [B, {self.in_dim}], got {list(x.shape)}")
+        reps, gates = self.ple(x)
+        return self.towers(reps).squeeze(-1), gates
+
+    @torch.no_grad()
+    def expert_utilisation(self, x: torch.Tensor) -> list[GateWeights]:
+        """Mean gate weight per task per expert, per level (batch-averaged): the numbers to
+        look at when diagnosing expert collapse. `task`: [T, k+S]; `shared`: [E] or None."""
+        _, gates = self.forward_with_gates(x)
+        return [GateWeights(g.task.mean(0), None if g.shared is None else g.shared.mean(0)) for g in gates]

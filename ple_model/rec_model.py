@@ -1,0 +1,45 @@
+"""The full recommender: a TorchRec EmbeddingBagCollection in front of the dense PLE.
+
+Kept as two children (`ebc`, `dense`) so that training can shard `ebc` with
+DistributedModelParallel while `dense` stays data-parallel, and scoring can load the same
+state dict unsharded on one machine.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from ple_model.config import ModelConfig
+from ple_model.ple import GateWeights, MultiTaskModel
+
+
+def pooled_dim(tables: Sequence[EmbeddingBagConfig]) -> int:
+    """Width of the concatenated pooled embedding: one vector per feature of each table."""
+    return sum(t.embedding_dim * len(t.feature_names) for t in tables)
+
+
+class RecModel(nn.Module):
+    """(sparse KJT, dense [B, Dd]) -> logits [B, T]."""
+
+    def __init__(self, tables: Sequence[EmbeddingBagConfig], num_dense: int, cfg: ModelConfig,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        # device="meta" lets DistributedModelParallel allocate each shard only where it lives.
+        self.ebc = EmbeddingBagCollection(tables=list(tables), device=torch.device(device) if device else None)
+        self.num_dense = num_dense
+        self.dense = MultiTaskModel(cfg, pooled_dim(tables) + num_dense)
+
+    def features(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
+        pooled = self.ebc(sparse).values()  # [B, sum of feature dims], feature order of the tables
+        return torch.cat([pooled, dense], dim=1) if self.num_dense else pooled
+
+    def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.features(sparse, dense))
+
+    def forward_with_gates(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> tuple[torch.Tensor, list[GateWeights]]:
+        return self.dense.forward_with_gates(self.features(sparse, dense))
