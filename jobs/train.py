@@ -1,34 +1,55 @@
-"""Train the multi-task model.
+"""Train the multi-task model on Ray (Ray Data -> sharded TorchRec tables -> PLE, Ray Train).
 
-    python -m jobs.train [--config configs/synthetic.yaml] [--rows N] [--epochs E]
-
-With no arguments it generates data in memory and trains in this process (the embedded
-default). The distributed Ray Train job replaces this path in a later issue.
+    python -m jobs.train                                  # embedded default: configs/local.yaml,
+                                                          # local Ray cluster, generated data
+    python -m jobs.train --config configs/X.yaml train.batch_size=2048 cluster.num_workers=8
+    ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
+    python -m jobs.train --in-memory                      # one process, no Ray (quick smoke run)
 """
 from __future__ import annotations
 
 import argparse
-
-from pipeline.feature_spec import load_spec
-from pipeline.local_train import train_in_memory
-from ple_model import ModelConfig
+import sys
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def _print_metrics(metrics: dict) -> None:
+    for key in sorted(k for k in metrics if k.endswith("/auc")):
+        task = key.split("/")[-2]
+        prefix = key[: -len("auc")]
+        best = metrics.get(f"{task}/best_auc")
+        print(f"{task}: AUC {metrics[key]:.4f}" + (f" (best achievable {best:.4f})" if best else "")
+              + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", default="configs/synthetic.yaml", help="feature spec of the generated data")
-    p.add_argument("--architecture", default="ple", choices=["ple", "cgc", "mmoe", "shared_bottom"])
-    p.add_argument("--rows", type=int, default=200_000)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default="configs/local.yaml")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
+    p.add_argument("--in-memory", action="store_true", help="train in this process on in-memory generated data")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = p.parse_args(argv)
-    result = train_in_memory(load_spec(args.spec), ModelConfig(architecture=args.architecture), rows=args.rows,
-                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    for task in ("ctr", "cvr"):
-        print(f"{task}: AUC {result[f'{task}/auc']:.4f} (best achievable {result[f'{task}/best_auc']:.4f}), "
-              f"logloss {result[f'{task}/logloss']:.4f}, calibration {result[f'{task}/calibration']:.3f}")
-    return result
+
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    if args.in_memory:
+        from pipeline.feature_spec import load_spec
+        from pipeline.local_train import train_in_memory
+
+        metrics = train_in_memory(load_spec(cfg.data.spec), cfg.model, rows=cfg.data.generate.rows if cfg.data.generate else 200_000,
+                                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+        _print_metrics(metrics)
+        return metrics
+
+    from pipeline.launch import run_training
+
+    result = run_training(cfg, args.address)
+    _print_metrics(result.metrics)
+    print(f"checkpoint: {result.checkpoint_dir}\nexported model: {result.export_dir}")
+    return result.metrics
 
 
 if __name__ == "__main__":

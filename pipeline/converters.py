@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,13 @@ class _RollingWriter:
         self.written.append({"path": self._path, "rows": self._rows})
         self._writer = None
 
+    def abort(self) -> None:
+        """Drop the file being written; files already completed stay."""
+        if self._writer is not None:
+            self._writer.close()
+            os.remove(self._tmp())
+            self._writer = None
+
     def finish(self) -> list[dict]:
         if self._writer is not None:
             self._close()
@@ -125,22 +133,28 @@ def convert_csv(csv_path: str, out_dir: str, day: str, layout: CsvLayout, rows_p
     if missing:
         raise DataValidationError(f"missing {layout.name} CSV columns {missing}", file=csv_path,
                                   column=", ".join(missing))
-    reader = pacsv.open_csv(
-        csv_path,
-        read_options=pacsv.ReadOptions(block_size=block_size),
-        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
-    )
     renames = layout.renames()
-    schema = pa.schema([(renames[f.name], f.type) for f in reader.schema])
     directory = os.path.join(out_dir, f"dt={day}")
     os.makedirs(directory, exist_ok=True)
-    writer = _RollingWriter(directory, Path(csv_path).stem, schema, rows_per_file)
+    writer = None
     try:
+        # open_csv already parses the first block, so it sits inside the try as well.
+        reader = pacsv.open_csv(
+            csv_path,
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
+        )
+        schema = pa.schema([(renames[f.name], f.type) for f in reader.schema])
+        writer = _RollingWriter(directory, Path(csv_path).stem, schema, rows_per_file)
         for batch in reader:
             writer.write(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
     except pa.ArrowInvalid as e:
-        # e.g. "CSV conversion error to int64: invalid value 'abc'" (Arrow names column and row).
-        raise DataValidationError(f"bad CSV value ({e})", file=csv_path) from None
+        # Arrow says e.g. "In CSV column #5: CSV conversion error to int64: invalid value 'x'".
+        m = re.search(r"CSV column #(\d+)", str(e))
+        column = header[int(m.group(1))] if m and int(m.group(1)) < len(header) else None
+        if writer is not None:
+            writer.abort()
+        raise DataValidationError(f"bad CSV value ({e})", file=csv_path, column=column) from None
     return writer.finish()
 
 

@@ -7,8 +7,8 @@ with '.' or '_' (writers' temp files, _SUCCESS markers) are ignored.
 
 Inside a Ray Train worker pass the dataset's name ("train"): the worker's shard comes from
 ray.train.get_dataset_shard. Outside Ray Train pass the ray.data.Dataset itself. Without Ray at
-all (scoring, tests), `iter_file_batches` streams the same files with pyarrow.dataset and the
-same collate.
+all (scoring, tests), `iter_file_batches` streams the same files with pyarrow and the same
+collate.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import datetime as dt
 import os
 from typing import Iterator, Optional, Union
 
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipeline.batch import Batch
 from pipeline.collate import PATH_COLUMN, collate
@@ -50,13 +50,20 @@ def list_day_files(root: str, start_day: str, end_day: str, allow_missing_days: 
 
 
 def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, validate: bool = True,
-              include_paths: bool = True, allow_missing_days: bool = False, **read_parquet_args):
+              include_paths: bool = False, allow_missing_days: bool = False, datasource_v2: bool = False,
+              **read_parquet_args):
     """A ray.data.Dataset of the spec's columns for the days in [start_day, end_day].
 
     validate: footer checks of every file first (pipeline/validation.py), so a bad file fails
         here with its name rather than deep inside a Ray task.
-    include_paths: keep Ray's per-row `path` column so that value errors found in a batch can
-        name the file.
+    include_paths: keep Ray's per-row `path` column so that value errors found in a batch name
+        the file directly. Off by default: Ray stores the path string on every row, which costs
+        about 40% of the reader's throughput; iter_ray_batches(files=...) finds the file on
+        the failure path instead.
+    datasource_v2: use Ray 2.60's new Parquet datasource (its default). Off here because, as
+        measured on this pipeline (tests/test_data_memory.py, benchmarks/bench_reader.py), V2
+        emitted one block per read task (whole files) so the training process's memory grew with
+        the rows read and the first batch came seconds later; V1 streams ~20k-row blocks.
     """
     import ray
 
@@ -66,15 +73,26 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
         if not files:
             raise DataValidationError(f"all files for days {start_day}..{end_day} are empty", file=root)
     # partitioning=None: the day is already chosen by the file list, no `dt` column is needed.
-    ds = ray.data.read_parquet(files, include_paths=include_paths, partitioning=None, **read_parquet_args)
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, datasource_v2  # read at call time only
+    try:
+        ds = ray.data.read_parquet(files, include_paths=include_paths, partitioning=None, **read_parquet_args)
+    finally:
+        ctx.use_datasource_v2 = previous
     return ds.select_columns(spec.columns() + ([PATH_COLUMN] if include_paths else []))
 
 
-def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, drop_last: bool = False,
-                     prefetch_batches: int = 2, local_shuffle_buffer_size: Optional[int] = None,
+def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optional[list[str]] = None,
+                     drop_last: bool = False, prefetch_batches: int = 2,
+                     local_shuffle_buffer_size: Optional[int] = None,
                      local_shuffle_seed: Optional[int] = None) -> Iterator[Batch]:
     """Batches from a ray.data.Dataset, a DataIterator, or (inside a Ray Train worker) the
-    name of a dataset passed to the trainer, e.g. "train"."""
+    name of a dataset passed to the trainer, e.g. "train".
+
+    files: the files behind `data` (list_day_files). Only used when a batch fails validation
+        and does not say which file it came from: the files are then scanned without Ray to
+        name the bad one. For a ray.data.Dataset they default to its input files.
+    """
     if isinstance(data, str):
         import ray.train
 
@@ -86,7 +104,25 @@ def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, drop_last: boo
                                    prefetch_batches=prefetch_batches,
                                    local_shuffle_buffer_size=local_shuffle_buffer_size,
                                    local_shuffle_seed=local_shuffle_seed):
-        yield collate(table, spec)
+        try:
+            batch = collate(table, spec)
+        except DataValidationError as e:
+            if e.file is None and files is None and hasattr(data, "input_files"):
+                files = data.input_files()
+            located = find_bad_file(files, spec) if e.file is None and files else None
+            raise (located or e) from None
+        yield batch
+
+
+def find_bad_file(files: list[str], spec: FeatureSpec, batch_size: int = 65536) -> Optional[DataValidationError]:
+    """Deep validation: every value of every file through the collate, without Ray. Returns the
+    first error (naming its file), or None. Slow path, for errors and for `jobs`-level checks."""
+    try:
+        for _ in iter_file_batches(files, spec, batch_size):
+            pass
+    except DataValidationError as e:
+        return e
+    return None
 
 
 def iter_file_batches(files: Union[str, list[str]], spec: FeatureSpec, batch_size: int, *,
@@ -98,10 +134,10 @@ def iter_file_batches(files: Union[str, list[str]], spec: FeatureSpec, batch_siz
         files = validate_files(files, spec).files
     if not files:
         return
-    # One scanner over all files: pyarrow reads ahead and decodes in parallel; each tagged batch
-    # knows its fragment, i.e. its file. Batches never span files, so they can be short at the
-    # end of a file.
-    scanner = pads.dataset(files, format="parquet").scanner(columns=spec.columns(), batch_size=batch_size)
-    for tagged in scanner.scan_batches():
-        if tagged.record_batch.num_rows:
-            yield collate(tagged.record_batch, spec, source=tagged.fragment.path)
+    # One file at a time, one row group's worth of batches at a time: memory stays flat however
+    # many files and rows the range holds (a multi-file pyarrow.dataset scanner's readahead
+    # was measured to grow with the number of files).
+    for path in files:
+        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=spec.columns()):
+            if record_batch.num_rows:
+                yield collate(record_batch, spec, source=path)

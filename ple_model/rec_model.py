@@ -32,11 +32,18 @@ class RecModel(nn.Module):
         # device="meta" lets DistributedModelParallel allocate each shard only where it lives.
         self.ebc = EmbeddingBagCollection(tables=list(tables), device=torch.device(device) if device else None)
         self.num_dense = num_dense
+        # The concatenation order of pooled features: tables in config order, their features
+        # in order. A sharded EBC returns its keys grouped by sharding, so `.values()` would
+        # scramble the dense input; features are therefore picked by key.
+        self.feature_order = [f for t in tables for f in t.feature_names]
         self.dense = MultiTaskModel(cfg, pooled_dim(tables) + num_dense)
 
     def features(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
-        pooled = self.ebc(sparse).values()  # [B, sum of feature dims], feature order of the tables
-        return torch.cat([pooled, dense], dim=1) if self.num_dense else pooled
+        pooled = self.ebc(sparse).to_dict()
+        parts = [pooled[name] for name in self.feature_order]
+        if self.num_dense:
+            parts.append(dense)
+        return torch.cat(parts, dim=1)
 
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         return self.dense(self.features(sparse, dense))

@@ -40,7 +40,7 @@ def test_metrics_match_sklearn_definitions():
 
 
 def test_default_job_trains_end_to_end():
-    result = train_main(["--rows", "30000", "--epochs", "2"])
+    result = train_main(["--in-memory", "data.generate.rows=30000", "train.epochs=2"])
     for task in ("ctr", "cvr"):
         assert result[f"{task}/auc"] > 0.55, result  # learns something on 30k rows
         assert result[f"{task}/auc"] <= result[f"{task}/best_auc"] + 0.02

@@ -1,0 +1,41 @@
+"""Shared pytest fixtures. Keep generic: any test module may use them."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI clones the repo next to a copy of shared/, so the samples live beside the repo root.
+SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "samples"
+
+# Ray Data progress bars flood logs when stdout is not a TTY.
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A small local Ray instance for the whole session (reused if one is already running)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=1 << 30)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    if not SAMPLES_DIR.is_dir():
+        pytest.skip(f"public CSV samples not found at {SAMPLES_DIR} (expected shared/data/samples "
+                    f"beside the repository root)")
+    return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
