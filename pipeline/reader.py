@@ -57,9 +57,8 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
     validate: footer checks of every file first (pipeline/validation.py), so a bad file fails
         here with its name rather than deep inside a Ray task.
     include_paths: keep Ray's per-row `path` column so that value errors found in a batch name
-        the file directly. Off by default: Ray stores the path string on every row, which costs
-        about 40% of the reader's throughput; iter_ray_batches(files=...) finds the file on
-        the failure path instead.
+        the file directly. Off by default: Ray stores the full path string on every row of every
+        block; iter_ray_batches(files=...) finds the file on the (rare) failure path instead.
     datasource_v2: use Ray 2.60's new Parquet datasource (its default). Off here because, as
         measured on this pipeline (tests/test_data_memory.py, benchmarks/bench_reader.py), V2
         emitted one block per read task (whole files) so the training process's memory grew with

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -205,7 +205,3 @@ def generate_dataset(out_dir: str, rows: int, days: int = 1, files_per_day: int 
             path = os.path.join(out_dir, f"dt={day}", f"part-{f:05d}.parquet")
             pending.append(task.remote(path, per_file + (k < extra), seed, d, f, config, chunk_rows))
     return ray.get(pending)
-
-
-def config_dict(config: SyntheticConfig) -> dict:
-    return asdict(config)
