@@ -22,20 +22,25 @@ from ple_model import ModelConfig, MultiTaskModel  # noqa: E402
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # GPU kernels run async
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
         model(x).sum().backward()
+    sync()
     return (time.perf_counter() - start) / steps
 
 
-def measure(cfg: ModelConfig, input_dim: int, batch: int, steps: int, rounds: int) -> tuple[float, float]:
+def measure(cfg: ModelConfig, input_dim: int, batch: int, steps: int, rounds: int,
+            device: str = "cpu") -> tuple[float, float]:
     """Median seconds per fwd+bwd step of (batched, reference), rounds interleaved."""
     torch.manual_seed(0)
     fast = MultiTaskModel(cfg, input_dim)
-    ref = reference_from(fast)
+    ref = reference_from(fast).to(device)
+    fast = fast.to(device)
     # The real input is an embedding output that needs gradients (the tables train).
-    x = torch.randn(batch, input_dim, requires_grad=True)
+    x = torch.randn(batch, input_dim, device=device, requires_grad=True)
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-5)
     for m in (fast, ref):  # warm-up
         step_seconds(m, x, 2)
@@ -50,6 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=10, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
     base = ModelConfig(num_tasks=2, num_levels=2, task_experts=2, shared_experts=1, expert_hidden=[64],
                        tower_hidden=[32])
@@ -60,10 +66,11 @@ def main() -> None:
         ("3 lvl, 3 tasks, 4+4 experts", many, 256, 4096),
         ("3 lvl, 3 tasks, 4+4 experts", many, 256, 256),
     ]
-    print(f"forward+backward, fp32, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"forward+backward, fp32, torch {torch.__version__}, {where}")
     print(f"{'case':30s} {'in':>4s} {'batch':>6s} {'reference rows/s':>17s} {'batched rows/s':>15s} {'ratio':>6s}")
     for name, cfg, input_dim, batch in cases:
-        f, r = measure(cfg, input_dim, batch, args.steps, args.rounds)
+        f, r = measure(cfg, input_dim, batch, args.steps, args.rounds, args.device)
         print(f"{name:30s} {input_dim:4d} {batch:6d} {batch / r:17,.0f} {batch / f:15,.0f} {r / f:5.2f}x")
     print("target: ratio >= 3x")
 

@@ -27,7 +27,9 @@ def main() -> None:
 
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    from pipeline.ray_utils import connect
+
+    connect()
     start = time.time()
     config = SyntheticConfig(num_users=args.num_users, num_items=args.num_items)
     files = generate_dataset(args.out, args.rows, args.days, args.files_per_day, args.seed,

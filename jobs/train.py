@@ -16,7 +16,7 @@ def _print_metrics(metrics: dict) -> None:
     for key in sorted(k for k in metrics if k.endswith("/auc")):
         task = key.split("/")[-2]
         prefix = key[: -len("auc")]
-        best = metrics.get(f"{task}/best_auc")
+        best = metrics.get(prefix + "best_auc")
         print(f"{task}: AUC {metrics[key]:.4f}" + (f" (best achievable {best:.4f})" if best else "")
               + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}")
 

@@ -146,6 +146,17 @@ def _fsync_dir(path: str) -> None:
 
 
 # -- loading -----------------------------------------------------------------------------------
+def saved_sharding_types(path: str) -> dict[str, str] | None:
+    """{table: sharding type} a checkpoint was saved with, or None (not a sharded checkpoint).
+    Planning a resume with the same types keeps the optimizer state's names and shapes, so that
+    it loads on another number of workers."""
+    plan_file = os.path.join(path, PLAN_FILE)
+    if not os.path.isfile(plan_file):
+        return None
+    with open(plan_file) as f:
+        return {table: p["sharding_type"] for module in json.load(f).values() for table, p in module.items()}
+
+
 def _materialize_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """torch optimizers create state lazily at their first step, but DCP loads in place into
     existing tensors: create it with a zero-gradient step (overwritten by the load)."""
@@ -166,11 +177,8 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _check_compatible(path: str, state: dict[str, Any]) -> None:
     saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
-    plan_note = ""
-    if os.path.isfile(os.path.join(path, PLAN_FILE)):
-        with open(os.path.join(path, PLAN_FILE)) as f:
-            kinds = {t: p["sharding_type"] for m in json.load(f).values() for t, p in m.items()}
-        plan_note = f" The checkpoint's tables were sharded as {kinds}."
+    kinds = saved_sharding_types(path)
+    plan_note = f" The checkpoint's tables were sharded as {kinds}." if kinds else ""
     missing, wrong = [], []
     for key, value in _flatten(state).items():
         if not isinstance(value, torch.Tensor):

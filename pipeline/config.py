@@ -27,6 +27,10 @@ class GenerateConfig(_Strict):
     files_per_day: int = Field(2, ge=1)
     start_day: str = "2026-01-01"
     seed: int = 0
+    # Catalogue sizes: fewer ids means more impressions per id, i.e. a planted truth that a
+    # short run can learn (the quality tests use this); the defaults are pipeline/synthetic.py's.
+    num_users: int = Field(100_000, ge=1)
+    num_items: int = Field(20_000, ge=1)
 
 
 class DataConfig(_Strict):
@@ -50,7 +54,11 @@ class TrainConfig(_Strict):
     esmm: bool = False
     sharding_type: Optional[str] = None
     eval_every_steps: Optional[int] = Field(None, ge=1, description="also evaluate mid-epoch")
+    eval_at_start: bool = Field(False, description="evaluate before the first step (e.g. a warm start's starting point)")
     checkpoint_every_steps: Optional[int] = Field(None, ge=1)
+    init_from: Optional[str] = Field(None, description=(
+        "warm start: a training checkpoint directory (readable by every worker) whose weights and "
+        "optimizer state a new run starts from; a resumed run ignores it"))
     seed: int = 0
 
 
@@ -60,6 +68,8 @@ class ClusterConfig(_Strict):
     # Fractional CPUs: Ray Data's read tasks need CPUs left over, or they wait forever.
     cpus_per_worker: float = Field(0.5, gt=0)
     max_failures: int = Field(2, ge=0)
+    # SPREAD puts the workers on different nodes where it can (one worker per host, say).
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     local_num_cpus: Optional[int] = Field(None, ge=1, description="logical CPUs of the embedded local cluster")
 
 
@@ -81,7 +91,7 @@ class JobConfig(_Strict):
         return self
 
 
-def _set_dotted(data: dict, dotted: str) -> None:
+def set_dotted(data: dict, dotted: str) -> None:
     if "=" not in dotted:
         raise ConfigError(f"override '{dotted}' is not KEY=VALUE (e.g. train.batch_size=2048)")
     key, value = dotted.split("=", 1)
@@ -94,7 +104,25 @@ def _set_dotted(data: dict, dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+def tasks_from_spec(data: dict, path) -> None:
+    """The feature spec is the one source of the task list: set model.num_tasks from it here,
+    once, so that every later consumer (workers, export, scoring) reads a consistent config."""
+    from pipeline.feature_spec import FeatureSpecError, load_spec
+
+    spec_path = (data.get("data") or {}).get("spec", DataConfig().spec)
+    try:
+        n = len(load_spec(spec_path).tasks)
+    except (OSError, FeatureSpecError) as err:
+        raise ConfigError(f"{path or '<defaults>'}: data.spec: {err}") from None
+    model = data.setdefault("model", {}) or {}
+    if model.get("num_tasks", n) != n:
+        raise ConfigError(f"{path or '<defaults>'}: model.num_tasks={model['num_tasks']} but the feature spec "
+                          f"{spec_path} defines {n} tasks")
+    data["model"] = {**model, "num_tasks": n}
+
+
+def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """The YAML at `path` (None: empty) with dotted overrides applied, not yet validated."""
     data: dict = {}
     if path is not None:
         try:
@@ -102,9 +130,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{path}: cannot read config: {err}") from None
     for item in overrides:
-        _set_dotted(data, item)
+        set_dotted(data, item)
+    return data
+
+
+def validated(model: type[BaseModel], data: dict, path, what: str = "config", drop_prefix: str | None = None):
+    """`model.model_validate(data)`, with errors turned into one ConfigError naming every bad
+    key (`drop_prefix`: a wrapper section the user did not write, left out of key names)."""
     try:
-        return JobConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        lines = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{path or '<defaults>'}: invalid config\n  " + "\n  ".join(lines)) from None
+        def key(loc: tuple) -> str:
+            loc = loc[1:] if drop_prefix and loc and loc[0] == drop_prefix else loc
+            return ".".join(str(p) for p in loc) or "<root>"
+        lines = [f"{key(e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"{path or '<defaults>'}: invalid {what}\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    data = read_config_dict(path, overrides)
+    tasks_from_spec(data, path)
+    return validated(JobConfig, data, path)

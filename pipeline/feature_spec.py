@@ -175,6 +175,11 @@ class FeatureSpec(_Strict):
         cols = [f.column for f in self.sparse] + [f.column for f in self.dense] + list(self.labels)
         return list(dict.fromkeys(cols))
 
+    def input_columns(self) -> list[str]:
+        """The model's inputs only (no labels): what scoring needs from a file."""
+        cols = [f.column for f in self.sparse] + [f.column for f in self.dense]
+        return list(dict.fromkeys(cols))
+
     def table_configs(self) -> list[TableConfig]:
         return [
             TableConfig(

@@ -5,34 +5,21 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-import pyarrow as pa
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
 from pipeline.collate import collate
 from pipeline.feature_spec import FeatureSpec
 from pipeline.losses import masked_bce_per_task
 from pipeline.metrics import TaskMetrics
-from pipeline.synthetic import generate_table
+from pipeline.synthetic import best_achievable_auc, generate_table
 from ple_model import ModelConfig, RecModel
-
-
-def best_achievable_auc(table: pa.Table) -> dict[str, float]:
-    """AUC of the planted true probabilities (the ceiling any model can reach on these rows)."""
-    click = torch.from_numpy(table["click"].to_numpy().astype(np.int64))
-    conv = torch.from_numpy(table["conversion"].to_numpy().astype(np.int64))
-    p_click = torch.from_numpy(table["true_p_click"].to_numpy().astype(np.float32))
-    p_conv = torch.from_numpy(table["true_p_conv"].to_numpy().astype(np.float32))
-    clicked = click == 1
-    return {"ctr": binary_auroc(p_click, click).item(), "cvr": binary_auroc(p_conv[clicked], conv[clicked]).item()}
 
 
 def train_in_memory(spec: FeatureSpec, model_cfg: ModelConfig, rows: int = 200_000, epochs: int = 2,
                     batch_size: int = 1024, lr: float = 2e-3, seed: int = 0, log=print) -> dict[str, float]:
     torch.manual_seed(seed)
     train, val = generate_table(rows, seed=seed), generate_table(max(rows // 4, 1000), seed=seed + 1)
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg.model_copy(update={"num_tasks": len(spec.tasks)}))
+    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg)
     # Sparse rows see few updates each: Adagrad suits the tables, Adam the dense layers.
     opt_sparse = torch.optim.Adagrad(model.ebc.parameters(), lr=0.05)
     opt_dense = torch.optim.Adam(model.dense.parameters(), lr=lr)

@@ -64,21 +64,30 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
         emitted one block per read task (whole files) so the training process's memory grew with
         the rows read and the first batch came seconds later; V1 streams ~20k-row blocks.
     """
-    import ray
-
     files = list_day_files(root, start_day, end_day, allow_missing_days)
     if validate:
         files = validate_files(files, spec).files
         if not files:
             raise DataValidationError(f"all files for days {start_day}..{end_day} are empty", file=root)
-    # partitioning=None: the day is already chosen by the file list, no `dt` column is needed.
+    ds = read_parquet_files(files, include_paths=include_paths, datasource_v2=datasource_v2, **read_parquet_args)
+    # The collate (validation, hashing, normalisation) stays in the trainer's iterator: moving
+    # it into Ray Data (map_batches of collate.prepare) was measured slower under Ray Train's
+    # streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, benchmarks/bench_train.py).
+    return ds.select_columns(spec.columns() + ([PATH_COLUMN] if include_paths else []))
+
+
+def read_parquet_files(files: list[str], *, datasource_v2: bool = False, **read_parquet_args):
+    """ray.data.read_parquet of exactly these files, with Ray's V1 Parquet datasource unless
+    datasource_v2 (see read_days for why), and no partition columns: callers choose days by
+    the file list. Shared by training (read_days) and scoring (pipeline/scoring.py)."""
+    import ray
+
     ctx = ray.data.DataContext.get_current()
     previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, datasource_v2  # read at call time only
     try:
-        ds = ray.data.read_parquet(files, include_paths=include_paths, partitioning=None, **read_parquet_args)
+        return ray.data.read_parquet(files, partitioning=None, **read_parquet_args)
     finally:
         ctx.use_datasource_v2 = previous
-    return ds.select_columns(spec.columns() + ([PATH_COLUMN] if include_paths else []))
 
 
 def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optional[list[str]] = None,

@@ -166,7 +166,9 @@ class ShardedModel:
 
 
 def _task_config(spec: FeatureSpec, model_cfg: ModelConfig, loss_weights, esmm: bool) -> tuple[ModelConfig, list[float]]:
-    cfg = model_cfg.model_copy(update={"num_tasks": len(spec.tasks)})
+    if model_cfg.num_tasks != len(spec.tasks):
+        raise ValueError(f"model num_tasks={model_cfg.num_tasks} but the spec has tasks {spec.task_names}")
+    cfg = model_cfg
     weights = list(loss_weights) if loss_weights is not None else [1.0] * len(spec.tasks)
     if len(weights) != len(spec.tasks):
         raise ValueError(f"{len(weights)} loss weights for {len(spec.tasks)} tasks {spec.task_names}")
@@ -181,7 +183,7 @@ def _keyed(params: dict[str, nn.Parameter], factory) -> KeyedOptimizerWrapper:  
 
 def build_sharded_model(spec: FeatureSpec, model_cfg: ModelConfig, device: torch.device, *,
                         sparse_optimizer: str = "rowwise_adagrad", sparse_lr: float = 0.05, dense_lr: float = 1e-3,
-                        sharding_type: str | None = None, loss_weights: Iterable[float] | None = None,
+                        sharding_type: str | dict[str, str] | None = None, loss_weights: Iterable[float] | None = None,
                         esmm: bool = False, batch_size: int = 512, pg: dist.ProcessGroup | None = None,
                         min_column_shard_dim: int | None = None) -> ShardedModel:
     """Needs an initialised default process group (Ray Train's, or the caller's); `pg` defaults to it.

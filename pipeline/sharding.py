@@ -42,28 +42,33 @@ def embedding_tables(module: nn.Module) -> list[str]:
     return names
 
 
-def make_plan(ebc_module: nn.Module, world_size: int, device: torch.device, sharding_type: str | None = None,
+def make_plan(ebc_module: nn.Module, world_size: int, device: torch.device,
+              sharding_type: str | dict[str, str] | None = None,
               batch_size: int = 512, pg: dist.ProcessGroup | None = None,
               min_column_shard_dim: int | None = None) -> ShardingPlan:
     """Plan the sharding of every embedding table in `ebc_module`.
 
     `ebc_module` is the module that will be given to DistributedModelParallel (the plan is keyed
     by module paths relative to it, e.g. "model.ebc"); it may be on the meta device.
-    sharding_type: force this type for every table; None lets the planner pick among the types
-        the device allows.
+    sharding_type: force this type for every table, or {table: type} for some tables (e.g. the
+        types a checkpoint was saved with, so that a resume on another world size keeps them);
+        None lets the planner pick among the types the device allows.
     pg: when given, rank 0 plans and broadcasts the plan, so all ranks agree even if the planner
         were not deterministic.
     min_column_shard_dim: smallest column shard for (table_)column_wise; the planner's default
         (128) leaves tables narrower than that in one piece.
     """
     allowed = allowed_sharding_types(device.type)
-    if sharding_type is not None and sharding_type not in allowed:
-        why = " (row_wise needs reduce-scatter, which gloo lacks; use CUDA/NCCL)" if "row" in sharding_type else ""
-        raise ValueError(f"sharding type {sharding_type!r} is not allowed on {device.type}{why}; allowed: {allowed}")
-    types = [sharding_type] if sharding_type is not None else allowed
+    tables = embedding_tables(ebc_module)
+    per_table = sharding_type if isinstance(sharding_type, dict) else {t: sharding_type for t in tables}
+    for kind in {k for k in per_table.values() if k is not None}:
+        if kind not in allowed:
+            why = " (row_wise needs reduce-scatter, which gloo lacks; use CUDA/NCCL)" if "row" in kind else ""
+            raise ValueError(f"sharding type {kind!r} is not allowed on {device.type}{why}; allowed: {allowed}")
     constraints = {
-        name: ParameterConstraints(sharding_types=list(types), min_partition=min_column_shard_dim)
-        for name in embedding_tables(ebc_module)
+        name: ParameterConstraints(sharding_types=[per_table[name]] if per_table.get(name) else list(allowed),
+                                   min_partition=min_column_shard_dim)
+        for name in tables
     }
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=world_size, compute_device=device.type),

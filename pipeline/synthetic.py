@@ -21,6 +21,10 @@ achievable AUC of each task is the AUC of its true probability on the same rows.
 
 Randomness comes from SeedSequence([seed, day, file, chunk]), so every file (and each chunk of a
 file) is reproducible on its own, whichever worker writes it and in whatever order.
+
+`impression_id` is a row key: consecutive ids from a per-chunk base drawn from the same seed
+sequence (not from the generator, so the other columns are unchanged). Unique within a chunk
+by construction; two chunks collide only if their ranges overlap (~1e-6 for 1e9 rows).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class SyntheticConfig:
 
 
 SCHEMA = pa.schema([
+    ("impression_id", pa.int64()),  # unique row key (scoring joins outputs on it); not a feature
     ("user_id", pa.int64()),
     ("item_id", pa.int64()),
     ("category", pa.string()),
@@ -110,6 +115,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 # -- generation ---------------------------------------------------------------------------------
+def _impression_ids(n: int, seed: int, stream: tuple[int, ...]) -> np.ndarray:
+    # A separate SeedSequence child (spawn key 1): drawing the base leaves the row generator,
+    # and therefore every other column, exactly as it was before this column existed.
+    base = np.random.SeedSequence([seed, *stream], spawn_key=(1,)).generate_state(1, np.uint64)[0]
+    base = int(base >> np.uint64(1)) % (2**63 - max(n, 1))  # non-negative, no overflow
+    return np.arange(base, base + n, dtype=np.int64)
+
+
 def generate_table(num_rows: int, seed: int = 0, config: SyntheticConfig = SyntheticConfig(),
                    stream: tuple[int, ...] = ()) -> pa.Table:
     """`num_rows` impressions in memory (for unit tests, demos, and as one chunk of a file).
@@ -155,7 +168,7 @@ def generate_table(num_rows: int, seed: int = 0, config: SyntheticConfig = Synth
 
     history = pa.ListArray.from_arrays(pa.array(hist_offsets.astype(np.int32)), pa.array(hist_items))
     return pa.Table.from_arrays([
-        pa.array(user), pa.array(item),
+        pa.array(_impression_ids(n, seed, stream)), pa.array(user), pa.array(item),
         _category_names(c.num_categories).take(pa.array(category)),
         pa.array(DEVICES, pa.string()).take(pa.array(device)),
         history,
@@ -205,3 +218,27 @@ def generate_dataset(out_dir: str, rows: int, days: int = 1, files_per_day: int 
             path = os.path.join(out_dir, f"dt={day}", f"part-{f:05d}.parquet")
             pending.append(task.remote(path, per_file + (k < extra), seed, d, f, config, chunk_rows))
     return ray.get(pending)
+
+
+def best_achievable_auc(table: pa.Table) -> dict[str, float]:
+    """AUC of the planted true probabilities (the ceiling any model can reach on these rows),
+    per task of configs/synthetic.yaml: ctr on all rows, cvr on clicked rows."""
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    click = torch.from_numpy(table["click"].to_numpy().astype(np.int64))
+    conv = torch.from_numpy(table["conversion"].to_numpy().astype(np.int64))
+    p_click = torch.from_numpy(table["true_p_click"].to_numpy().astype(np.float32))
+    p_conv = torch.from_numpy(table["true_p_conv"].to_numpy().astype(np.float32))
+    clicked = click == 1
+    return {"ctr": binary_auroc(p_click, click).item(), "cvr": binary_auroc(p_conv[clicked], conv[clicked]).item()}
+
+
+def best_achievable_auc_of_files(files: list[str]) -> dict[str, float]:
+    """best_achievable_auc over generated files; {} when they hold no planted truth (real logs)."""
+    import pyarrow.parquet as pq
+
+    columns = ["click", "conversion", "true_p_click", "true_p_conv"]
+    if not files or not set(columns) <= set(pq.read_schema(files[0]).names):
+        return {}
+    return best_achievable_auc(pa.concat_tables(pq.read_table(f, columns=columns) for f in files))

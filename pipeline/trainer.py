@@ -6,7 +6,7 @@ and workers on other nodes import them in their own process.
 """
 from __future__ import annotations
 
-import os
+import logging
 import tempfile
 import time
 from typing import Iterator
@@ -17,6 +17,8 @@ from pipeline.config import JobConfig
 from pipeline.feature_spec import FeatureSpec, spec_from_dict
 
 LOG_EVERY_STEPS = 50
+# Ray Train routes workers' logging (and print) to the driver's log once; print would show twice.
+log = logging.getLogger("ple.train")
 
 
 def _device(cfg: JobConfig) -> torch.device:
@@ -35,43 +37,92 @@ def _skip(batches: Iterator, n: int) -> Iterator:
     return batches
 
 
+def _count_nodes(world: int) -> int:
+    import ray
+    import torch.distributed as dist
+
+    nodes: list = [None] * world
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    return len(set(nodes))
+
+
 def loss_weights_at(cfg: JobConfig, step: int) -> torch.Tensor:
     base = torch.tensor(cfg.train.loss_weights or [1.0] * cfg.model.num_tasks)
     return base * (1.0 - cfg.train.loss_weight_decay) ** step
 
 
 class WorkerTrainer:
-    def __init__(self, cfg: JobConfig, spec: FeatureSpec) -> None:
+    def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None) -> None:
         import ray.train
         from pipeline.sharded_model import build_sharded_model
 
+        # torchrec logs its planner's tables and its pipeline's per-batch states at INFO: hundreds
+        # of lines per run that would bury the progress lines.
+        logging.getLogger("torchrec").setLevel(logging.WARNING)
+        log.setLevel(logging.INFO)
         self.cfg, self.spec = cfg, spec
+        self.files = files or {}  # behind each dataset: lets a bad batch's error name its file
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = _device(cfg)
+        self.num_nodes = _count_nodes(self.world)
         torch.manual_seed(cfg.train.seed)  # same initial dense weights on every worker
         t = cfg.train
+        self.checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts or resumes the run
         self.sm = build_sharded_model(
             spec, cfg.model, self.device, sparse_optimizer=t.sparse_optimizer, sparse_lr=t.sparse_lr,
-            dense_lr=t.dense_lr, sharding_type=t.sharding_type, loss_weights=loss_weights_at(cfg, 0).tolist(),
+            dense_lr=t.dense_lr, sharding_type=t.sharding_type or self._saved_sharding(), loss_weights=loss_weights_at(cfg, 0).tolist(),
             esmm=t.esmm, batch_size=t.batch_size,
         )
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
+        self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
 
     # -- state --------------------------------------------------------------------------------
+    def _saved_sharding(self) -> dict[str, str] | None:
+        """The table sharding types of the checkpoint this run starts from: planning with them
+        lets it load on a different number of workers (see pipeline/checkpoint.py)."""
+        from pipeline.checkpoint import saved_sharding_types
+        from pipeline.sharding import allowed_sharding_types
+
+        if self.checkpoint is not None:
+            with self.checkpoint.as_directory() as d:
+                types = saved_sharding_types(d)
+        elif self.cfg.train.init_from:
+            types = saved_sharding_types(self.cfg.train.init_from)
+        else:
+            return None
+        allowed = allowed_sharding_types(self.device.type)  # e.g. row_wise saved on GPU, resumed on CPU
+        return {table: kind for table, kind in (types or {}).items() if kind in allowed} or None
+
     def resume(self) -> None:
-        import ray.train
         from pipeline.checkpoint import load_checkpoint
 
-        ckpt = ray.train.get_checkpoint()
+        ckpt = self.checkpoint
         if ckpt is None:
+            self._warm_start()
             return
         with ckpt.as_directory() as d:
             extra = load_checkpoint(d, self.sm.model, self.sm.optimizer)
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
+        self.history = extra.get("history", [])
+        self.resumed_at = extra.get("resumed_at", []) + [self.step]
         if self.rank == 0:
-            print(f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch})", flush=True)
+            log.info(f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
+                     f"{extra['world_size']} workers then, {self.world} now)")
+
+    def _warm_start(self) -> None:
+        """A new run starting from another run's weights and optimizer state (daily retraining):
+        unlike a resume, the step, epoch and history start afresh."""
+        from pipeline.checkpoint import load_checkpoint
+
+        path = self.cfg.train.init_from
+        if path is None:
+            return
+        extra = load_checkpoint(path, self.sm.model, self.sm.optimizer)
+        if self.rank == 0:
+            log.info(f"[train] warm start from {path} (its step {extra['step']})")
 
     def report(self, metrics: dict, with_checkpoint: bool) -> None:
         import ray.train
@@ -82,7 +133,8 @@ class WorkerTrainer:
             ray.train.report(metrics)
             return
         extra = {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
-                 "world_size": self.world, "config": self.cfg.model_dump(mode="json"),
+                 "world_size": self.world, "history": self.history,
+                 "resumed_at": self.resumed_at, "config": self.cfg.model_dump(mode="json"),
                  "spec": self.spec.model_dump(mode="json"), "plan": str(self.sm.plan)}
         # Each worker writes its own shards locally; Ray merges the workers' directories in
         # storage and registers the checkpoint only once every worker has reported, so a
@@ -104,15 +156,26 @@ class WorkerTrainer:
             self.pipeline.detach()
         self.sm.model.eval()
         with torch.no_grad():
-            for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False):
+            for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False,
+                                          files=self.files.get("val")):
                 _, (_, logits, labels, masks) = self.sm.model(batch.to(self.device))
                 metrics.update(logits, labels, masks)
         self.sm.model.train()
-        return {f"val/{k}": v for k, v in metrics.compute().items()}
+        result = {f"val/{k}": v for k, v in metrics.compute().items()}
+        self.history.append({"step": self.step, "epoch": self.epoch, **result})
+        return result
+
+    def train_batches(self) -> Iterator:
+        """This worker's training batches for the current epoch (benchmarks override it)."""
+        from pipeline.reader import iter_ray_batches
+
+        t = self.cfg.train
+        # drop_last: every worker must take the same number of steps (collectives).
+        return iter_ray_batches("train", self.spec, t.batch_size, drop_last=True, files=self.files.get("train"),
+                                local_shuffle_buffer_size=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
 
     def fit(self) -> None:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
-        from pipeline.reader import iter_ray_batches
 
         cfg, t = self.cfg, self.cfg.train
         self.pipeline = pipeline = TrainPipelineSparseDist(self.sm.model, self.sm.optimizer, self.device,
@@ -120,24 +183,30 @@ class WorkerTrainer:
         train_module = self.sm.train_module
         done = lambda: t.max_steps is not None and self.step >= t.max_steps
         rows_per_step = t.batch_size * self.world
+        # Time inside training steps (data waits included; evaluation and checkpoints not): the
+        # rows/s a user compares across data paths and worker counts.
+        train_seconds, steps_here, window = 0.0, 0, (0.0, 0)
+        if t.eval_at_start and self.step == 0:
+            self.report(self.evaluate(), with_checkpoint=False)
         while self.epoch < t.epochs and not done():
-            # drop_last: every worker must take the same number of steps (collectives).
-            batches = iter_ray_batches("train", self.spec, t.batch_size, drop_last=True,
-                                       local_shuffle_buffer_size=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
-            batches = _skip(batches, self.batches_in_epoch)
-            start, start_step = time.perf_counter(), self.step
+            batches = _skip(self.train_batches(), self.batches_in_epoch)
             while not done():
                 train_module.set_loss_weights(loss_weights_at(cfg, self.step))
+                began = time.perf_counter()
                 try:
                     per_task, _, _, _ = pipeline.progress(batches)  # the model output, loss excluded
                 except StopIteration:
                     break
+                took = time.perf_counter() - began
+                train_seconds, steps_here = train_seconds + took, steps_here + 1
+                window = (window[0] + took, window[1] + 1)
                 self.step += 1
                 self.batches_in_epoch += 1
                 if self.rank == 0 and self.step % LOG_EVERY_STEPS == 0:
-                    rate = (self.step - start_step) * rows_per_step / (time.perf_counter() - start)
                     losses = " ".join(f"{n}={v:.4f}" for n, v in zip(self.spec.task_names, per_task.tolist()))
-                    print(f"[train] epoch {self.epoch} step {self.step} loss {losses} {rate:,.0f} rows/s", flush=True)
+                    log.info(f"[train] epoch {self.epoch} step {self.step} loss {losses} "
+                          f"{window[1] * rows_per_step / window[0]:,.0f} rows/s")
+                    window = (0.0, 0)
                 if t.eval_every_steps and self.step % t.eval_every_steps == 0:
                     ckpt = bool(t.checkpoint_every_steps) and self.step % t.checkpoint_every_steps == 0
                     self.report(self.evaluate(), with_checkpoint=ckpt)
@@ -148,13 +217,15 @@ class WorkerTrainer:
             self.epoch += 1
             self.batches_in_epoch = 0
         # The final evaluation and checkpoint, always: scoring and export start from here.
-        elapsed_rows = self.step * rows_per_step
-        self.report({**self.evaluate(), "train/rows": elapsed_rows, "done": 1}, with_checkpoint=True)
+        final = self.evaluate()
+        rate = steps_here * rows_per_step / train_seconds if train_seconds else 0.0
+        self.report({**final, "train/rows": self.step * rows_per_step, "train/rows_per_s": rate,
+                     "resumed_at": self.resumed_at, "cluster/workers": self.world, "cluster/nodes": self.num_nodes, "done": 1}, with_checkpoint=True)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = JobConfig.model_validate(loop_config["job"])
     spec = spec_from_dict(loop_config["spec"], source=cfg.data.spec)
-    trainer = WorkerTrainer(cfg, spec)
+    trainer = WorkerTrainer(cfg, spec, loop_config.get("files"))
     trainer.resume()
     trainer.fit()

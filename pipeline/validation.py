@@ -44,6 +44,15 @@ class DataValidationError(ValueError):
         rows = f" ({count} rows)" if count is not None else ""
         super().__init__(f"{where}:{col} {problem}{rows}")
 
+    def __reduce__(self):
+        # Keyword-only fields: the default pickling (args only) would rebuild a different
+        # message when the error crosses processes (Ray workers, actors).
+        return _rebuild_data_validation_error, (type(self), self.problem, self.file, self.column, self.count)
+
+
+def _rebuild_data_validation_error(cls, problem, file, column, count):
+    return cls(problem, file=file, column=column, count=count)
+
 
 # -- expected Arrow types ------------------------------------------------------------------------
 def _is_int(t: pa.DataType) -> bool:
@@ -64,14 +73,15 @@ def _is_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def column_roles(spec: FeatureSpec) -> dict[str, tuple[str, str]]:
-    """column -> (role, expected type description) for every column the spec reads."""
+def column_roles(spec: FeatureSpec, labels: bool = True) -> dict[str, tuple[str, str]]:
+    """column -> (role, expected type description) for every column the spec reads.
+    labels=False: inputs only (scoring reads unlabelled rows)."""
     roles: dict[str, tuple[str, str]] = {}
     for f in spec.sparse:
         roles[f.column] = ("sparse", f.type)
     for f in spec.dense:
         roles[f.column] = ("dense", "number")
-    for label in spec.labels:
+    for label in spec.labels if labels else ():
         roles[label] = ("label", "number")
     return roles
 
@@ -81,8 +91,8 @@ def type_problem(t: pa.DataType, expected: str) -> Optional[str]:
     return None if ok(t) else f"wrong type {t}, expected {expected}"
 
 
-def check_schema(schema: pa.Schema, spec: FeatureSpec, source: Optional[str]) -> None:
-    for column, (role, expected) in column_roles(spec).items():
+def check_schema(schema: pa.Schema, spec: FeatureSpec, source: Optional[str], labels: bool = True) -> None:
+    for column, (role, expected) in column_roles(spec, labels).items():
         idx = schema.get_field_index(column)
         if idx < 0:
             raise DataValidationError(f"missing {role} column", file=source, column=column)
@@ -109,9 +119,9 @@ def _open(path: str) -> pq.ParquetFile:
         raise DataValidationError(f"not a readable Parquet file ({e})", file=path) from None
 
 
-def _stat_problems(pf: pq.ParquetFile, spec: FeatureSpec) -> dict[str, str]:
+def _stat_problems(pf: pq.ParquetFile, spec: FeatureSpec, labels: bool = True) -> dict[str, str]:
     """Columns whose row-group statistics prove a problem: column -> problem kind."""
-    roles = column_roles(spec)
+    roles = column_roles(spec, labels)
     meta = pf.metadata
     leaf = {}
     for i in range(meta.num_columns):
@@ -162,15 +172,16 @@ def count_negative_rows(arr: pa.Array) -> int:
     return int(pc.sum(pc.fill_null(pc.less(arr, 0), False)).as_py() or 0)
 
 
-def validate_files(paths: Iterable[str], spec: FeatureSpec) -> ValidationReport:
-    """Footer-only checks of every file; raises DataValidationError on the first bad file."""
+def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True) -> ValidationReport:
+    """Footer-only checks of every file; raises DataValidationError on the first bad file.
+    labels=False checks the model's inputs only (scoring)."""
     report = ValidationReport()
     reference: Optional[tuple[str, pa.Schema]] = None
-    wanted = list(column_roles(spec))
+    wanted = list(column_roles(spec, labels))
     for path in paths:
         pf = _open(path)
         schema = pf.schema_arrow
-        check_schema(schema, spec, path)
+        check_schema(schema, spec, path, labels)
         sub = pa.schema([schema.field(c) for c in wanted])
         if reference is None:
             reference = (path, sub)
@@ -184,7 +195,7 @@ def validate_files(paths: Iterable[str], spec: FeatureSpec) -> ValidationReport:
             log.warning("skipping %s: valid Parquet file with 0 rows", path)
             report.skipped_empty.append(path)
             continue
-        for column, kind in _stat_problems(pf, spec).items():
+        for column, kind in _stat_problems(pf, spec, labels).items():
             problem, count = _exact_count(path, column, kind)
             if count:  # statistics are a hint; only an exact, non-zero count fails the file
                 raise DataValidationError(problem, file=path, column=column, count=count)

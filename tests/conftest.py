@@ -20,7 +20,9 @@ def ray_local():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": never join another process's cluster found via
+        # /tmp/ray/ray_current_cluster (e.g. a concurrent test's ray.cluster_utils.Cluster).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=1 << 30)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

@@ -1,0 +1,156 @@
+"""Scoring job throughput against the model's own forward pass, and actor memory as input grows.
+
+    python benchmarks/bench_score.py --rows 200000 --scale 10          # 1 actor per 2 CPUs by default
+    python benchmarks/bench_score.py --num-actors 8 --cpus-per-actor 1 --torch-threads 1
+
+Generates synthetic logs of N rows and of scale*N rows (same rows per file, scale times the
+files), exports a randomly initialised model (or uses --model), then prints, in one run:
+  forward only        RecModel forward on in-memory, already collated batches of the N rows,
+                      with as many torch threads as all actors together (num_actors * torch_threads)
+  collate + forward   the same in this process from Arrow tables (no Ray): the actors' work
+  job N / job scale*N the scoring job (Ray Data read -> Scorer actors -> per-file commit):
+                      end-to-end rows/s (start-up included) and steady rows/s (after the first batch)
+and the ratios job/forward (target >= 0.7, steady state) and peak memory per actor at scale*N
+vs N (target: flat, ratio ~1.0): RSS high-water mark, and private memory sampled per batch (RSS
+also counts the shared object-store pages an actor has read). On a machine with few cores the
+job's read tasks and driver share the CPUs the forward-only pass has to itself; see the printed
+CPU count and the actors' busy share.
+"""
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from pipeline.collate import collate  # noqa: E402
+from pipeline.export import load_export, write_export  # noqa: E402
+from pipeline.feature_spec import load_spec  # noqa: E402
+from pipeline.score_config import ScoreConfig  # noqa: E402
+from pipeline.scoring import score  # noqa: E402
+from pipeline.synthetic import write_file  # noqa: E402
+from ple_model import ModelConfig, RecModel  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
+    files = []
+    for i in range(max(1, rows // rows_per_file)):
+        path = os.path.join(root, "dt=2026-01-01", f"part-{i:05d}.parquet")
+        write_file(path, rows_per_file, seed=0, day_index=0, file_index=i)
+        files.append(path)
+    return files
+
+
+def make_export(path: str) -> str:
+    spec = load_spec(os.path.join(REPO, "configs", "synthetic.yaml"))
+    cfg = ModelConfig.model_validate(yaml.safe_load(open(os.path.join(REPO, "configs", "local.yaml")))["model"])
+    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
+    return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
+
+
+def forward_only(model_dir: str, files: list[str], batch_size: int, threads: int) -> tuple[float, float]:
+    """(forward-only rows/s on collated in-memory batches, collate+forward rows/s)."""
+    torch.set_num_threads(threads)
+    model, spec, _ = load_export(model_dir)
+    tables = [b for f in files for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size)]
+    rows = sum(t.num_rows for t in tables)
+    # Best of 3: on a shared machine a single pass measures the neighbours as much as the model;
+    # taking the best baseline makes the job/forward ratio conservative.
+    fwd = both = 0.0
+    with torch.inference_mode():
+        for b in tables[:3]:  # warm-up
+            model(*_inputs(collate(b, spec, with_labels=False)))
+        for _ in range(3):
+            start = time.perf_counter()
+            batches = [collate(t, spec, with_labels=False) for t in tables]
+            for b in batches:
+                torch.sigmoid(model(*_inputs(b)))
+            both = max(both, rows / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for b in batches:
+                torch.sigmoid(model(*_inputs(b)))
+            fwd = max(fwd, rows / (time.perf_counter() - start))
+    return fwd, both
+
+
+def _inputs(b):
+    return b.sparse_features, b.dense_features
+
+
+def run_job(model_dir: str, data: str, out: str, cfg: ScoreConfig):
+    shutil.rmtree(out, ignore_errors=True)
+    summary = score(model_dir, data, out, cfg, log=lambda m: None)
+    peak = max(a["peak_rss_mb"] for a in summary.actors)
+    anon = max(a["peak_anon_mb"] for a in summary.actors)
+    # Busy share of the actors after the first batch: below ~100% the pipeline starves them.
+    busy = sum(a["busy_s"] for a in summary.actors) / (len(summary.actors) * (summary.seconds - summary.first_output_s))
+    print(f"{'job ' + format(summary.rows_scored, ','):<34} {summary.rows_per_s:>12,.0f} rows/s end to end "
+          f"({summary.seconds:.1f} s, first batch back at {summary.first_output_s:.1f} s), "
+          f"{summary.steady_rows_per_s:>10,.0f} rows/s steady; {len(summary.actors)} actors, "
+          f"busy {busy:.0%}; peak RSS per actor {peak:.0f} MB (private {anon:.0f} MB)", flush=True)
+    return summary, peak, anon
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=200_000, help="N: rows of the small input")
+    p.add_argument("--scale", type=int, default=10, help="the large input has scale * N rows")
+    p.add_argument("--rows-per-file", type=int, default=25_000)
+    p.add_argument("--batch-size", type=int, default=8192)
+    # One core per actor (its torch thread) and as many left for Ray Data's reads and the driver.
+    p.add_argument("--num-actors", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--torch-threads", type=int, default=1, help="per actor")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray cluster")
+    p.add_argument("--model", default=None, help="export directory (default: a random-init export)")
+    p.add_argument("--workdir", default=None, help="where data and outputs go (default: a temp dir)")
+    args = p.parse_args()
+
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_score_")
+    small, large = os.path.join(work, "small"), os.path.join(work, "large")
+    t0 = time.perf_counter()
+    small_files = make_data(small, args.rows, args.rows_per_file)
+    make_data(large, args.rows * args.scale, args.rows_per_file)
+    model_dir = args.model or make_export(os.path.join(work, "export"))
+    print(f"data: {args.rows:,} and {args.rows * args.scale:,} rows ({args.rows_per_file:,} per file) in "
+          f"{time.perf_counter() - t0:.0f} s under {work}; {os.cpu_count()} CPUs; batch {args.batch_size}; "
+          f"{args.num_actors} actors x {args.cpus_per_actor} CPU, {args.torch_threads} torch threads", flush=True)
+
+    threads = args.num_actors * args.torch_threads
+    fwd, both = forward_only(model_dir, small_files, args.batch_size, threads)
+    print(f"{'forward only, ' + str(threads) + ' threads':<34} {fwd:>12,.0f} rows/s (in-memory collated batches)")
+    print(f"{'collate + forward, ' + str(threads) + ' threads':<34} {both:>12,.0f} rows/s (in process, no Ray)",
+          flush=True)
+
+    cfg = ScoreConfig(batch_size=args.batch_size, num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
+                      torch_threads=args.torch_threads, gpus_per_actor=args.gpus_per_actor,
+                      local_num_cpus=args.num_cpus, progress_every_s=3600)
+    s_small, peak_small, anon_small = run_job(model_dir, small, os.path.join(work, "out_small"), cfg)
+    s_large, peak_large, anon_large = run_job(model_dir, large, os.path.join(work, "out_large"), cfg)
+
+    print(f"\njob / forward-only rows/s, steady:     N {s_small.steady_rows_per_s / fwd:.2f}   "
+          f"{args.scale}N {s_large.steady_rows_per_s / fwd:.2f}   (target >= 0.7)")
+    print(f"job / forward-only rows/s, end to end: N {s_small.rows_per_s / fwd:.2f}   "
+          f"{args.scale}N {s_large.rows_per_s / fwd:.2f}   (start-up included)")
+    print(f"peak RSS per actor: N {peak_small:.0f} MB, {args.scale}N {peak_large:.0f} MB, "
+          f"ratio {peak_large / peak_small:.2f} (target: flat, ~1.0; includes shared object-store pages read)")
+    print(f"peak private memory per actor: N {anon_small:.0f} MB, {args.scale}N {anon_large:.0f} MB, "
+          f"ratio {anon_large / anon_small:.2f}")
+    print(f"driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

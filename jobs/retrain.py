@@ -1,0 +1,50 @@
+"""Daily retraining with a model registry: what a scheduler runs once a day.
+
+    python -m jobs.retrain --config configs/retrain_local.yaml
+    python -m jobs.retrain --config configs/retrain_local.yaml retrain.registry=/mnt/models train.batch_size=2048
+    ray job submit --working-dir . -- python -m jobs.retrain --config configs/retrain_local.yaml
+
+Finds the days that arrived since the production model, trains a candidate warm-started from
+production (from scratch on an empty registry), evaluates candidate and production on the
+newest day (held out), and promotes the candidate only if it is not worse beyond the
+configured tolerances. Only one run at a time per registry (a lock file).
+
+Exit status: 0 promoted, or nothing new to train on; 3 candidate rejected (kept in the registry,
+production unchanged); 75 another retrain holds the lock; 1 any other error (the registry is
+left as it was).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_REJECTED, EXIT_LOCKED = 3, 75
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/retrain_local.yaml")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. retrain.registry=/mnt/models")
+    args = p.parse_args(argv)
+
+    from pipeline.config import ConfigError
+    from pipeline.lock import LockHeldError
+    from pipeline.registry import RegistryError
+    from pipeline.retrain import RetrainError, retrain
+    from pipeline.retrain_config import load_retrain_config
+
+    try:
+        outcome = retrain(load_retrain_config(args.config, args.overrides), args.address)
+    except LockHeldError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED)
+    except (ConfigError, RegistryError, RetrainError) as err:
+        sys.exit(f"error: {err}")
+    if outcome.status == "rejected":
+        sys.exit(EXIT_REJECTED)
+    return outcome
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""An exclusive lock file, so that only one daily retrain works on a registry at a time.
+
+The lock is a small JSON file created with O_CREAT|O_EXCL (atomic on a local or NFSv3+ path):
+{pid, host, started, command, token}. While held, a heartbeat thread touches it, so its mtime
+says when its holder was last alive. A lock is *stale*, and is taken over with a message, when
+
+  * its holder ran on this host and that pid no longer exists (a killed or crashed run), or
+  * its heartbeat is older than `stale_after_s` (a holder on another host that died, or a pid
+    reused by an unrelated process: neither heartbeats).
+
+Taking over is race-free between two newcomers: the stale file is first renamed to a private
+name, and only if the renamed file is still the one judged stale (same token) is it deleted;
+otherwise (another newcomer replaced it in between) it is put back. Releasing deletes the file
+only if it still holds our token.
+
+Object stores (S3, GCS) have no O_EXCL or rename; there the same protocol needs a conditional
+create (If-None-Match: * / ifGenerationMatch=0). Not implemented: the registry is a local or
+mounted path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Callable, Optional
+
+
+class LockHeldError(RuntimeError):
+    """Another live process holds the lock; the message names it."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _fmt_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+class FileLock:
+    def __init__(self, path: str, stale_after_s: float = 600.0, heartbeat_s: Optional[float] = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.path = path
+        self.stale_after_s = stale_after_s
+        # Several heartbeats per staleness period: one late beat on a loaded machine is harmless.
+        self.heartbeat_s = heartbeat_s or max(0.5, min(60.0, stale_after_s / 4))
+        self.log = log
+        self.token: Optional[str] = None
+        self._stop = threading.Event()
+        self._beat: Optional[threading.Thread] = None
+
+    # -- reading a lock --------------------------------------------------------------------
+    def read(self) -> Optional[dict]:
+        """The holder's record plus its heartbeat age ("age_s"), or None if there is no lock.
+        An unreadable file (its creator was killed between create and write) reads as {}."""
+        try:
+            with open(self.path) as f:
+                text = f.read()
+            age = time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(text)
+        except ValueError:
+            info = {}
+        return {**(info if isinstance(info, dict) else {}), "age_s": age}
+
+    def stale_reason(self, info: dict) -> Optional[str]:
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
+                and not _pid_alive(info["pid"]):
+            return f"its process {info['pid']} on this host is gone"
+        if info["age_s"] > self.stale_after_s:
+            return f"no heartbeat for {info['age_s']:.0f}s (> {self.stale_after_s:.0f}s)"
+        if "token" not in info and info["age_s"] > 5.0:
+            return "it is empty or unreadable (its writer died while creating it)"
+        return None
+
+    @staticmethod
+    def describe(info: dict) -> str:
+        started = f"since {_fmt_time(info['started'])}" if "started" in info else "start time unknown"
+        return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, {started}, "
+                f"last heartbeat {info['age_s']:.0f}s ago" + (f": {info['command']}" if info.get("command") else ""))
+
+    # -- acquire / release ------------------------------------------------------------------
+    def acquire(self) -> "FileLock":
+        for _ in range(10):  # each retry follows a takeover or a lost race; a few suffice
+            if self._try_create():
+                self._start_heartbeat()
+                return self
+            info = self.read()
+            if info is None:
+                continue  # released meanwhile: try again
+            reason = self.stale_reason(info)
+            if reason is None:
+                raise LockHeldError(f"another retrain holds the lock {self.path}: {self.describe(info)}. "
+                                    f"If that process is gone for good, the lock is taken over automatically "
+                                    f"after {self.stale_after_s:.0f}s without heartbeat (or delete the file).")
+            self._take_over(info, reason)
+        raise LockHeldError(f"could not acquire {self.path}: it keeps changing hands")
+
+    def _try_create(self) -> bool:
+        token = uuid.uuid4().hex
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                  "command": _shorten(" ".join(sys.argv), 200), "token": token}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+            f.flush()
+            os.fsync(f.fileno())
+        self.token = token
+        return True
+
+    def _take_over(self, info: dict, reason: str) -> None:
+        aside = f"{self.path}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # someone else removed it first
+        try:
+            with open(aside) as f:
+                moved = json.loads(f.read() or "{}")
+        except (OSError, ValueError):
+            moved = {}
+        if moved.get("token") != info.get("token"):
+            # Between our read and our rename another newcomer replaced the stale lock with its
+            # own live one: put it back. (A third newcomer creating a lock within these few
+            # microseconds would be overwritten: accepted, the window is that of two syscalls.)
+            os.rename(aside, self.path)
+            return
+        os.unlink(aside)
+        self.log(f"[lock] took over stale lock {self.path} ({self.describe(info)}): {reason}")
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat_s):
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    pass
+
+        self._beat = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        info = self.read()
+        # Only our own lock: if ours was taken over as stale, the file is someone else's now.
+        if info is not None and self.token is not None and info.get("token") == self.token:
+            os.unlink(self.path)
+        self.token = None
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

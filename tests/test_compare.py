@@ -1,0 +1,244 @@
+"""The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
+the real training path, the report has a row per model, valid PNG plots, the numbers the runs
+reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pipeline.compare import CompareConfig, Comparison, RunRecord, build_variants, dense_params, input_dim, \
+    load_compare_config, run_comparison
+from pipeline.config import ConfigError
+from pipeline.report import difference, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("ctr", "cvr")
+SEEDS = [0, 1]
+# Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
+# spread). Most of each run's 25-50 s is Ray Train's start-up, so the trained comparison holds
+# what the verdict needs (6 runs); CGC and the single-task models are in the report test below,
+# from fabricated runs, and in the default comparison (python -m jobs.compare).
+VARIANTS = ["ple", "mmoe", "shared_bottom"]
+ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
+
+
+def _config(tmp: Path, *extra: str):
+    return load_compare_config(REPO / "configs/compare_local.yaml", [
+        f"data.root={tmp}/data", f"output_dir={tmp}/runs", f"data.spec={REPO}/configs/synthetic.yaml",
+        "data.generate.rows=6000", "train.epochs=1", "train.batch_size=256", "train.eval_every_steps=4",
+        f"compare.seeds={SEEDS}", f"compare.variants=[{','.join(VARIANTS)}]", "compare.gate_rows=1000", *extra])
+
+
+@pytest.fixture(scope="module")
+def report(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    job, cc = _config(tmp)
+    comp = run_comparison(job, cc)
+    path = write_report(comp, tmp / "report")
+    return comp, path, job, cc
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _table(section: str) -> list[dict]:
+    lines = [l for l in section.splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+
+
+def test_report_files_and_png_plots(report):
+    comp, path, _, _ = report
+    out = path.parent
+    assert path.is_file() and (out / "results.json").is_file()
+    from PIL import Image
+
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"auc_curves.png", "gates_ple.png"} <= pngs
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(out / name) as im:
+            im.verify()
+        assert f"]({name})" in path.read_text()  # linked from the report
+
+
+def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
+    comp, path, _, _ = report
+    text = path.read_text()
+    labels = [v.label for v in comp.variants]
+    assert len(labels) == len(VARIANTS)
+
+    every = _table(_section(text, "Every run"))
+    assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((l, s) for l in labels for s in SEEDS)
+    runs = {(v.label, r.seed): (v, r) for v in comp.variants for r in comp.runs_of(v.key)}
+    for row in every:
+        v, run = runs[(row["model"], int(row["seed"]))]
+        # The exported model's metadata is written by the training job, not by the report.
+        exported = json.loads((Path(run.export_dir) / "model.json").read_text())["metrics"]
+        for task in TASKS:
+            for m in ("auc", "logloss", "calibration"):
+                cell = row[f"{task} {m}"]
+                if v.task not in (None, task):
+                    assert cell == "—"
+                    continue
+                assert float(cell) == pytest.approx(run.metrics[f"val/{task}/{m}"], abs=5e-5)
+                assert float(cell) == pytest.approx(exported[f"val/{task}/{m}"], abs=5e-5)
+
+    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    assert set(labels) <= set(summary)
+    for v in comp.variants:
+        for task in ([v.task] if v.task else TASKS):
+            aucs = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(v.key)]
+            mean, std = summary[v.label][f"{task} AUC"].split(" ± ")
+            assert float(mean) == pytest.approx(statistics.fmean(aucs), abs=5e-5)
+            assert float(std) == pytest.approx(statistics.stdev(aucs), abs=5e-5)
+    best = summary["Best achievable (planted truth)"]
+    for task in TASKS:
+        assert float(best[f"{task} AUC"]) == pytest.approx(comp.runs[0].metrics[f"val/{task}/best_auc"], abs=5e-5)
+
+    results = json.loads((path.parent / "results.json").read_text())
+    assert {(r["variant"], r["seed"]): r["metrics"] for r in results["runs"]} == \
+           {(r.variant, r.seed): json.loads(json.dumps(r.metrics)) for r in comp.runs}
+    for r in comp.runs:  # the curves' history: every evaluation, the last one being the final metrics
+        assert r.history[-1]["val/ctr/auc"] == r.metrics["val/ctr/auc"] and len(r.history) >= 2
+
+
+def test_verdict_states_ple_against_mmoe_and_shared_bottom_per_task(report):
+    comp, path, _, _ = report
+    verdict = _section(path.read_text(), "Verdict")
+    for task in TASKS:
+        for key, label in (("mmoe", "MMoE"), ("shared_bottom", "Shared-bottom")):
+            line = next(l for l in verdict.splitlines() if l.startswith(f"- **{task}**") and label in l)
+            ple = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of("ple")]
+            other = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(key)]
+            diff = statistics.fmean(p - o for p, o in zip(ple, other))
+            spread = max(statistics.stdev(ple), statistics.stdev(other))
+            word = "beats" if diff > spread else "loses" if diff < -spread else "ties"
+            assert f"**{word}**" in line, line
+            numbers = [float(x) for x in re.findall(r"[-+]\d+\.\d+|\d+\.\d+", line.replace("−", "-"))]
+            assert numbers[0] == pytest.approx(diff, abs=5e-5) and numbers[1] == pytest.approx(spread, abs=5e-5)
+
+
+def test_expert_utilisation_of_ple(report):
+    comp, path, _, cc = report
+    ple = comp.runs_of("ple")[0]
+    assert len(ple.utilisation) == 2  # two levels
+    for level in ple.utilisation:
+        for gate in level["task"]:
+            assert sum(gate) == pytest.approx(1.0, abs=1e-4)
+    assert "### PLE (2 levels)" in _section(path.read_text(), "Expert utilisation")
+
+
+def test_parameter_budgets_within_tolerance(report):
+    comp, _, _, cc = report
+    assert all(abs(v.budget_gap) <= cc.param_tolerance for v in comp.variants)
+    assert len({v.params for v in comp.variants}) > 1  # widths really were rescaled...
+    assert comp.variants[0].model.expert_hidden != comp.variants[2].model.expert_hidden
+
+
+def test_same_comparison_again_reads_the_finished_runs(report):
+    comp, _, job, cc = report
+    again = run_comparison(job, cc)
+    assert all(r.reused for r in again.runs) and not any(r.reused for r in comp.runs)
+    assert [r.metrics for r in again.runs] == [json.loads(json.dumps(r.metrics)) for r in comp.runs]
+
+
+# -- no training -------------------------------------------------------------------------------
+
+def test_overrides_split_between_training_and_comparison(tmp_path):
+    job, cc = _config(tmp_path, "compare.seeds=[3]", "train.dense_lr=0.5")
+    assert cc.seeds == [3] and job.train.dense_lr == 0.5 and job.data.generate.rows == 6000
+    with pytest.raises(ConfigError, match="compare.seedz"):
+        _config(tmp_path, "compare.seedz=[1]")
+    with pytest.raises(ConfigError, match="compare_local.yaml.*\n.*train.epochz"):
+        _config(tmp_path, "train.epochz=1")
+
+
+def test_verdict_rule_against_the_seed_spread(tmp_path):
+    """Fabricated runs: a clear win, a tie inside the spread, a clear loss."""
+    job, _ = _config(tmp_path)
+    cc = CompareConfig(variants=["ple", "mmoe", "shared_bottom"], seeds=[0, 1, 2])
+    from pipeline.feature_spec import load_spec
+
+    spec = load_spec(job.data.spec)
+    variants = build_variants(job, cc, spec)
+    aucs = {"ple": [0.70, 0.71, 0.72], "mmoe": [0.66, 0.67, 0.68], "shared_bottom": [0.69, 0.715, 0.73]}
+    runs = [RunRecord(key, s, f"{key}{s}", {"val/ctr/auc": a, "val/cvr/auc": 1.4 - a}, [], "", "", 0.0)
+            for key, xs in aucs.items() for s, a in enumerate(xs)]
+    comp = Comparison(job, cc, spec, variants, runs, 0.0)
+    assert difference(comp, "ple", "mmoe", "ctr")["outcome"] == "beats"
+    assert difference(comp, "ple", "mmoe", "cvr")["outcome"] == "loses"
+    tie = difference(comp, "ple", "shared_bottom", "ctr")
+    assert tie["outcome"] == "ties" and tie["mean"] == pytest.approx(-0.005 / 3)
+    assert tie["spread"] == pytest.approx(statistics.stdev(aucs["shared_bottom"]))
+
+
+def _fake_utilisation(levels: int, k: int, s: int, unused_shared_last: bool) -> list[dict]:
+    t = len(TASKS)
+    out = []
+    for i in range(levels):
+        last = i == levels - 1
+        shared_w = [0.02] * s if last and unused_shared_last else [0.3 / s] * s
+        own = [(1 - sum(shared_w)) / k] * k if k else []
+        out.append({"task": [own + shared_w for _ in TASKS], "task_experts": k, "shared_experts": s,
+                    "shared": None if last else [1 / (t * k + s)] * (t * k + s)})
+    return out
+
+
+def test_report_of_every_variant_from_fabricated_runs(tmp_path):
+    """Every variant kind in the tables (a single-task model only on its task), the seesaw check
+    and an unused expert flagged, without training."""
+    from pipeline.feature_spec import load_spec
+
+    job, _ = _config(tmp_path)
+    cc = CompareConfig(variants=ALL_VARIANTS, seeds=[0, 1, 2])
+    spec = load_spec(job.data.spec)
+    variants = build_variants(job, cc, spec)
+    # ctr: every multi-task model gains over single-task; cvr: shared-bottom loses (a seesaw).
+    base = {"ple": (0.72, 0.75), "cgc": (0.71, 0.74), "mmoe": (0.71, 0.73), "shared_bottom": (0.72, 0.68),
+            "single_ctr": (0.68, 0.5), "single_cvr": (0.5, 0.72)}
+    runs = []
+    for v in variants:
+        for s in cc.seeds:
+            m = {"step": 10.0}
+            for t, auc in zip(TASKS, base[v.key]):
+                m.update({f"val/{t}/auc": auc + 0.001 * s, f"val/{t}/logloss": 0.5, f"val/{t}/calibration": 1.0,
+                          f"val/{t}/best_auc": 0.8})
+            hist = [{"step": 5, **{k: x - 0.01 for k, x in m.items() if k.startswith("val/")}}, {**m}]
+            util = _fake_utilisation(v.model.resolved().num_levels, v.model.resolved().task_experts,
+                                     v.model.resolved().shared_experts, v.key == "ple") if v.key in ("ple", "cgc", "mmoe") else None
+            runs.append(RunRecord(v.key, s, f"{v.key}-s{s}", m, hist, "", "", 1.0, util))
+    path = write_report(Comparison(job, cc, spec, variants, runs, 60.0), tmp_path / "report")
+    text = path.read_text()
+    labels = [v.label for v in variants]
+    assert "CGC (= PLE, 1 level)" in labels and "Single-task cvr" in labels
+    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    assert set(summary) == set(labels) | {"Best achievable (planted truth)"}
+    assert summary["Single-task ctr"]["cvr AUC"] == "—" and summary["Single-task cvr"]["cvr AUC"].startswith("0.7210")
+    assert len(_table(_section(text, "Every run"))) == len(labels) * 3
+    seesaw = {r["model"]: r for r in _table(_section(text, "Seesaw check"))}
+    assert set(seesaw) == {"PLE (2 levels)", "CGC (= PLE, 1 level)", "MMoE", "Shared-bottom"}
+    assert seesaw["Shared-bottom"]["verdict"].startswith("seesaw: gains on ctr, loses on cvr")
+    assert seesaw["PLE (2 levels)"]["cvr ΔAUC"].startswith("+0.0300")
+    util = _section(text, "Expert utilisation")
+    assert "shared/0 **(unused)**" in util and "seed 0: unused experts: level 2: shared/0" in util
+    for name in ("auc_curves.png", "gates_ple.png", "gates_cgc.png", "gates_mmoe.png"):
+        assert (path.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_single_task_budget_counts_one_tower(tmp_path):
+    job, _ = _config(tmp_path)
+    from pipeline.feature_spec import load_spec
+
+    spec = load_spec(job.data.spec)
+    single = next(v for v in build_variants(job, CompareConfig(variants=["single_task"]), spec) if v.task == "cvr")
+    d = input_dim(spec)
+    assert single.loss_weights == [0.0, 1.0]
+    assert single.params < dense_params(single.model, d)  # the untrained ctr tower is not counted
+    assert math.isclose(single.params, dense_params(job.model, d), rel_tol=0.05)
