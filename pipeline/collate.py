@@ -21,8 +21,6 @@ from pipeline.id_mapping import int_ids_to_rows, strings_to_rows
 from pipeline.validation import DataValidationError, check_schema
 
 PATH_COLUMN = "path"  # added by ray.data.read_parquet(include_paths=True); used to name files
-# Columns of a prepared table besides one per sparse feature (named by the feature).
-DENSE, LABELS, MASKS = "__dense__", "__labels__", "__masks__"
 
 
 class _Context:
@@ -96,70 +94,34 @@ def _label(table: pa.Table, name: str, ctx: _Context) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
-def prepare(data: Union[pa.Table, pa.RecordBatch], spec: FeatureSpec, source: Optional[str] = None,
-            with_labels: bool = True) -> pa.Table:
-    """Validate one Arrow batch and map it into model space, still one row per example:
-    a column per sparse feature (table rows: int64, or list<int64> for multi-valued ones),
-    DENSE (normalised float32 x num_dense), and with labels LABELS (float32 x tasks) and
-    MASKS (0/1 per task: is the row in the task's sample space). Raises DataValidationError.
-
-    This is the per-row work (hashing, normalisation, checks); `to_batch` only wraps arrays.
-    Split so that the two halves can run in different places (e.g. prepare in Ray Data)."""
-    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
-    ctx = _Context(table, source)
-    check_schema(table.schema, spec, source, labels=with_labels)
-    n = table.num_rows
-    tables = spec.table_by_name
-    columns: dict[str, pa.Array] = {}
-    for f in spec.sparse:
-        rows, lengths = _sparse(table, f, tables[f.table], ctx)
-        if f.multi_valued:
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(lengths, out=offsets[1:])
-            columns[f.name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows))
-        else:
-            columns[f.name] = pa.array(rows)
-    dense = np.empty((n, spec.num_dense), dtype=np.float32)
-    for j, f in enumerate(spec.dense):
-        dense[:, j] = _dense(table, f, ctx)
-    columns[DENSE] = _rows_of(dense)
-    if with_labels:
-        labels, masks = _labels_and_masks(table, spec, ctx)
-        columns[LABELS], columns[MASKS] = _rows_of(labels), _rows_of(masks.astype(np.float32))
-    return pa.table(columns)
-
-
-def to_batch(prepared: pa.Table, spec: FeatureSpec) -> Batch:
-    """A `prepare`d table (or any slice/concatenation of them) as a Batch: near zero-copy."""
-    n = prepared.num_rows
-    values, lengths = [], []
-    for f in spec.sparse:
-        col = _column(prepared, f.name)
-        if f.multi_valued:
-            values.append(col.flatten().to_numpy())
-            lengths.append(pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64))
-        else:
-            values.append(col.to_numpy())
-            lengths.append(np.ones(n, dtype=np.int64))
-    kjt = KeyedJaggedTensor(keys=spec.feature_names, values=torch.from_numpy(np.concatenate(values)),
-                            lengths=torch.from_numpy(np.concatenate(lengths)), stride=n)
-    dense = torch.from_numpy(_matrix(prepared, DENSE, spec.num_dense))
-    if LABELS not in prepared.column_names:
-        empty = torch.empty((n, 0), dtype=torch.float32)
-        return Batch(sparse_features=kjt, dense_features=dense, labels=empty, label_masks=empty.bool())
-    tasks = len(spec.tasks)
-    return Batch(sparse_features=kjt, dense_features=dense,
-                 labels=torch.from_numpy(_matrix(prepared, LABELS, tasks)),
-                 label_masks=torch.from_numpy(_matrix(prepared, MASKS, tasks) > 0))
-
-
 def collate(data: Union[pa.Table, pa.RecordBatch], spec: FeatureSpec, source: Optional[str] = None,
             with_labels: bool = True) -> Batch:
     """Validate one Arrow batch and turn it into a Batch; raises DataValidationError.
 
     with_labels=False (scoring): label columns are neither required nor read; the Batch's
     labels are float32 [B, 0] and its masks bool [B, 0]."""
-    return to_batch(prepare(data, spec, source, with_labels), spec)
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    ctx = _Context(table, source)
+    check_schema(table.schema, spec, source, labels=with_labels)
+    n = table.num_rows
+    tables = spec.table_by_name
+    values, lengths = [], []
+    for f in spec.sparse:
+        v, l = _sparse(table, f, tables[f.table], ctx)
+        values.append(v)
+        lengths.append(l)
+    kjt = KeyedJaggedTensor(keys=spec.feature_names, values=torch.from_numpy(np.concatenate(values)),
+                            lengths=torch.from_numpy(np.concatenate(lengths)), stride=n)
+    dense = np.empty((n, spec.num_dense), dtype=np.float32)
+    for j, f in enumerate(spec.dense):
+        dense[:, j] = _dense(table, f, ctx)
+    if not with_labels:
+        empty = torch.empty((n, 0), dtype=torch.float32)
+        return Batch(sparse_features=kjt, dense_features=torch.from_numpy(dense), labels=empty,
+                     label_masks=empty.bool())
+    labels, masks = _labels_and_masks(table, spec, ctx)
+    return Batch(sparse_features=kjt, dense_features=torch.from_numpy(dense), labels=torch.from_numpy(labels),
+                 label_masks=torch.from_numpy(masks))
 
 
 def _labels_and_masks(table: pa.Table, spec: FeatureSpec, ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
@@ -177,14 +139,3 @@ def _labels_and_masks(table: pa.Table, spec: FeatureSpec, ctx: _Context) -> tupl
                                f"(e.g. a conversion without a click)", task.label, impossible)
             masks[:, j] = given
     return labels, masks
-
-
-def _rows_of(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """[n, k] float32 matrix -> n fixed-size lists of k (zero-copy both ways)."""
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-
-
-def _matrix(table: pa.Table, name: str, width: int) -> np.ndarray:
-    col = _column(table, name)
-    # A copy (a few floats per row): Arrow's buffers are read-only, which torch warns about.
-    return col.flatten().to_numpy().reshape(len(col), width).copy()

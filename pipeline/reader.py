@@ -71,8 +71,8 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
             raise DataValidationError(f"all files for days {start_day}..{end_day} are empty", file=root)
     ds = read_parquet_files(files, include_paths=include_paths, datasource_v2=datasource_v2, **read_parquet_args)
     # The collate (validation, hashing, normalisation) stays in the trainer's iterator: moving
-    # it into Ray Data (map_batches of collate.prepare) was measured slower under Ray Train's
-    # streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, benchmarks/bench_train.py).
+    # it into Ray Data (map_batches producing pre-hashed Arrow) was measured slower under Ray
+    # Train's streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, bench_train.py).
     return ds.select_columns(spec.columns() + ([PATH_COLUMN] if include_paths else []))
 
 

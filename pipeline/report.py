@@ -327,8 +327,7 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
     tasks, threshold = comp.spec.task_names, comp.compare.unused_gate_weight
     fig, axes = plt.subplots(1, len(utilisation), figsize=(1.3 + 1.1 * max(len(expert_matrix(l, tasks)[1]) for l in utilisation)
                                                           * len(utilisation), 3.2), squeeze=False)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgrey")  # gate cannot pick that expert
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # grey: the gate cannot pick that expert
     for i, (ax, level) in enumerate(zip(axes[0], utilisation)):
         gates, experts, matrix = expert_matrix(level, tasks)
         unused = set(unused_experts(level, tasks, threshold))
