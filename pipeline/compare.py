@@ -33,10 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config import ConfigError, JobConfig, load_config
+from pipeline.config import ConfigError, JobConfig, read_config_dict, tasks_from_spec, validated
 from pipeline.feature_spec import FeatureSpec, load_spec
 from ple_model import ModelConfig
 
@@ -56,39 +55,21 @@ class CompareConfig(BaseModel):
     gate_rows: int = Field(20_000, ge=1, description="validation rows the gate weights are averaged over")
 
 
+class _CompareSection(BaseModel):
+    # Wraps the section so that validation errors name keys as written: compare.seeds.
+    compare: CompareConfig = CompareConfig()
+
+
 def load_compare_config(path: str | Path, overrides: list[str] = ()) -> tuple[JobConfig, CompareConfig]:
     """(training config, comparison settings). Overrides: `compare.seeds=[0,1]` set the
     comparison, anything else (`train.epochs=3`) the training config, as in jobs.train."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read config: {err}") from None
+    data = read_config_dict(path, overrides)
     compare = data.pop("compare", None) or {}
-    job_overrides = []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.startswith("compare."):
-            node = compare
-            *parents, leaf = key[len("compare."):].split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
-        else:
-            job_overrides.append(item)
-    # load_config reads the training part through its own overrides: each top-level section
-    # becomes one `section=<JSON>` override (JSON is YAML), the command line's come after.
-    sections = [f"{key}={json.dumps(value)}" for key, value in data.items()]
-    try:
-        job = load_config(None, sections + job_overrides)
-    except ConfigError as err:
-        raise ConfigError(str(err).replace("<defaults>", str(path), 1)) from None
+    tasks_from_spec(data, path)
+    job = validated(JobConfig, data, path)
     if job.train.esmm:
         raise ConfigError(f"{path}: train.esmm couples the tasks; the comparison trains every variant without it")
-    try:
-        return job, CompareConfig.model_validate(compare)
-    except ValidationError as err:
-        lines = [f"compare.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{path}: invalid compare section\n  " + "\n  ".join(lines)) from None
+    return job, validated(_CompareSection, {"compare": compare}, path, "compare section").compare
 
 
 # -- variants at a comparable parameter budget -------------------------------------------------
