@@ -3,6 +3,7 @@
     python -m jobs.registry list  --registry registry/local
     python -m jobs.registry show  --registry registry/local v0003
     python -m jobs.registry promote --registry registry/local v0002 --note "v0003 hurt CTR in A/B"
+    python -m jobs.registry list  --registry s3://bucket/ple-registry      # any fsspec URL
 
 --registry defaults to `retrain.registry` of --config (configs/retrain_local.yaml). `promote`
 takes the retrain lock (it fails while a retrain runs) and switches the production pointer
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)  # options before or after the version id
 
     from pipeline.config import ConfigError
-    from pipeline.lock import FileLock, LockHeldError
+    from pipeline.lock import LockHeldError
     from pipeline.registry import Registry, RegistryError
 
     try:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: {version.id} was rejected ({version.record.get('reason')}); use --force to promote it anyway")
         if version.status == "incomplete":
             sys.exit(f"error: {version.id} is an interrupted promotion, not a usable version")
-        with FileLock(reg.lock_path):
+        with reg.lock():
             reg.set_production(version.id, by="manual", note=args.note)
         print(f"production: {version.id}")
         return 0

@@ -1,6 +1,7 @@
 """The multi-task comparison (issue 7): train PLE and the models users compare it with on the
 same data, seeds and embedding configuration, at a comparable dense parameter budget, each
-through the real training path (`pipeline.launch.run_training`: Ray Train, sharded tables).
+through the real training path (Ray Train, sharded tables, the training job's worker loop; one
+Ray Train run per seed trains every variant in turn, `pipeline.launch.run_training_group`).
 
 A comparison config is a training config (as for jobs.train) plus a `compare:` section:
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,30 +223,40 @@ def gate_utilisation(export_dir: str, job: JobConfig, rows: int) -> list[dict]:
             for task, shared in sums]
 
 
-def run_variant(job: JobConfig, cc: CompareConfig, variant: Variant, seed: int, address: Optional[str] = None,
-                rerun: bool = False) -> RunRecord:
-    from pipeline.launch import run_training
-
-    cfg = run_config(job, variant, seed)
-    run_dir = Path(cfg.output_dir) / cfg.name
-    cached = run_dir / RESULT_FILE
+def _cached_run(cfg: JobConfig, rerun: bool) -> Optional[RunRecord]:
+    """The record of a finished earlier run of this exact config, unless `rerun`."""
+    cached = Path(cfg.output_dir) / cfg.name / RESULT_FILE
     if cached.is_file() and not rerun:
         print(f"[compare] {cfg.name}: finished earlier, reading {cached}", flush=True)
         return RunRecord(**{**json.loads(cached.read_text()), "reused": True})
-    if rerun and run_dir.exists():
-        # The same name would resume the old run (Ray Train restores it): start from nothing.
-        print(f"[compare] {cfg.name}: deleting the earlier run to train it again", flush=True)
-        shutil.rmtree(run_dir)
-    print(f"[compare] training {variant.label}, seed {seed} ({cfg.name})", flush=True)
-    began = time.perf_counter()
-    result = run_training(cfg, address)
-    record = RunRecord(variant.key, seed, cfg.name, result.metrics, result.history, result.export_dir,
-                       result.run_dir, 0.0)
-    if variant.kind not in ("shared_bottom", "single_task"):  # their one gate is constant 1
-        record.utilisation = gate_utilisation(result.export_dir, cfg, cc.gate_rows)
-    record.seconds = time.perf_counter() - began
-    Path(result.run_dir, RESULT_FILE).write_text(json.dumps(asdict(record), default=float))
-    return record
+    return None
+
+
+def run_seed(job: JobConfig, cc: CompareConfig, variants: list[Variant], seed: int, address: Optional[str] = None,
+             rerun: bool = False) -> list[RunRecord]:
+    """Every variant with one seed: the runs not finished earlier are trained one after the other
+    in one Ray Train run (launch.run_training_group: each its own sharded model, evaluations,
+    checkpoint and export; Ray Train's start-up is paid once per seed, not once per model)."""
+    from pipeline.launch import run_training_group
+
+    cfgs = {v.key: run_config(job, v, seed) for v in variants}
+    records = {key: _cached_run(cfg, rerun) for key, cfg in cfgs.items()}
+    todo = [v for v in variants if records[v.key] is None]
+    if todo:
+        print(f"[compare] seed {seed}: training {', '.join(v.label for v in todo)}", flush=True)
+        began = time.perf_counter()
+        group = f"{job.name}-s{seed}-group"
+        results = run_training_group([cfgs[v.key] for v in todo], group, address)
+        seconds = (time.perf_counter() - began) / len(todo)  # the group's wall time, shared out
+        for v, result in zip(todo, results):
+            cfg = cfgs[v.key]
+            record = RunRecord(v.key, seed, cfg.name, result.metrics, result.history, result.export_dir,
+                               result.run_dir, seconds)
+            if v.kind not in ("shared_bottom", "single_task"):  # their one gate is constant 1
+                record.utilisation = gate_utilisation(result.export_dir, cfg, cc.gate_rows)
+            Path(result.run_dir, RESULT_FILE).write_text(json.dumps(asdict(record), default=float))
+            records[v.key] = record
+    return [records[v.key] for v in variants]
 
 
 @dataclass
@@ -264,13 +274,12 @@ class Comparison:
 
 def run_comparison(job: JobConfig, cc: CompareConfig, address: Optional[str] = None,
                    rerun: bool = False) -> Comparison:
-    """Every variant x seed, one after the other in one Ray session (run_training connects
-    once and reuses the connection)."""
+    """Every variant x seed in one Ray session: one Ray Train run per seed (see run_seed)."""
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
     for v in variants:
         print(f"[compare] {v.label}: {v.params:,} dense parameters ({v.budget_gap:+.1%} vs the PLE budget), "
               f"experts {v.model.expert_hidden}", flush=True)
     began = time.perf_counter()
-    runs = [run_variant(job, cc, v, seed, address, rerun) for v in variants for seed in cc.seeds]
+    runs = [r for seed in cc.seeds for r in run_seed(job, cc, variants, seed, address, rerun)]
     return Comparison(job, cc, spec, variants, runs, time.perf_counter() - began)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from pipeline.config import JobConfig
 from pipeline.feature_spec import FeatureSpec, load_spec
+
+_HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # see ClusterConfig.health_check_interval_s
+_HEALTH_CHECK_FROM_USER = _HEALTH_CHECK_ENV in os.environ
 
 
 @dataclass
@@ -42,7 +46,8 @@ def ensure_data(cfg: JobConfig) -> None:
 
 
 def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path: str,
-                 train_loop: Optional[Callable[[dict], None]] = None):
+                 train_loop: Optional[Callable[[dict], None]] = None, *, name: Optional[str] = None,
+                 loop_config: Optional[dict] = None, num_to_keep: Optional[int] = 2):
     """Re-running with the same name and storage path resumes the run from its latest
     checkpoint (Ray Train restores its checkpoint manager from storage)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -51,48 +56,87 @@ def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path
     from pipeline.trainer import train_loop_per_worker
 
     c = cfg.cluster
+    if not _HEALTH_CHECK_FROM_USER:  # read by the controller, which gets the driver's value
+        os.environ[_HEALTH_CHECK_ENV] = str(c.health_check_interval_s)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop or train_loop_per_worker,
-        train_loop_config={"job": cfg.model_dump(mode="json"), "spec": spec.model_dump(mode="json"),
-                           "files": {name: ds.input_files() for name, ds in datasets.items()}},
+        train_loop_config={**(loop_config or {"job": cfg.model_dump(mode="json")}),
+                           "spec": spec.model_dump(mode="json"),
+                           "files": {key: ds.input_files() for key, ds in datasets.items()}},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
                                      placement_strategy=c.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         run_config=RunConfig(
-            name=cfg.name, storage_path=storage_path,
+            name=name or cfg.name, storage_path=storage_path,
             failure_config=FailureConfig(max_failures=c.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
         ),
         datasets=datasets,
     )
 
 
-def run_training(cfg: JobConfig, address: Optional[str] = None,
-                 train_loop: Optional[Callable[[dict], None]] = None) -> TrainingResult:
-    """train_loop: replaces pipeline.trainer.train_loop_per_worker (benchmarks use it)."""
-    from pipeline.checkpoint import EXTRA_FILE
-    from pipeline.export import export_model
+def _prepare(cfg: JobConfig, address: Optional[str]) -> tuple[FeatureSpec, dict]:
     from pipeline.reader import read_days
-    from pipeline.synthetic import best_achievable_auc_of_files
 
     spec = load_spec(cfg.data.spec)
     connect_ray(cfg, address)
     ensure_data(cfg)
     d = cfg.data
-    datasets = {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
-    storage = str(Path(cfg.output_dir).resolve())
-    result = make_trainer(cfg, spec, datasets, storage, train_loop).fit()
-    if result.error:
-        raise result.error
-    metrics = dict(result.metrics)
+    return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
+
+
+def _finish(cfg: JobConfig, checkpoint, metrics: dict, datasets: dict) -> TrainingResult:
+    """Add the best achievable AUCs to a run's final metrics and export its final checkpoint."""
+    from pipeline.checkpoint import EXTRA_FILE
+    from pipeline.export import export_model
+    from pipeline.synthetic import best_achievable_auc_of_files
+
+    metrics = dict(metrics)
     # The evaluation history travels in the checkpoint (Ray logs every reported metric in full).
-    extra = json.loads((Path(result.checkpoint.path) / EXTRA_FILE).read_text())
+    extra = json.loads((Path(checkpoint.path) / EXTRA_FILE).read_text())
     # On generated data, the ceiling set by the planted truth puts the AUCs in perspective.
     best = best_achievable_auc_of_files(datasets["val"].input_files())
     metrics.update({f"val/{task}/best_auc": auc for task, auc in best.items()})
-    run_dir = os.path.join(storage, cfg.name)
+    run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
     export_dir = os.path.join(run_dir, "export")
-    export_model(result.checkpoint.path, export_dir, metrics=metrics)
-    return TrainingResult(metrics=metrics, history=extra["history"], checkpoint_dir=result.checkpoint.path,
+    export_model(checkpoint.path, export_dir, metrics=metrics)
+    return TrainingResult(metrics=metrics, history=extra["history"], checkpoint_dir=checkpoint.path,
                           export_dir=export_dir, run_dir=run_dir)
+
+
+def run_training(cfg: JobConfig, address: Optional[str] = None,
+                 train_loop: Optional[Callable[[dict], None]] = None) -> TrainingResult:
+    """train_loop: replaces pipeline.trainer.train_loop_per_worker (benchmarks use it)."""
+    spec, datasets = _prepare(cfg, address)
+    result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
+    if result.error:
+        raise result.error
+    return _finish(cfg, result.checkpoint, result.metrics, datasets)
+
+
+def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] = None) -> list[TrainingResult]:
+    """Several runs on the same data and cluster (models, seeds or loss weights differ) trained
+    one after the other inside ONE Ray Train run: each is a full run (its own sharded model,
+    optimizers, evaluations and final checkpoint, exported to <output_dir>/<its name>/export),
+    but Ray Train's start-up and shutdown (~10 s on 2 cores, more than a small run's training)
+    and the workers' imports are paid once. The comparison job uses it. Not resumable: a
+    restarted group trains every run again."""
+    base = cfgs[0]
+    for c in cfgs[1:]:
+        if (c.data, c.cluster, c.output_dir, c.train.batch_size) != (
+                base.data, base.cluster, base.output_dir, base.train.batch_size):
+            raise ValueError(f"run group {name}: {c.name} differs from {base.name} in data, cluster, output_dir "
+                             f"or train.batch_size")
+    if len({c.name for c in cfgs}) != len(cfgs):
+        raise ValueError(f"run group {name}: run names must differ")
+    spec, datasets = _prepare(base, address)
+    storage = str(Path(base.output_dir).resolve())
+    shutil.rmtree(os.path.join(storage, name), ignore_errors=True)  # a group never resumes
+    loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
+    # Every run reports one checkpoint, its final one: keep them all.
+    result = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None).fit()
+    if result.error:
+        raise result.error
+    finals = {m["run"]: (ckpt, m) for ckpt, m in result.best_checkpoints if m.get("done")}
+    return [_finish(c, *finals[c.name], datasets) for c in cfgs]

@@ -13,9 +13,13 @@ name, and only if the renamed file is still the one judged stale (same token) is
 otherwise (another newcomer replaced it in between) it is put back. Releasing deletes the file
 only if it still holds our token.
 
-Object stores (S3, GCS) have no O_EXCL or rename; there the same protocol needs a conditional
-create (If-None-Match: * / ifGenerationMatch=0). Not implemented: the registry is a local or
-mounted path.
+FsspecLock is the same protocol for a registry at a URL (S3, GCS, ...): the create is fsspec's
+exclusive mode (open "xb": a conditional put, If-None-Match / ifGenerationMatch=0), the heartbeat
+is a `beat` time rewritten into the record (object stores have no utime), and a takeover checks
+that the stale record is unchanged right before deleting it (no rename there: two newcomers
+taking over the same stale lock within that check-then-delete window could both win; a lock
+goes stale only after `stale_after_s` without heartbeat, so this needs a dead holder and two
+runs started within milliseconds of each other).
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ class FileLock:
         self.heartbeat_s = heartbeat_s or max(0.5, min(60.0, stale_after_s / 4))
         self.log = log
         self.token: Optional[str] = None
+        self.record: dict = {}  # what we wrote when we took the lock
         self._stop = threading.Event()
         self._beat: Optional[threading.Thread] = None
 
@@ -67,17 +72,42 @@ class FileLock:
     def read(self) -> Optional[dict]:
         """The holder's record plus its heartbeat age ("age_s"), or None if there is no lock.
         An unreadable file (its creator was killed between create and write) reads as {}."""
-        try:
-            with open(self.path) as f:
-                text = f.read()
-            age = time.time() - os.stat(self.path).st_mtime
-        except FileNotFoundError:
+        raw = self._read_raw()
+        if raw is None:
             return None
+        text, mtime = raw
         try:
             info = json.loads(text)
         except ValueError:
             info = {}
-        return {**(info if isinstance(info, dict) else {}), "age_s": age}
+        info = info if isinstance(info, dict) else {}
+        return {**info, "age_s": time.time() - info.get("beat", mtime)}
+
+    # The storage primitives (FsspecLock replaces them).
+    def _read_raw(self) -> Optional[tuple[str, float]]:
+        """(text, modification time), or None if there is no lock."""
+        try:
+            with open(self.path) as f:
+                return f.read(), os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _create(self, text: str) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def _heartbeat(self, record: dict) -> None:
+        os.utime(self.path)
+
+    def _remove(self) -> None:
+        os.unlink(self.path)
 
     def stale_reason(self, info: dict) -> Optional[str]:
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
@@ -114,16 +144,10 @@ class FileLock:
 
     def _try_create(self) -> bool:
         token = uuid.uuid4().hex
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                  "command": _shorten(" ".join(sys.argv), 200), "token": token}
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                       "command": _shorten(" ".join(sys.argv), 200), "token": token}
+        if not self._create(json.dumps(self.record)):
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record))
-            f.flush()
-            os.fsync(f.fileno())
         self.token = token
         return True
 
@@ -153,7 +177,7 @@ class FileLock:
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
                 try:
-                    os.utime(self.path)
+                    self._heartbeat(self.record)
                 except OSError:
                     pass
 
@@ -168,7 +192,7 @@ class FileLock:
         info = self.read()
         # Only our own lock: if ours was taken over as stale, the file is someone else's now.
         if info is not None and self.token is not None and info.get("token") == self.token:
-            os.unlink(self.path)
+            self._remove()
         self.token = None
 
     def __enter__(self) -> "FileLock":
@@ -176,3 +200,50 @@ class FileLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class FsspecLock(FileLock):
+    """FileLock on an fsspec filesystem (a registry at a URL); see the module doc."""
+
+    def __init__(self, fs, path: str, stale_after_s: float = 600.0, heartbeat_s: Optional[float] = None,
+                 log: Callable[[str], None] = print) -> None:
+        super().__init__(path, stale_after_s, heartbeat_s, log)
+        self.fs = fs
+
+    def _read_raw(self) -> Optional[tuple[str, float]]:
+        try:
+            text = self.fs.cat_file(self.path).decode()
+        except FileNotFoundError:
+            return None
+        try:
+            mtime = self.fs.modified(self.path).timestamp()
+        except (NotImplementedError, FileNotFoundError, AttributeError):
+            mtime = time.time()  # unknown: an unreadable record is judged by its `beat` only
+        return text, mtime
+
+    def _create(self, text: str) -> bool:
+        record = {**json.loads(text), "beat": time.time()}
+        try:
+            with self.fs.open(self.path, "xb") as f:
+                f.write(json.dumps(record).encode())
+        except FileExistsError:
+            return False
+        return True
+
+    def _heartbeat(self, record: dict) -> None:
+        info = self.read()
+        if info is not None and info.get("token") == record["token"]:  # still ours
+            self.fs.pipe_file(self.path, json.dumps({**record, "beat": time.time()}).encode())
+
+    def _remove(self) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _take_over(self, info: dict, reason: str) -> None:
+        now = self.read()
+        if now is None or now.get("token") != info.get("token"):
+            return  # released or taken over by someone else meanwhile: try again
+        self._remove()
+        self.log(f"[lock] took over stale lock {self.path} ({self.describe(info)}): {reason}")

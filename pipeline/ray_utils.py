@@ -19,7 +19,17 @@ def connect(address: Optional[str] = None, local_num_cpus: Optional[int] = None)
         else:
             # address="local": a new instance. Without it Ray joins any cluster it finds in
             # /tmp/ray/ray_current_cluster, e.g. another user's or another test's on this machine.
-            ray.init(address="local", num_cpus=local_num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(address="local", num_cpus=local_num_cpus, include_dashboard=False, log_to_driver=True,
+                     runtime_env={"worker_process_setup_hook": "pipeline.ray_utils.quiet_state_api_warnings"})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+
+
+def quiet_state_api_warnings() -> None:
+    """Worker setup hook of the embedded cluster. It runs without the dashboard, which serves
+    Ray's State API, so Ray Train's placement-group cleaner warned every second that it could
+    not query the controller's state (harmless: it frees the group when the job ends anyway)."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)

@@ -13,33 +13,39 @@ is in production.
     <root>/.staging/               versions being written (never part of the registry)
     <root>/.retrain.lock           held by the running retrain (pipeline/lock.py)
 
-Atomicity (local or mounted POSIX path: rename and os.replace are atomic there):
-  * a version is written completely under .staging/, fsynced, then renamed into versions/;
-    a reader sees a whole version or none;
-  * the production pointer is written to a temporary file and switched with os.replace;
+The root is a local (or mounted POSIX) path or a URL of any fsspec filesystem (s3://bucket/reg,
+gs://..., memory://...): pipeline/registry_store.py holds the few operations that differ.
+
+Atomicity:
+  * a version is committed by its version.json: on a local path the version is written under
+    .staging/, fsynced, and renamed into versions/ with it; on a URL the files are uploaded to
+    versions/<id>/ and version.json goes last. A version without it is never listed, so a
+    reader sees a whole version or none;
+  * the production pointer is replaced whole (temporary file + os.replace; one object put);
   * a rejected candidate is committed by its one rename; an accepted one by the pointer switch
     that follows it. A run killed between the two leaves an accepted version that the pointer's
     history never names: `list` shows it as "incomplete", nothing resolves it, and `recover()`
     (first thing of the next retrain, under the lock) deletes it, so the registry is back to
     exactly its previous files.
-Nothing ever modifies a committed version; only `recover()` deletes, and only that case.
-
-Remote filesystems: object stores (S3, GCS) have no atomic rename. There a version would be
-written under a unique prefix with a completion marker written last, the pointer would be one
-object replaced with a conditional write (generation/ETag precondition), and the lock a
-conditional create. Not implemented: use a local or mounted (NFS, FUSE with atomic rename) path.
+    On a URL, recover() also deletes the uploads of a version that never got its version.json.
+Nothing ever modifies a committed version; only `recover()` deletes, and only those cases.
+Consumers that need files on local disk (the warm start, scoring) get a downloaded copy of a
+version on a URL (`fetch`, `resolve_model_ref`): committed versions never change, so copies
+stay valid.
 """
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
+
+from pipeline.registry_store import is_url, open_store
 
 POINTER, VERSION_FILE = "production", "version.json"
 EXPORT, CHECKPOINT, CONFIG, SPEC = "export", "checkpoint", "config.yaml", "feature_spec.yaml"
@@ -77,69 +83,49 @@ def code_version() -> str:
         return "unknown"
 
 
-def _fsync(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: str) -> None:
-    """Flush every file and directory under `root`, so that a rename published after it never
-    names data still only in the page cache (a power loss would otherwise leave empty files)."""
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            _fsync(os.path.join(dirpath, name))
-        _fsync(dirpath, directory=True)
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(os.path.dirname(path) or ".", directory=True)
-
-
 @dataclass
 class Version:
     id: str
-    path: str
+    path: str  # a local path or a URL, as the registry root
     record: dict  # version.json
     status: str  # production | retired (was production) | rejected | incomplete (interrupted promotion)
 
+    def _part(self, name: str) -> str:
+        return posixpath.join(self.path, name) if is_url(self.path) else os.path.join(self.path, name)
+
     @property
     def export_dir(self) -> str:
-        return os.path.join(self.path, EXPORT)
+        return self._part(EXPORT)
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.path, CHECKPOINT)
+        return self._part(CHECKPOINT)
 
 
 class Registry:
     def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
-        self.versions_dir = os.path.join(self.root, "versions")
-        self.staging_dir = os.path.join(self.root, ".staging")
-        self.pointer_path = os.path.join(self.root, POINTER)
-        self.lock_path = os.path.join(self.root, ".retrain.lock")
+        self.store = open_store(root)
+        self.root = self.store.root
+        self.versions_dir = self.store.join("versions")
+        self.staging_dir = self.store.join(".staging")
+        self.pointer_path = self.store.join(POINTER)
+        self.lock_path = self.store.join(".retrain.lock")
 
     def ensure(self) -> "Registry":
-        os.makedirs(self.versions_dir, exist_ok=True)
-        os.makedirs(self.staging_dir, exist_ok=True)
+        self.store.makedirs(self.versions_dir)
         return self
+
+    def lock(self, stale_after_s: float = 600.0, log: Callable[[str], None] = print):
+        """The retrain lock of this registry (pipeline/lock.py), for `with`."""
+        return self.store.lock(self.lock_path, stale_after_s, log)
 
     # -- reading ------------------------------------------------------------------------------
     def pointer(self) -> Optional[dict]:
-        try:
-            with open(self.pointer_path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
+        text = self.store.read_text(self.pointer_path)
+        if text is None:
             return None
+        try:
+            data = json.loads(text)
         except ValueError as e:
             raise RegistryError(f"{self.pointer_path}: unreadable production pointer: {e}") from None
         if not isinstance(data, dict) or not isinstance(data.get("version"), str):
@@ -148,18 +134,17 @@ class Registry:
 
     def versions(self) -> list[Version]:
         """Every committed version, oldest first."""
-        if not os.path.isdir(self.versions_dir):
-            return []
         pointer = self.pointer() or {}
         promoted = {h["version"] for h in pointer.get("history", [])}
         out = []
-        for name in os.listdir(self.versions_dir):
-            m = _VERSION_ID.match(name)
-            path = os.path.join(self.versions_dir, name)
-            if not m or not os.path.isfile(os.path.join(path, VERSION_FILE)):
+        for name in self.store.listdir(self.versions_dir):
+            if not _VERSION_ID.match(name):
                 continue
-            with open(os.path.join(path, VERSION_FILE)) as f:
-                record = json.load(f)
+            path = self.store.join("versions", name)
+            text = self.store.read_text(self.store.join("versions", name, VERSION_FILE))
+            if text is None:  # not committed (an upload interrupted before its version.json)
+                continue
+            record = json.loads(text)
             if name == pointer.get("version"):
                 status = "production"
             elif record.get("decision") == "rejected":
@@ -182,59 +167,61 @@ class Registry:
         return None if pointer is None else self.get(pointer["version"])
 
     def next_version_id(self) -> str:
-        """One more than the highest committed id. Call under the lock: the id is only reserved
-        by the rename that commits it."""
-        ids = [int(v.id[1:]) for v in self.versions()]
+        """One more than the highest id present, committed or not. Call under the lock: the id
+        is only reserved by the commit."""
+        ids = [int(m.group(1)) for m in map(_VERSION_ID.match, self.store.listdir(self.versions_dir)) if m]
         return f"v{(max(ids) if ids else 0) + 1:04d}"
+
+    def fetch(self, path: str, dest: str) -> str:
+        """A local directory holding the version tree at `path` (its export or checkpoint): the
+        path itself on a local registry, else a download into `dest`."""
+        return self.store.fetch(path, dest)
 
     # -- writing (callers hold the retrain lock) ------------------------------------------------
     def stage(self, version_id: str) -> str:
-        path = os.path.join(self.staging_dir, f"{version_id}-{os.getpid()}")
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
-        return path
+        """A fresh local directory to write version `version_id` into before `publish`."""
+        return self.store.staging_dir(f"{version_id}-{os.getpid()}")
 
     def publish(self, staged: str, version_id: str, record: dict, promote: bool,
                 before_commit: Optional[Callable[[], None]] = None) -> Version:
-        """Commit a staged version: version.json (written last, so a staged directory without it
-        is incomplete), fsync, rename into versions/, then, if `promote`, switch the pointer.
-        `before_commit` runs just before the rename (tests pause there to kill the process)."""
-        final = os.path.join(self.versions_dir, version_id)
-        if os.path.exists(final):
+        """Commit a staged version (its version.json last, see the module doc), then, if
+        `promote`, switch the pointer. `before_commit` runs just before the commit (tests pause
+        there to kill the process)."""
+        final = self.store.join("versions", version_id)
+        if self.store.isdir(final):
             raise RegistryError(f"{final} exists: version ids are never reused")
         record = {**record, "version": version_id, "decision": record.get("decision", "accepted")}
-        with open(os.path.join(staged, VERSION_FILE), "w") as f:
-            f.write(json.dumps(record, indent=2, sort_keys=True))
-        fsync_tree(staged)
-        if before_commit is not None:
-            before_commit()
-        os.rename(staged, final)
-        _fsync(self.versions_dir, directory=True)
+        self.store.commit(staged, final, VERSION_FILE, json.dumps(record, indent=2, sort_keys=True), before_commit)
         if promote:
             self.set_production(version_id, by=record.get("promoted_by", "retrain"))
         return self.get(version_id)
 
     def set_production(self, version_id: str, by: str, note: Optional[str] = None) -> None:
-        """Switch the pointer to `version_id` (atomic replace), appending to its history."""
-        if not os.path.isfile(os.path.join(self.versions_dir, version_id, VERSION_FILE)):
+        """Switch the pointer to `version_id` (replaced whole), appending to its history."""
+        if not self.store.isfile(self.store.join("versions", version_id, VERSION_FILE)):
             raise RegistryError(f"{self.root}: no version '{version_id}'")
         pointer = self.pointer() or {"history": []}
         entry = {"version": version_id, "at": now_iso(), "by": by, **({"note": note} if note else {})}
-        write_json_atomic(self.pointer_path, {"version": version_id, "updated": entry["at"],
-                                              "history": pointer.get("history", []) + [entry]})
+        self.store.write_json(self.pointer_path, {"version": version_id, "updated": entry["at"],
+                                                  "history": pointer.get("history", []) + [entry]})
 
     def recover(self, log: Callable[[str], None] = print) -> list[str]:
         """Undo what killed runs left (call under the lock): staged directories, temporary
-        pointer files, and an accepted version whose promotion never switched the pointer."""
+        pointer files, uploads never committed, and an accepted version whose promotion never
+        switched the pointer."""
         removed = []
-        if os.path.isdir(self.staging_dir):
-            for name in os.listdir(self.staging_dir):
-                shutil.rmtree(os.path.join(self.staging_dir, name), ignore_errors=True)
-                removed.append(f".staging/{name}")
-        for name in os.listdir(self.root):
+        for name in self.store.listdir(self.staging_dir):
+            self.store.remove(self.store.join(".staging", name))
+            removed.append(f".staging/{name}")
+        for name in self.store.listdir(self.root):
             if name.startswith(f".{POINTER}.tmp-"):
-                os.unlink(os.path.join(self.root, name))
+                self.store.remove(self.store.join(name))
                 removed.append(name)
+        committed = {v.id for v in self.versions()}
+        for name in self.store.listdir(self.versions_dir):
+            if _VERSION_ID.match(name) and name not in committed:
+                self.store.remove(self.store.join("versions", name))
+                removed.append(f"versions/{name} (upload interrupted before its version.json)")
         pointer = self.pointer()
         # A pointer written by hand (no history) cannot tell an interrupted promotion from a
         # version rolled back from: then nothing is deleted.
@@ -244,11 +231,7 @@ class Registry:
             # it publishes anything.
             if versions and versions[-1].status == "incomplete":
                 v = versions[-1]
-                aside = os.path.join(self.staging_dir, f"{v.id}.interrupted")
-                os.makedirs(self.staging_dir, exist_ok=True)
-                os.rename(v.path, aside)  # out of versions/ in one step, then deleted
-                _fsync(self.versions_dir, directory=True)
-                shutil.rmtree(aside, ignore_errors=True)
+                self.store.uncommit_and_remove(v.path, VERSION_FILE)
                 removed.append(f"versions/{v.id} (promotion interrupted before the pointer switch)")
         for item in removed:
             log(f"[registry] removed {item}, left by an interrupted run")
@@ -256,14 +239,17 @@ class Registry:
 
 
 def resolve_model_ref(ref: str) -> Optional[str]:
-    """Export directory for '<registry root>@<version>' or '<registry root>@production', or None
-    if `ref` is not of that form (a hook for pipeline.scoring.register_model_resolver)."""
+    """Where the export of '<registry root>@<version>' or '<registry root>@production' is (a
+    path, or a URL for a registry at a URL: see registry_store.fetched_copy), or None if `ref`
+    is not of that form."""
     from pipeline.export import ExportError
 
     root, sep, name = ref.rpartition("@")
-    if not sep or not os.path.isdir(os.path.join(root, "versions")):
+    if not sep or not root:
         return None
     reg = Registry(root)
+    if not reg.store.isdir(reg.versions_dir):
+        return None
     try:
         version = reg.production() if name == "production" else reg.get(name)
     except RegistryError as err:

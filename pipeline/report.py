@@ -169,8 +169,9 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
     lines += [f"Trained {len(comp.variants)} models x {len(cc.seeds)} seeds ({', '.join(map(str, cc.seeds))}): "
               f"{len(comp.runs)} runs, {sum(r.seconds for r in comp.runs) / 60:.1f} min in all"
               + (f" ({reused} of them read back from an earlier comparison)" if reused else "")
-              + f", each through the training job (`run_training`: Ray Train, "
-              f"{job.cluster.num_workers} workers, sharded TorchRec tables), on the same data "
+              + f", each through the training job's path (Ray Train, "
+              f"{job.cluster.num_workers} workers, sharded TorchRec tables; one Ray Train run per seed trains the "
+              f"models in turn), on the same data "
               f"(`{d.root}`, train {d.train_days[0]}..{d.train_days[1]}, validation {d.val_days[0]}..{d.val_days[1]}), "
               f"the same embedding tables (`{d.spec}`), the same training settings and the same seeds. "
               f"Numbers are validation metrics of the final evaluation of each run."]

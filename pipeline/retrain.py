@@ -39,7 +39,6 @@ from typing import Callable, Optional
 import yaml
 
 from pipeline.config import JobConfig
-from pipeline.lock import FileLock
 from pipeline.registry import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain_config import RetrainConfig
 
@@ -145,10 +144,10 @@ def remove_old_attempts(job: JobConfig, log: Callable[[str], None] = print) -> N
             log(f"[retrain] removed the attempt directory {os.path.join(out, name)} of an earlier run")
 
 
-def _run_config(job: JobConfig, plan: DayPlan, name: str, production: Optional[Version]) -> JobConfig:
+def _run_config(job: JobConfig, plan: DayPlan, name: str, warm_start: Optional[str]) -> JobConfig:
     data = job.data.model_copy(update={"train_days": (plan.train_days[0], plan.train_days[-1]),
                                        "val_days": (plan.eval_day, plan.eval_day), "generate": None})
-    train = job.train.model_copy(update={"init_from": production.checkpoint_dir if production else None})
+    train = job.train.model_copy(update={"init_from": warm_start})
     # Round-trip through validation: the copy is checked like a config file would be.
     return JobConfig.model_validate({**job.model_dump(mode="json"), "name": name,
                                      "data": data.model_dump(mode="json"), "train": train.model_dump(mode="json")})
@@ -163,8 +162,7 @@ def _annotate_export(export_dir: str, reg: Registry, vid: str) -> None:
     path = os.path.join(export_dir, META)
     with open(path) as f:
         meta = json.load(f)
-    meta.update(checkpoint=os.path.join(reg.versions_dir, vid, CHECKPOINT),
-                registry={"root": reg.root, "version": vid})
+    meta.update(checkpoint=reg.store.join("versions", vid, CHECKPOINT), registry={"root": reg.root, "version": vid})
     with open(path, "w") as f:
         f.write(json.dumps(meta, indent=2, sort_keys=True))
 
@@ -174,7 +172,7 @@ def retrain(cfg: RetrainConfig, address: Optional[str] = None,
     """One daily run. Raises LockHeldError if another run holds the lock."""
     s = cfg.retrain
     reg = Registry(s.registry).ensure()
-    with FileLock(reg.lock_path, s.lock_stale_after_s, log=log):
+    with reg.lock(s.lock_stale_after_s, log=log):
         pause_point("locked", log)
         reg.recover(log)
         remove_old_attempts(cfg.job, log)
@@ -197,7 +195,13 @@ def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[V
     s, job = cfg.retrain, cfg.job
     vid = reg.next_version_id()
     attempt = f"{job.name}-{vid}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    run_cfg = _run_config(job, plan, attempt, production)
+    # Training workers and the gate read production's checkpoint and export from local disk: a
+    # registry at a URL is downloaded into the attempt's directory first (under output_dir,
+    # where the run's own checkpoints go, so every training node sees it as they do).
+    prod_files = os.path.join(os.path.abspath(job.output_dir), attempt, "production")
+    warm = reg.fetch(production.checkpoint_dir, os.path.join(prod_files, CHECKPOINT)) if production else None
+    prod_export = reg.fetch(production.export_dir, os.path.join(prod_files, EXPORT)) if production else None
+    run_cfg = _run_config(job, plan, attempt, warm)
     start = f"warm start from {production.id}" if production else "from scratch (empty registry)"
     log(f"[retrain] candidate {vid}: {start}; {what}")
     result = run_training(run_cfg, address)
@@ -206,7 +210,7 @@ def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[V
     tasks = load_spec(job.data.spec).task_names
     evaluate = lambda export: evaluate_export(export, eval_files, s.eval_batch_size, s.eval_max_rows)
     cand = evaluate(result.export_dir)
-    prod = evaluate(production.export_dir) if production else None
+    prod = evaluate(prod_export) if production else None
     decision = decide(cand, prod, tasks, s)
     for task in tasks:
         vs = f" (production {production.id}: {prod[f'{task}/auc']:.4f} / {prod[f'{task}/logloss']:.4f})" if prod else ""

@@ -26,7 +26,7 @@ class TaskTolerance(_Strict):
 
 
 class RetrainSettings(_Strict):
-    registry: str = Field(..., description="registry root (local or mounted path)")
+    registry: str = Field(..., description="registry root: a local or mounted path, or an fsspec URL (s3://bucket/registry)")
     tolerance: dict[str, TaskTolerance] = Field(default_factory=dict, description="per task name")
     default_tolerance: TaskTolerance = TaskTolerance()
     # A day counts as arrived when its dt=YYYY-MM-DD partition holds Parquet files, or, with a

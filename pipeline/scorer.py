@@ -27,7 +27,7 @@ class Scorer:
 
     def __init__(self, model_dir: str, version: str, keys: list[str], products: dict[str, list[str]],
                  file_index: dict[str, int], torch_threads: int, use_gpu: bool, batch_delay_s: float = 0.0,
-                 stats=None):
+                 stats=None, model_url: str | None = None):
         import ray
         import torch
 
@@ -35,6 +35,10 @@ class Scorer:
 
         start = time.perf_counter()
         torch.set_num_threads(torch_threads)
+        if model_url is not None:  # from a registry at a URL: this node's own cached copy
+            from pipeline.registry_store import fetched_copy
+
+            model_dir = fetched_copy(model_url, "export")
         self.model, self.spec, meta = load_export(model_dir)
         if meta["version"] != version:
             # The export directory was replaced (a new training run) after the job was planned.

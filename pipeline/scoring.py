@@ -66,17 +66,22 @@ VERSION_COLUMN = "model_version"
 
 
 # -- model references ------------------------------------------------------------------------------
-def resolve_model(ref: str) -> str:
-    """Export directory for `ref`: an export directory itself, or a registry reference
-    ('<registry root>@production', '<registry root>@v0003'). Raises ExportError naming it."""
+def resolve_model(ref: str) -> tuple[str, Optional[str]]:
+    """(local export directory, its URL or None) for `ref`: an export directory itself, or a
+    registry reference ('<registry root>@production', '<registry root>@v0003'; the root may be
+    a URL, whose export is downloaded once per machine). Raises ExportError naming it."""
     from pipeline.registry import resolve_model_ref
+    from pipeline.registry_store import fetched_copy, is_url
 
     path = ref if os.path.isdir(ref) else resolve_model_ref(ref)
     if path is None:
         raise ExportError(f"model '{ref}': neither an export directory nor a registry reference "
                           f"('<registry root>@production' or '<registry root>@vNNNN')")
+    url = path if is_url(path) else None
+    if url:
+        path = fetched_copy(url, "export")
     read_export_meta(path)  # not an export: "not an exported model (expected ...)"
-    return os.path.abspath(path)
+    return os.path.abspath(path), url
 
 
 # -- input files -----------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ class InputFile:
 
 @dataclasses.dataclass
 class ScorePlan:
-    model_dir: str
+    model_dir: str  # on the driver's machine
     version: str
     spec: FeatureSpec
     model_meta: dict
@@ -131,6 +136,7 @@ class ScorePlan:
     files: list[InputFile]  # all input files of this run
     pending: list[InputFile]  # still to score
     manifest: dict  # as it will be written; `files` holds completed entries
+    model_url: Optional[str] = None  # where model_dir was downloaded from: actors on other nodes fetch it too
 
     @property
     def rows_pending(self) -> int:
@@ -166,7 +172,7 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
     """Every check that can fail before work starts; the list of files still to score.
     Reads only the export's metadata and the inputs' footers. Removes nothing unless
     overwrite=True and the output belongs to another model or input."""
-    model_dir = resolve_model(model_ref)
+    model_dir, model_url = resolve_model(model_ref)
     spec, meta = check_export(model_dir)
     version = meta["version"]
     tasks = set(spec.task_names)
@@ -234,7 +240,7 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
                 "files": done, "complete": False}
     return ScorePlan(model_dir=model_dir, version=version, spec=spec, model_meta=meta, input_root=root,
                      output_dir=str(out), keys=list(cfg.key_columns), schema=schema, files=files,
-                     pending=pending, manifest=manifest)
+                     pending=pending, manifest=manifest, model_url=model_url)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -425,7 +431,7 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None, resources=cfg.actor_resources or None,
         fn_constructor_kwargs=dict(
-            model_dir=plan.model_dir, version=plan.version, keys=plan.keys, products=cfg.products,
+            model_dir=plan.model_dir, model_url=plan.model_url, version=plan.version, keys=plan.keys, products=cfg.products,
             file_index={f.path: i for i, f in enumerate(todo)},
             torch_threads=cfg.torch_threads or max(1, int(cfg.cpus_per_actor)),
             use_gpu=cfg.gpus_per_actor > 0, batch_delay_s=cfg.debug_batch_delay_s, stats=stats))

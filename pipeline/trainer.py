@@ -52,7 +52,13 @@ def loss_weights_at(cfg: JobConfig, step: int) -> torch.Tensor:
 
 
 class WorkerTrainer:
-    def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None) -> None:
+    """One training run in a Ray Train worker. `group_run`: this run's name when it is one of
+    several runs trained in sequence by one Ray Train run (launch.run_training_group): its
+    reports carry the name, its checkpoint directories start with it, and Ray Train's restored
+    checkpoint (another run's) is ignored."""
+
+    def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None,
+                 group_run: str | None = None) -> None:
         import ray.train
         from pipeline.sharded_model import build_sharded_model
 
@@ -68,7 +74,9 @@ class WorkerTrainer:
         self.num_nodes = _count_nodes(self.world)
         torch.manual_seed(cfg.train.seed)  # same initial dense weights on every worker
         t = cfg.train
-        self.checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarts or resumes the run
+        self.group_run = group_run
+        # Set when Ray Train restarts or resumes the run.
+        self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.sm = build_sharded_model(
             spec, cfg.model, self.device, sparse_optimizer=t.sparse_optimizer, sparse_lr=t.sparse_lr,
             dense_lr=t.dense_lr, sharding_type=t.sharding_type or self._saved_sharding(), loss_weights=loss_weights_at(cfg, 0).tolist(),
@@ -78,6 +86,7 @@ class WorkerTrainer:
         self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
+        self.val_cache: list | None = None  # collated validation batches (see val_batches)
 
     # -- state --------------------------------------------------------------------------------
     def _saved_sharding(self) -> dict[str, str] | None:
@@ -129,6 +138,8 @@ class WorkerTrainer:
         from pipeline.checkpoint import save_shards
 
         metrics = {**metrics, "step": self.step, "epoch": self.epoch}
+        if self.group_run:
+            metrics["run"] = self.group_run
         if not with_checkpoint:
             ray.train.report(metrics)
             return
@@ -142,12 +153,11 @@ class WorkerTrainer:
         with tempfile.TemporaryDirectory(prefix="ple-ckpt-") as tmp:
             save_shards(tmp, self.sm.model, self.sm.optimizer, extra)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"step_{self.step:08d}")
+                             checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}")
 
     # -- loops --------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         from pipeline.metrics import TaskMetrics
-        from pipeline.reader import iter_ray_batches
 
         metrics = TaskMetrics(self.spec.task_names, self.device)
         # The train pipeline rewrote the tables' forward for pipelining; detach restores it
@@ -156,14 +166,36 @@ class WorkerTrainer:
             self.pipeline.detach()
         self.sm.model.eval()
         with torch.no_grad():
-            for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False,
-                                          files=self.files.get("val")):
+            for batch in self.val_batches():
                 _, (_, logits, labels, masks) = self.sm.model(batch.to(self.device))
                 metrics.update(logits, labels, masks)
         self.sm.model.train()
         result = {f"val/{k}": v for k, v in metrics.compute().items()}
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
         return result
+
+    def val_batches(self) -> Iterator:
+        """This worker's validation batches. A shard of at most train.val_cache_rows rows is
+        kept in memory after the first full pass: re-reading it through Ray Data cost ~1 s per
+        evaluation on the small validation sets of frequent mid-epoch evaluations."""
+        from pipeline.reader import iter_ray_batches
+
+        if self.val_cache is not None:
+            yield from self.val_cache
+            return
+        limit = self.cfg.train.val_cache_rows
+        cache: list | None = [] if limit else None
+        rows = 0
+        for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False,
+                                      files=self.files.get("val")):
+            if cache is not None:
+                rows += len(batch)
+                if rows <= limit:
+                    cache.append(batch)
+                else:
+                    cache = None
+            yield batch
+        self.val_cache = cache
 
     def train_batches(self) -> Iterator:
         """This worker's training batches for the current epoch (benchmarks override it)."""
@@ -224,8 +256,21 @@ class WorkerTrainer:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    cfg = JobConfig.model_validate(loop_config["job"])
-    spec = spec_from_dict(loop_config["spec"], source=cfg.data.spec)
-    trainer = WorkerTrainer(cfg, spec, loop_config.get("files"))
-    trainer.resume()
-    trainer.fit()
+    """One run ("job"), or a group of runs ("jobs", see launch.run_training_group) trained one
+    after the other on the same data, sharing the cached validation batches."""
+    if "job" in loop_config:
+        cfg = JobConfig.model_validate(loop_config["job"])
+        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files"))
+        trainer.resume()
+        trainer.fit()
+        return
+    val_cache = None
+    for job in loop_config["jobs"]:
+        cfg = JobConfig.model_validate(job)
+        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec),
+                                loop_config.get("files"), group_run=cfg.name)
+        trainer.val_cache = val_cache  # the same validation days for every run
+        trainer.resume()  # a warm start (train.init_from) if configured
+        trainer.fit()
+        val_cache = trainer.val_cache
+        del trainer  # its sharded model and optimizer state before the next run's

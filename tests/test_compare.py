@@ -20,11 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 TASKS = ("ctr", "cvr")
 SEEDS = [0, 1]
 # Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
-# spread). Most of each run's 25-50 s is Ray Train's start-up, so the trained comparison holds
-# what the verdict needs (6 runs); CGC and the single-task models are in the report test below,
-# from fabricated runs, and in the default comparison (python -m jobs.compare).
-VARIANTS = ["ple", "mmoe", "shared_bottom"]
+# spread). Every variant is trained: one Ray Train run per seed trains the six models in turn.
 ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
+VARIANTS = ALL_VARIANTS
 
 
 def _config(tmp: Path, *extra: str):
@@ -72,7 +70,7 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
     comp, path, _, _ = report
     text = path.read_text()
     labels = [v.label for v in comp.variants]
-    assert len(labels) == len(VARIANTS)
+    assert len(labels) == len(VARIANTS) + len(TASKS) - 1  # one single-task model per task
 
     every = _table(_section(text, "Every run"))
     assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((l, s) for l in labels for s in SEEDS)
@@ -150,6 +148,18 @@ def test_same_comparison_again_reads_the_finished_runs(report):
 
 
 # -- no training -------------------------------------------------------------------------------
+
+def test_run_group_needs_the_same_data_and_cluster(tmp_path):
+    from pipeline.config import JobConfig
+    from pipeline.launch import run_training_group
+
+    job, _ = _config(tmp_path)
+    other = JobConfig.model_validate({**job.model_dump(mode="json"), "name": "b", "cluster": {"num_workers": 1}})
+    with pytest.raises(ValueError, match="b differs from .* in data, cluster"):
+        run_training_group([job, other], "g")
+    with pytest.raises(ValueError, match="names must differ"):
+        run_training_group([job, job], "g")
+
 
 def test_overrides_split_between_training_and_comparison(tmp_path):
     job, cc = _config(tmp_path, "compare.seeds=[3]", "train.dense_lr=0.5")

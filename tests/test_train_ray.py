@@ -28,6 +28,7 @@ def test_training_job_end_to_end(ray_local, tmp_path, repo_root, monkeypatch):
     cfg = load_config("configs/local.yaml", [
         f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", "data.generate.rows=20000",
         "train.epochs=1", "train.batch_size=512", "train.checkpoint_every_steps=5", "cluster.max_failures=0",
+        "train.eval_every_steps=4",  # the final evaluation then runs on the cached validation batches
     ])
     result = run_training(cfg)
 
@@ -35,6 +36,7 @@ def test_training_job_end_to_end(ray_local, tmp_path, repo_root, monkeypatch):
     # 2 train days of 20k rows over 3 days, 2 workers x 512 rows per step, last partial batch dropped
     assert extra["world_size"] == 2 and extra["step"] == (2 * 20000 // 3) // 1024
     assert result.metrics["done"] == 1
+    assert [h["step"] for h in result.history] == [4, 8, 12, 13]
 
     model, spec, meta = load_export(result.export_dir)
     assert meta["step"] == extra["step"]
