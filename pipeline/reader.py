@@ -79,9 +79,15 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
 def read_parquet_files(files: list[str], *, datasource_v2: bool = False, **read_parquet_args):
     """ray.data.read_parquet of exactly these files, with Ray's V1 Parquet datasource unless
     datasource_v2 (see read_days for why), and no partition columns: callers choose days by
-    the file list. Shared by training (read_days) and scoring (pipeline/scoring.py)."""
+    the file list. Shared by training (read_days) and scoring (pipeline/scoring.py).
+
+    One read task and one block per file (Ray still cuts blocks above its 128 MiB target)
+    unless `override_num_blocks` says otherwise: Ray's default of at least 200 blocks per read
+    split each file's output into tiny ones, and the per-block overhead halved the reader's
+    rows/s (benchmarks/bench_reader.py: 1.3M -> 2.8M rows/s, 2M rows in 8 files)."""
     import ray
 
+    read_parquet_args.setdefault("override_num_blocks", len(files))
     ctx = ray.data.DataContext.get_current()
     previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, datasource_v2  # read at call time only
     try:
