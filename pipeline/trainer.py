@@ -51,16 +51,37 @@ def loss_weights_at(cfg: JobConfig, step: int) -> torch.Tensor:
     return base * (1.0 - cfg.train.loss_weight_decay) ** step
 
 
+class _EarlyFirstBatch:
+    """The first batch of a fresh run's first epoch, fetched in a background thread while the
+    sharded model is built: starting an epoch's reads (Ray Data's split coordinator launching
+    read tasks) took seconds on a busy machine, and the model build hides most of it."""
+
+    def __init__(self, batches: Iterator) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batches = batches
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="first-batch")
+        self._first = self._pool.submit(next, batches, None)
+
+    def iterator(self) -> Iterator:
+        first = self._first.result()  # a read or validation error is raised here, as it would be
+        self._pool.shutdown()
+        if first is not None:
+            yield first
+        yield from self.batches
+
+
 class WorkerTrainer:
     """One training run in a Ray Train worker. `group_run`: this run's name when it is one of
     several runs trained in sequence by one Ray Train run (launch.run_training_group): its
     reports carry the name, its checkpoint directories start with it, and Ray Train's restored
     checkpoint (another run's) is ignored."""
 
+    early_first_batch = True  # see _EarlyFirstBatch (benchmarks' in-memory trainer turns it off)
+
     def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None,
                  group_run: str | None = None) -> None:
         import ray.train
-        from pipeline.sharded_model import build_sharded_model
 
         # torchrec logs its planner's tables and its pipeline's per-batch states at INFO: hundreds
         # of lines per run that would bury the progress lines.
@@ -77,12 +98,17 @@ class WorkerTrainer:
         self.group_run = group_run
         # Set when Ray Train restarts or resumes the run.
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
+        self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        # A resumed run starts mid-epoch at a position known only after loading: no early start.
+        self._early = _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None \
+            else None
+        from pipeline.sharded_model import build_sharded_model  # imports torchrec and fbgemm (seconds)
+
         self.sm = build_sharded_model(
             spec, cfg.model, self.device, sparse_optimizer=t.sparse_optimizer, sparse_lr=t.sparse_lr,
             dense_lr=t.dense_lr, sharding_type=t.sharding_type or self._saved_sharding(), loss_weights=loss_weights_at(cfg, 0).tolist(),
             esmm=t.esmm, batch_size=t.batch_size,
         )
-        self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
         self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
@@ -216,12 +242,20 @@ class WorkerTrainer:
         done = lambda: t.max_steps is not None and self.step >= t.max_steps
         rows_per_step = t.batch_size * self.world
         # Time inside training steps (data waits included; evaluation and checkpoints not): the
-        # rows/s a user compares across data paths and worker counts.
+        # rows/s a user compares across data paths and worker counts. The first step of an epoch
+        # also waits for Ray Data to start that epoch's reads (seconds on a busy small machine):
+        # counted apart, so that the steady rate says whether the data path keeps up.
         train_seconds, steps_here, window = 0.0, 0, (0.0, 0)
+        start_seconds, start_steps = 0.0, 0
         if t.eval_at_start and self.step == 0:
             self.report(self.evaluate(), with_checkpoint=False)
         while self.epoch < t.epochs and not done():
-            batches = _skip(self.train_batches(), self.batches_in_epoch)
+            if self._early is not None and self.epoch == 0 and self.batches_in_epoch == 0:
+                batches = self._early.iterator()
+            else:
+                batches = _skip(self.train_batches(), self.batches_in_epoch)
+            self._early = None
+            epoch_start = True
             while not done():
                 train_module.set_loss_weights(loss_weights_at(cfg, self.step))
                 began = time.perf_counter()
@@ -231,6 +265,8 @@ class WorkerTrainer:
                     break
                 took = time.perf_counter() - began
                 train_seconds, steps_here = train_seconds + took, steps_here + 1
+                if epoch_start:
+                    start_seconds, start_steps, epoch_start = start_seconds + took, start_steps + 1, False
                 window = (window[0] + took, window[1] + 1)
                 self.step += 1
                 self.batches_in_epoch += 1
@@ -251,7 +287,10 @@ class WorkerTrainer:
         # The final evaluation and checkpoint, always: scoring and export start from here.
         final = self.evaluate()
         rate = steps_here * rows_per_step / train_seconds if train_seconds else 0.0
+        steady_s = train_seconds - start_seconds
+        steady = (steps_here - start_steps) * rows_per_step / steady_s if steady_s > 0 else 0.0
         self.report({**final, "train/rows": self.step * rows_per_step, "train/rows_per_s": rate,
+                     "train/rows_per_s_steady": steady, "train/epoch_start_s": start_seconds,
                      "resumed_at": self.resumed_at, "cluster/workers": self.world, "cluster/nodes": self.num_nodes, "done": 1}, with_checkpoint=True)
 
 

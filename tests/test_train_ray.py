@@ -37,6 +37,11 @@ def test_training_job_end_to_end(ray_local, tmp_path, repo_root, monkeypatch):
     assert extra["world_size"] == 2 and extra["step"] == (2 * 20000 // 3) // 1024
     assert result.metrics["done"] == 1
     assert [h["step"] for h in result.history] == [4, 8, 12, 13]
+    # Throughput over the epoch, and in steady state (the epoch's first step, which waits for
+    # Ray Data to start reading, apart).
+    m = result.metrics
+    assert m["train/rows_per_s"] > 0 and m["train/rows_per_s_steady"] > 0 and m["train/epoch_start_s"] > 0
+    assert m["train/rows"] / m["train/rows_per_s"] > m["train/epoch_start_s"]
 
     model, spec, meta = load_export(result.export_dir)
     assert meta["step"] == extra["step"]
