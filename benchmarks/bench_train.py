@@ -56,6 +56,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=400_000, help="generated rows over 3 days (2 train, 1 val)")
     p.add_argument("--batch-size", type=int, default=1024, help="per worker")
     p.add_argument("--work-dir", default=None)
+    p.add_argument("--gpu", action="store_true", help="one worker on one GPU (cluster.use_gpu=true)")
     args = p.parse_args()
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
@@ -63,9 +64,11 @@ def main() -> None:
     config = lambda mode, workers: load_config("configs/local.yaml", [  # noqa: E731
         f"data.root={work}/data", f"output_dir={work}/runs", f"name={mode}-{workers}w",
         f"data.generate.rows={args.rows}", "train.epochs=1", f"train.batch_size={args.batch_size}",
-        "train.checkpoint_every_steps=null", f"cluster.num_workers={workers}", "cluster.max_failures=0"])
+        "train.checkpoint_every_steps=null", f"cluster.num_workers={workers}", "cluster.max_failures=0",
+        f"cluster.use_gpu={str(args.gpu).lower()}"])
+    counts = (1,) if args.gpu else (2, 1)
     rates = {}
-    for workers in (2, 1):
+    for workers in counts:
         # In-memory first: its untimed read through Ray Data leaves Ray's worker processes started
         # for the streaming run (on a fresh cluster the first epoch's reads waited for them: 4.8 s
         # to the first batch, against 1.5 s on a warm cluster, as a long-lived cluster is).
@@ -77,12 +80,13 @@ def main() -> None:
                   f"{m['train/rows_per_s']:>10,.0f} rows/s over the epoch (its first step took "
                   f"{m['train/epoch_start_s']:.1f} s)", flush=True)
     print()
-    for workers in (2, 1):
+    for workers in counts:
         steady, whole = (rates["streaming", workers][i] / rates["in-memory", workers][i] for i in (0, 1))
         print(f"{workers} worker(s): streaming / in-memory = {steady:.2f} steady (target >= 0.8), "
               f"{whole:.2f} over the epoch")
-    print(f"streaming, 2 workers / 1 worker = {rates['streaming', 2][0] / rates['streaming', 1][0]:.2f} steady"
-          f"  (this machine: {os.cpu_count()} cores for workers, Ray Data and the driver together)")
+    if not args.gpu:
+        print(f"streaming, 2 workers / 1 worker = {rates['streaming', 2][0] / rates['streaming', 1][0]:.2f} steady"
+              f"  (this machine: {os.cpu_count()} cores for workers, Ray Data and the driver together)")
 
 
 if __name__ == "__main__":

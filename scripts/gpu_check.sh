@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one short GPU check (issues 2 and 4), for a session that is lent a GPU machine. It runs
+# there, in the repository root, with that machine's own python3 (it holds a CUDA PyTorch):
+#
+#   1. benchmarks/bench_ple.py --device cuda: the batched PLE against the loop reference,
+#      forward+backward on the GPU (needs only torch and pydantic);
+#   2. the training job on one GPU (cluster.use_gpu=true: NCCL, row_wise allowed), the training
+#      benchmark's rows/s on it, and the AUC check of configs/quality.yaml; this needs torchrec,
+#      the CUDA build of fbgemm-gpu 1.8.0 (matching that machine's torch) and ray, and is skipped,
+#      saying so, where they do not import.
+#
+# Missing pure-Python packages travel as wheels in .whl/ (ignored by git; carried with the run's
+# `carry: [".whl"]`), downloaded here for that machine's Python 3.12, e.g.
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_17_x86_64 --platform any -d .whl pydantic pydantic-core annotated-types \
+#       typing-inspection pyyaml
+# Results go to $OUT (the device tool brings that folder back), else to /tmp/gpu_check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/gpu_check}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 RAY_DATA_DISABLE_PROGRESS_BARS=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "error: installing the carried wheels failed"; exit 1; }
+  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__, torch.cuda.get_device_name())" \
+  || exit 1
+
+echo "== 1. batched PLE against the loop reference, forward+backward on CUDA"
+python3 benchmarks/bench_ple.py --device cuda 2>&1 | tee "$OUT/bench_ple_cuda.txt"
+
+echo "== 2. the training job on one GPU"
+if ! python3 -c "import torchrec, fbgemm_gpu, ray" 2>"$OUT/imports.txt"; then
+  echo "skipped: torchrec / fbgemm_gpu (CUDA build) / ray do not import here:"; tail -3 "$OUT/imports.txt"
+  exit 0
+fi
+work=$(mktemp -d)
+python3 -m jobs.train --config configs/local.yaml cluster.use_gpu=true cluster.num_workers=1 \
+    "data.root=$work/data" "output_dir=$work/runs" 2>&1 | grep -v "^\s*$" | tail -20 | tee "$OUT/train_gpu.txt"
+python3 benchmarks/bench_train.py --gpu --work-dir "$work/bench" 2>&1 | grep -E "rows/s|worker\(s\)" | tee "$OUT/bench_train_gpu.txt"
+python3 -m jobs.train --config configs/quality.yaml cluster.use_gpu=true cluster.num_workers=1 \
+    "data.root=$work/quality" "output_dir=$work/runs" 2>&1 | grep -E "AUC" | tee "$OUT/quality_gpu.txt"
