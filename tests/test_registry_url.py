@@ -132,7 +132,7 @@ def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(ray_
     from pipeline.export import load_export
     from pipeline.retrain import retrain
     from pipeline.retrain_config import load_retrain_config
-    from pipeline.scoring import resolve_model
+    from pipeline.score_plan import resolve_model
     from test_retrain import write_day
 
     monkeypatch.chdir(repo_root)

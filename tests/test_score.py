@@ -26,7 +26,8 @@ from pipeline.feature_spec import load_spec
 from pipeline.score_config import ScoreConfig
 from pipeline.score_output import MANIFEST, FileOutput
 from pipeline.scorer import ScoringError
-from pipeline.scoring import plan_scoring, score
+from pipeline.score_plan import plan_scoring
+from pipeline.scoring import score
 from pipeline.synthetic import write_file
 from pipeline.validation import DataValidationError
 from ple_model import ModelConfig, RecModel
