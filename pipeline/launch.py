@@ -86,18 +86,23 @@ def _prepare(cfg: JobConfig, address: Optional[str]) -> tuple[FeatureSpec, dict]
     return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
 
 
-def _finish(cfg: JobConfig, checkpoint, metrics: dict, datasets: dict) -> TrainingResult:
+def _best_aucs(datasets: dict) -> dict[str, float]:
+    """On generated data, the ceiling set by the planted truth puts the AUCs in perspective:
+    {"val/<task>/best_auc": AUC of the true probabilities} (empty on real data)."""
+    from pipeline.synthetic import best_achievable_auc_of_files
+
+    best = best_achievable_auc_of_files(datasets["val"].input_files())
+    return {f"val/{task}/best_auc": auc for task, auc in best.items()}
+
+
+def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict) -> TrainingResult:
     """Add the best achievable AUCs to a run's final metrics and export its final checkpoint."""
     from pipeline.checkpoint import EXTRA_FILE
     from pipeline.export import export_model
-    from pipeline.synthetic import best_achievable_auc_of_files
 
-    metrics = dict(metrics)
+    metrics = {**metrics, **best_aucs}
     # The evaluation history travels in the checkpoint (Ray logs every reported metric in full).
     extra = json.loads((Path(checkpoint.path) / EXTRA_FILE).read_text())
-    # On generated data, the ceiling set by the planted truth puts the AUCs in perspective.
-    best = best_achievable_auc_of_files(datasets["val"].input_files())
-    metrics.update({f"val/{task}/best_auc": auc for task, auc in best.items()})
     run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
     export_dir = os.path.join(run_dir, "export")
     export_model(checkpoint.path, export_dir, metrics=metrics)
@@ -112,7 +117,7 @@ def run_training(cfg: JobConfig, address: Optional[str] = None,
     result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
     if result.error:
         raise result.error
-    return _finish(cfg, result.checkpoint, result.metrics, datasets)
+    return _finish(cfg, result.checkpoint, result.metrics, _best_aucs(datasets))
 
 
 def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] = None) -> list[TrainingResult]:
@@ -139,4 +144,5 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] 
     if result.error:
         raise result.error
     finals = {m["run"]: (ckpt, m) for ckpt, m in result.best_checkpoints if m.get("done")}
-    return [_finish(c, *finals[c.name], datasets) for c in cfgs]
+    best = _best_aucs(datasets)  # the same validation days for every run: read once
+    return [_finish(c, *finals[c.name], best) for c in cfgs]

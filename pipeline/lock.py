@@ -92,13 +92,13 @@ class FileLock:
         except FileNotFoundError:
             return None
 
-    def _create(self, text: str) -> bool:
+    def _create(self, record: dict) -> bool:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
-            f.write(text)
+            f.write(json.dumps(record))
             f.flush()
             os.fsync(f.fileno())
         return True
@@ -146,7 +146,7 @@ class FileLock:
         token = uuid.uuid4().hex
         self.record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                        "command": _shorten(" ".join(sys.argv), 200), "token": token}
-        if not self._create(json.dumps(self.record)):
+        if not self._create(self.record):
             return False
         self.token = token
         return True
@@ -221,11 +221,10 @@ class FsspecLock(FileLock):
             mtime = time.time()  # unknown: an unreadable record is judged by its `beat` only
         return text, mtime
 
-    def _create(self, text: str) -> bool:
-        record = {**json.loads(text), "beat": time.time()}
+    def _create(self, record: dict) -> bool:
         try:
             with self.fs.open(self.path, "xb") as f:
-                f.write(json.dumps(record).encode())
+                f.write(json.dumps({**record, "beat": time.time()}).encode())
         except FileExistsError:
             return False
         return True

@@ -217,7 +217,8 @@ class Registry:
             if name.startswith(f".{POINTER}.tmp-"):
                 self.store.remove(self.store.join(name))
                 removed.append(name)
-        committed = {v.id for v in self.versions()}
+        versions = self.versions()  # the committed ones: what follows removes no committed one
+        committed = {v.id for v in versions}
         for name in self.store.listdir(self.versions_dir):
             if _VERSION_ID.match(name) and name not in committed:
                 self.store.remove(self.store.join("versions", name))
@@ -226,7 +227,6 @@ class Registry:
         # A pointer written by hand (no history) cannot tell an interrupted promotion from a
         # version rolled back from: then nothing is deleted.
         if pointer is None or "history" in pointer:
-            versions = self.versions()
             # Only the newest can be an interrupted promotion: the next run removes it before
             # it publishes anything.
             if versions and versions[-1].status == "incomplete":

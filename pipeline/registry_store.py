@@ -136,8 +136,7 @@ class FsspecStore:
     def __init__(self, url: str) -> None:
         import fsspec
 
-        self.fs, path = fsspec.core.url_to_fs(url)
-        self.protocol = url.split("://", 1)[0]
+        self.fs, _ = fsspec.core.url_to_fs(url)
         self.root = url.rstrip("/")
 
     def join(self, *parts: str) -> str:
