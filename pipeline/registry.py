@@ -45,15 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from pipeline.registry_store import is_url, open_store
+from pipeline.registry_store import RegistryError, is_url, open_store  # RegistryError: raised by both
 
 POINTER, VERSION_FILE = "production", "version.json"
 EXPORT, CHECKPOINT, CONFIG, SPEC = "export", "checkpoint", "config.yaml", "feature_spec.yaml"
 _VERSION_ID = re.compile(r"^v(\d{4,})$")
-
-
-class RegistryError(ValueError):
-    pass
 
 
 def now_iso() -> str:
@@ -247,10 +243,10 @@ def resolve_model_ref(ref: str) -> Optional[str]:
     root, sep, name = ref.rpartition("@")
     if not sep or not root:
         return None
-    reg = Registry(root)
-    if not reg.store.isdir(reg.versions_dir):
-        return None
     try:
+        reg = Registry(root)
+        if not reg.store.isdir(reg.versions_dir):
+            return None
         version = reg.production() if name == "production" else reg.get(name)
     except RegistryError as err:
         raise ExportError(f"model '{ref}': {err}") from None

@@ -26,6 +26,10 @@ import time
 from typing import Callable, Optional
 
 
+class RegistryError(ValueError):
+    pass
+
+
 def is_url(path: str) -> bool:
     return "://" in path
 
@@ -136,7 +140,10 @@ class FsspecStore:
     def __init__(self, url: str) -> None:
         import fsspec
 
-        self.fs, _ = fsspec.core.url_to_fs(url)
+        try:
+            self.fs, _ = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as e:  # "Install s3fs to access S3", "Protocol not known"
+            raise RegistryError(f"registry {url}: cannot open its filesystem: {e}") from None
         self.root = url.rstrip("/")
 
     def join(self, *parts: str) -> str:

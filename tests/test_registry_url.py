@@ -17,7 +17,8 @@ import fsspec
 import pytest
 
 from pipeline.lock import FsspecLock, LockHeldError
-from pipeline.registry import Registry, resolve_model_ref
+from pipeline.export import ExportError
+from pipeline.registry import Registry, RegistryError, resolve_model_ref
 from pipeline.registry_store import FsspecStore, fetched_copy
 
 
@@ -124,6 +125,13 @@ def test_heartbeat_rewrites_the_beat_of_its_own_lock_only():
         first = json.loads(fs.cat_file(path))["beat"]
         time.sleep(0.5)
         assert json.loads(fs.cat_file(path))["beat"] > first
+
+
+def test_a_url_whose_filesystem_cannot_be_opened_is_a_clear_error():
+    with pytest.raises(RegistryError, match=r"registry nosuchfs://reg: cannot open its filesystem: .*nosuchfs"):
+        Registry("nosuchfs://reg")
+    with pytest.raises(ExportError, match=r"model 'nosuchfs://reg@production': registry nosuchfs://reg"):
+        resolve_model_ref("nosuchfs://reg@production")
 
 
 # -- two real retrains on a file:// registry ------------------------------------------------------
