@@ -81,8 +81,8 @@ def test_peak_memory_does_not_grow_with_rows(data, repo_root, reader):
     growth = four["peak"] - one["peak"]
     print(f"{reader}: peak private memory {one['peak'] / 2**20:.0f} MiB for 1 day, {four['peak'] / 2**20:.0f} MiB "
           f"for {DAYS} days; the extra rows hold {extra_bytes / 2**20:.0f} MiB")
-    # A reader that accumulated rows grows by about the whole of extra_bytes (Ray's V2 datasource
-    # did: +115 MiB per 900k rows, about 1x). A streaming one still varies by a few blocks between runs, depending on where
-    # the prefetcher happens to peak: measured growth 0-6 MiB (local) and 7-20 MiB (Ray, blocks
-    # of one file each), against 72 MiB of extra rows. Half separates the two cases cleanly.
+    # A reader that accumulated rows grows by about all of extra_bytes (Ray's V2 datasource did:
+    # +115 MiB per 900k rows). A streaming one still varies by a few blocks between runs, with
+    # where the prefetcher happens to peak: measured growth 0-6 MiB (local) and 7-20 MiB (Ray,
+    # one block per file) against 72 MiB of extra rows. Half separates the two cases cleanly.
     assert growth < 0.5 * extra_bytes
