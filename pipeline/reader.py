@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional, Union
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.batch import Batch
@@ -49,6 +51,31 @@ def list_day_files(root: str, start_day: str, end_day: str, allow_missing_days: 
     return files
 
 
+def dictionary_columns(spec: FeatureSpec, keep_plain: tuple[str, ...] = ()) -> list[str]:
+    """The spec's string id columns, to be decoded as Arrow dictionaries rather than strings.
+
+    Parquet writers store such columns dictionary-encoded, so reading the dictionary skips
+    materialising every string, and the collate then hashes each distinct string once
+    (benchmarks/bench_reader.py: decode 10 -> 15M rows/s, collate 9 -> 14M rows/s on the
+    synthetic logs). `keep_plain`: columns the caller writes back out (scoring's key columns),
+    whose type must not change."""
+    return [f.column for f in spec.sparse if f.type == "string" and f.column not in keep_plain]
+
+
+def dictionary_read_schema(first_file: str, columns: list[str], as_dictionary: list[str]) -> pa.Schema:
+    """Read schema for Ray's Parquet datasource: `columns` typed as in `first_file` (validated
+    to be the same in every file), with `as_dictionary` read as dictionary<int32, string>: the
+    Arrow Parquet reader decodes a column straight to a dictionary when the schema asks for one."""
+    schema = pq.read_schema(first_file)
+    fields = []
+    for name in columns:
+        f = schema.field(name)
+        if name in as_dictionary and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            f = f.with_type(pa.dictionary(pa.int32(), f.type))
+        fields.append(f)
+    return pa.schema(fields)
+
+
 def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, validate: bool = True,
               include_paths: bool = False, allow_missing_days: bool = False, datasource_v2: bool = False,
               **read_parquet_args):
@@ -69,7 +96,9 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
         files = validate_files(files, spec).files
         if not files:
             raise DataValidationError(f"all files for days {start_day}..{end_day} are empty", file=root)
-    ds = read_parquet_files(files, include_paths=include_paths, datasource_v2=datasource_v2, **read_parquet_args)
+    read_parquet_args.setdefault("schema", dictionary_read_schema(files[0], spec.columns(), dictionary_columns(spec)))
+    ds = read_parquet_files(files, columns=spec.columns(), include_paths=include_paths, datasource_v2=datasource_v2,
+                            **read_parquet_args)
     # The collate (validation, hashing, normalisation) stays in the trainer's iterator: moving
     # it into Ray Data (map_batches producing pre-hashed Arrow) was measured slower under Ray
     # Train's streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, bench_train.py).
@@ -150,8 +179,26 @@ def iter_file_batches(files: Union[str, list[str]], spec: FeatureSpec, batch_siz
         return
     # One file at a time, one row group's worth of batches at a time: memory stays flat however
     # many files and rows the range holds (a multi-file pyarrow.dataset scanner's readahead
-    # was measured to grow with the number of files).
+    # was measured to grow with the number of files). The next batch is decoded in a thread
+    # while this one is collated: pyarrow releases the GIL while it decodes.
+    for path, record_batch in _decoded_ahead(_record_batches(files, spec, batch_size)):
+        yield collate(record_batch, spec, source=path)
+
+
+def _record_batches(files: list[str], spec: FeatureSpec, batch_size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
     for path in files:
-        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=spec.columns()):
+        parquet = pq.ParquetFile(path, read_dictionary=dictionary_columns(spec))
+        for record_batch in parquet.iter_batches(batch_size=batch_size, columns=spec.columns()):
             if record_batch.num_rows:
-                yield collate(record_batch, spec, source=path)
+                yield path, record_batch
+
+
+def _decoded_ahead(items: Iterator) -> Iterator:
+    """`items`, each produced in a worker thread while the caller works on the previous one:
+    one item ahead, so memory holds at most two. Errors surface at the item that raised."""
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-decode") as pool:
+        ahead = pool.submit(next, items, done)
+        while (item := ahead.result()) is not done:
+            ahead = pool.submit(next, items, done)
+            yield item

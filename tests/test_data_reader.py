@@ -3,8 +3,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.collate import collate
 from pipeline.feature_spec import load_spec
-from pipeline.reader import day_range, iter_file_batches, iter_ray_batches, list_day_files, read_days
+from pipeline.reader import (day_range, dictionary_columns, dictionary_read_schema, iter_file_batches, iter_ray_batches,
+                             list_day_files, read_days)
 from pipeline.synthetic import generate_table
 from pipeline.validation import DataValidationError
 
@@ -111,3 +113,40 @@ def test_local_reader_matches_ray_reader(ray_local, root, spec):
     a = np.sort(np.concatenate([b.dense_features[:, 0].numpy() for b in local]))
     b = np.sort(np.concatenate([b.dense_features[:, 0].numpy() for b in ray_batches]))
     assert np.array_equal(a, b)
+
+
+def _sorted_id_rows(batches) -> np.ndarray:
+    """(user_id, category, device) rows of every example, as a sorted multiset."""
+    parts = []
+    for b in batches:
+        d = b.sparse_features.to_dict()
+        parts.append(np.stack([d[k].values().numpy() for k in ("user_id", "category", "device")], axis=1))
+    rows = np.concatenate(parts)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def test_string_ids_are_decoded_as_dictionaries_and_map_to_the_same_rows(ray_local, root, spec):
+    """String id columns are read as Arrow dictionaries (cheaper to decode and to hash), and map
+    to exactly the rows their plain strings map to, also in batches that span two files whose
+    dictionaries differ (batch size 1000, files of 1500 rows)."""
+    files = list_day_files(str(root), DAYS[2], DAYS[3])
+    plain = pa.concat_tables(pq.read_table(f, columns=spec.columns()) for f in files)
+    assert pa.types.is_string(plain.schema.field("category").type)
+    expected = _sorted_id_rows([collate(plain, spec)])
+
+    ds = read_days(str(root), DAYS[2], DAYS[3], spec)
+    first = next(iter(ds.iter_batches(batch_size=1000, batch_format="pyarrow")))
+    assert pa.types.is_dictionary(first.schema.field("category").type)
+    assert pa.types.is_dictionary(first.schema.field("device").type)
+    assert np.array_equal(_sorted_id_rows(iter_ray_batches(ds, spec, 1000)), expected)
+    assert np.array_equal(_sorted_id_rows(iter_file_batches(files, spec, 1000)), expected)
+
+
+def test_scoring_keeps_key_columns_as_plain_strings(root, spec):
+    """Scoring writes its key columns back out as they came, so a string key is not read as a
+    dictionary (its output type would change); other string ids still are."""
+    first = list_day_files(str(root), DAYS[2], DAYS[2])[0]
+    schema = dictionary_read_schema(first, spec.columns(), dictionary_columns(spec, keep_plain=("device",)))
+    assert pa.types.is_dictionary(schema.field("category").type)
+    assert pa.types.is_string(schema.field("device").type)
+    assert schema.names == spec.columns()
