@@ -150,3 +150,34 @@ def test_scoring_keeps_key_columns_as_plain_strings(root, spec):
     assert pa.types.is_dictionary(schema.field("category").type)
     assert pa.types.is_string(schema.field("device").type)
     assert schema.names == spec.columns()
+
+
+def test_decoding_ahead_keeps_order_and_raises_at_the_item_that_failed():
+    from pipeline.reader import _decoded_ahead
+
+    produced = []
+
+    def items():
+        for i in range(5):
+            produced.append(i)
+            if i == 3:
+                raise OSError("corrupt page in file 3")
+            yield i
+
+    got = []
+    with pytest.raises(OSError, match="file 3"):
+        for item in _decoded_ahead(items()):
+            got.append(item)
+    assert got == [0, 1, 2]  # every item before the failure, in order, then the error itself
+    # Stopping early leaves at most one item decoded ahead of what the caller took.
+    produced.clear()
+
+    def counted():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    ahead = _decoded_ahead(counted())
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()
+    assert produced == [0, 1, 2]
