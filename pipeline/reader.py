@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.batch import Batch
-from pipeline.collate import PATH_COLUMN, collate
+from pipeline.collate import collate
 from pipeline.feature_spec import FeatureSpec
 from pipeline.validation import DataValidationError, validate_files
 
@@ -96,13 +96,12 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
         files = validate_files(files, spec).files
         if not files:
             raise DataValidationError(f"all files for days {start_day}..{end_day} are empty", file=root)
-    read_parquet_args.setdefault("schema", dictionary_read_schema(files[0], spec.columns(), dictionary_columns(spec)))
-    ds = read_parquet_files(files, columns=spec.columns(), include_paths=include_paths, datasource_v2=datasource_v2,
-                            **read_parquet_args)
+    schema = dictionary_read_schema(files[0], spec.columns(), dictionary_columns(spec))
     # The collate (validation, hashing, normalisation) stays in the trainer's iterator: moving
     # it into Ray Data (map_batches producing pre-hashed Arrow) was measured slower under Ray
     # Train's streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, bench_train.py).
-    return ds.select_columns(spec.columns() + ([PATH_COLUMN] if include_paths else []))
+    return read_parquet_files(files, columns=spec.columns(), schema=schema, include_paths=include_paths,
+                              datasource_v2=datasource_v2, **read_parquet_args)
 
 
 def read_parquet_files(files: list[str], *, datasource_v2: bool = False, **read_parquet_args):
