@@ -185,8 +185,9 @@ def iter_file_batches(files: Union[str, list[str]], spec: FeatureSpec, batch_siz
 
 
 def _record_batches(files: list[str], spec: FeatureSpec, batch_size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+    as_dictionary = dictionary_columns(spec)
     for path in files:
-        parquet = pq.ParquetFile(path, read_dictionary=dictionary_columns(spec))
+        parquet = pq.ParquetFile(path, read_dictionary=as_dictionary)
         for record_batch in parquet.iter_batches(batch_size=batch_size, columns=spec.columns()):
             if record_batch.num_rows:
                 yield path, record_batch
