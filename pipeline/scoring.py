@@ -236,14 +236,13 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
     """The Ray Data pipeline: streaming Parquet reads of `todo` -> a fixed pool of Scorer actors."""
     import ray
 
-    from pipeline.reader import dictionary_columns, dictionary_read_schema, read_parquet_files
+    from pipeline.reader import dictionary_columns, read_parquet_files
 
     columns = list(dict.fromkeys(plan.keys + plan.spec.input_columns()))
     # String ids decode as dictionaries, except key columns: they are written out as they came.
-    schema = dictionary_read_schema(todo[0].path, columns, dictionary_columns(plan.spec, keep_plain=tuple(plan.keys)))
+    as_dictionary = dictionary_columns(plan.spec, keep_plain=tuple(plan.keys))
     # include_paths/include_row_hash: which file and which row of it every score belongs to.
-    ds = read_parquet_files([f.path for f in todo], columns=columns, schema=schema,
-                            include_paths=True, include_row_hash=True)
+    ds = read_parquet_files([f.path for f in todo], columns, as_dictionary, include_paths=True, include_row_hash=True)
     return ds.map_batches(
         Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),

@@ -230,7 +230,7 @@ class WorkerTrainer:
         t = self.cfg.train
         # drop_last: every worker must take the same number of steps (collectives).
         return iter_ray_batches("train", self.spec, t.batch_size, drop_last=True, files=self.files.get("train"),
-                                local_shuffle_buffer_size=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
+                                local_shuffle_rows=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
 
     def fit(self) -> None:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
