@@ -33,7 +33,10 @@ class Scorer:
 
         from pipeline.export import load_export
 
+        from pipeline.allocator import keep_freed_memory
+
         start = time.perf_counter()
+        keep_freed_memory()  # a fresh process's forward at full speed from its first batch
         torch.set_num_threads(torch_threads)
         if model_url is not None:  # from a registry at a URL: this node's own cached copy
             from pipeline.registry_store import fetched_copy
