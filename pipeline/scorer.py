@@ -31,9 +31,8 @@ class Scorer:
         import ray
         import torch
 
-        from pipeline.export import load_export
-
         from pipeline.allocator import keep_freed_memory
+        from pipeline.export import load_export
 
         start = time.perf_counter()
         keep_freed_memory()  # a fresh process's forward at full speed from its first batch
