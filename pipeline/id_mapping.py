@@ -107,23 +107,28 @@ def _dictionary_rows(dictionary: pa.Array, num_rows: int) -> np.ndarray:
     their dictionary, and hashing even 3 strings costs ~25 us of numpy calls, ~3 ns a row of a
     batch of 8192: small dictionaries are remembered by content (copied bytes, not a reference
     that would pin the block they live in)."""
-    n, off = len(dictionary), dictionary.offset
-    if pa.types.is_dictionary(dictionary.type) or dictionary.buffers()[2] is None:
-        return (hash_utf8(dictionary) % np.uint64(num_rows)).astype(np.int64)
+    string_type = pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)
+    if not string_type or dictionary.buffers()[2] is None:  # hash_utf8 raises / handles these
+        return _rows_of(dictionary, num_rows)
     width = 8 if pa.types.is_large_string(dictionary.type) else 4
+    n, off = len(dictionary), dictionary.offset
     offsets = memoryview(dictionary.buffers()[1])[off * width:(off + n + 1) * width]
     first, last = (int.from_bytes(offsets[i:i + width], "little") for i in (0, len(offsets) - width))
     if last - first > _ROWS_CACHE_MAX_BYTES:
-        return (hash_utf8(dictionary) % np.uint64(num_rows)).astype(np.int64)
+        return _rows_of(dictionary, num_rows)
     key = (num_rows, width, bytes(offsets), bytes(memoryview(dictionary.buffers()[2])[first:last]))
     with _ROWS_CACHE_LOCK:
         rows = _ROWS_CACHE.get(key)
         if rows is not None:
             _ROWS_CACHE.move_to_end(key)
             return rows
-    rows = (hash_utf8(dictionary) % np.uint64(num_rows)).astype(np.int64)
+    rows = _rows_of(dictionary, num_rows)
     with _ROWS_CACHE_LOCK:
         _ROWS_CACHE[key] = rows
         if len(_ROWS_CACHE) > _ROWS_CACHE_ENTRIES:
             _ROWS_CACHE.popitem(last=False)
     return rows
+
+
+def _rows_of(strings: pa.Array, num_rows: int) -> np.ndarray:
+    return (hash_utf8(strings) % np.uint64(num_rows)).astype(np.int64)

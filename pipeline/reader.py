@@ -143,7 +143,7 @@ def read_parquet_files(files: list[str], columns: list[str], as_dictionary: list
 
 
 def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optional[list[str]] = None,
-                     drop_last: bool = False, prefetch_batches: int = 2,
+                     drop_last: bool = False, prefetch_blocks: int = 2,
                      local_shuffle_rows: int = 0,
                      local_shuffle_seed: Optional[int] = None) -> Iterator[Batch]:
     """Batches from a ray.data.Dataset, a DataIterator, or (inside a Ray Train worker) the
@@ -160,8 +160,9 @@ def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optiona
         if shard is None:
             raise ValueError(f"no dataset named '{data}' was passed to the trainer")
         data = shard
-    # Whole blocks from Ray, cut into batches here (pipeline/rebatch.py says why).
-    blocks = data.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=prefetch_batches)
+    # Whole blocks from Ray, cut into batches here (pipeline/rebatch.py says why); with
+    # batch_size=None, Ray's prefetch_batches counts blocks.
+    blocks = data.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=prefetch_blocks)
     for table in rebatched(blocks, batch_size, drop_last=drop_last, shuffle_rows=local_shuffle_rows,
                            seed=local_shuffle_seed):
         try:

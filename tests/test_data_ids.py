@@ -49,3 +49,22 @@ def test_rows_in_range(n):
     words = pa.array([f"w{i}" for i in range(1000)])
     r = strings_to_rows(words, n)
     assert ((r >= 0) & (r < n)).all()
+
+
+def test_remembered_dictionary_rows_follow_content_not_identity():
+    """strings_to_rows remembers the rows of small dictionaries by their bytes: the same
+    strings in another order, a slice of a dictionary, or another table size must each get
+    their own rows, equal to hashing the plain strings."""
+    words = ["a", "bb", "ccc", "a", "bb"]
+
+    def expected(values, n):
+        return (hash_utf8(pa.array(values)) % np.uint64(n)).astype(np.int64)
+
+    for values, n in [(words, 1000), (words[::-1], 1000), (words, 7), (words[1:], 1000)]:
+        for _ in range(2):  # the second call is served from what the first remembered
+            arr = pa.array(values).dictionary_encode()
+            assert np.array_equal(strings_to_rows(arr, n), expected(values, n))
+    # A dictionary that is a slice of a larger one (offset into shared buffers).
+    dictionary = pa.array(["x", "a", "bb", "ccc"]).slice(1)
+    sliced = pa.DictionaryArray.from_arrays(pa.array([1, 2, 1, 0], pa.int32()), dictionary)
+    assert np.array_equal(strings_to_rows(sliced, 1000), expected(["bb", "ccc", "bb", "a"], 1000))
