@@ -12,6 +12,8 @@ Generates synthetic data (unless --data points at existing files), then times, i
                    thread) + collate, no Ray: the retrain gate, the quality report, deep checks
   reader Ray       read_days + iter_ray_batches: Ray Data streaming + collate, as in training
   reader Ray+paths the same with include_paths=True (files named directly in value errors)
+  reader Ray, Ray's delays  reader Ray with Ray Data's own scheduling delays, which
+                   pipeline/ray_data_tuning.py shortens (shown to measure what that buys)
 and prints rows/s and the ratio reader/scan (target >= 0.5), for the whole run and for the
 steady state after the first batch.
 
@@ -20,17 +22,14 @@ Where the Ray reader's time goes on a 2-core machine (measured 2026-11, Ray 2.60
   read task, against 160 when a read schema asks for dictionaries (decode, then re-encode).
 - Batching: Ray's iter_batches(batch_size=...) cost as much as the collate; whole blocks cut
   by pipeline/rebatch.py made the consumer 60% faster (8.4M -> 13.6M rows/s, materialised data).
-- Start-up, paid by every execution (every epoch): Ray Data sees zero cluster resources until
-  its autoscaling coordinator first answers, cached for 1 s (ResourceManager.
-  GLOBAL_LIMITS_UPDATE_INTERVAL_S), so it runs one read task at a time for that first second
-  (its blocks alone: ~6.5M rows/s for 2.5 s of reading, ~11M rows/s with both cores from the
-  start). It weighs on short runs; the steady-state ratio and longer runs are free of it.
-- That ramp and the share of the CPUs the read operator gets afterwards come from Ray Data's
-  per-operator reservation (DataContext.op_resource_reservation_enabled). Switched off for the
-  reads, this benchmark's Ray reader reached 0.62 of the scan over the whole run and 0.78 in
-  steady state, but in training (benchmarks/bench_train.py) each epoch's first step then
-  waited 2-4 s instead of 1-2 s, and in scoring an actor's peak RSS doubled from N to 10N
-  rows; it stays on.
+- Scheduling: with Ray's own delays the read tasks ran one at a time (ray.timeline()), as the
+  executor noticed a finished task up to 0.1 s late and saw no cluster resources for the first
+  second of each execution; pipeline/ray_data_tuning.py shortens both (Ray reader 0.59 -> 0.71
+  of the scan, whole run, 4 runs each).
+- Switching off Ray Data's per-operator reservation (DataContext.op_resource_reservation_enabled)
+  hid the same delays (0.62 whole run, 0.78 steady state with Ray's delays), but in training
+  (benchmarks/bench_train.py) each epoch's first step then waited 2-4 s instead of 1-2 s, and in
+  scoring an actor's peak RSS doubled from N to 10N rows; it stays on.
 """
 
 import argparse
@@ -45,6 +44,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 import pyarrow.dataset as pads  # noqa: E402
 
 from pipeline.feature_spec import load_spec  # noqa: E402
+from pipeline.ray_data_tuning import stock_delays  # noqa: E402
 from pipeline.reader import dictionary_columns, iter_file_batches, iter_ray_batches, list_day_files, read_days  # noqa: E402,E501
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def timed(label, batches):
     end = time.perf_counter()
     total = rows / (end - start)
     steady = (rows - first_rows) / (end - first_at) if end > first_at else float("nan")
-    print(f"{label:<22} {rows:>10,} rows {end - start:7.2f} s  {total:>12,.0f} rows/s"
+    print(f"{label:<25} {rows:>10,} rows {end - start:7.2f} s  {total:>12,.0f} rows/s"
           f"   first batch after {first_at - start:5.2f} s, then {steady:>12,.0f} rows/s", flush=True)
     return total, steady
 
@@ -122,11 +122,15 @@ def main():
     local_total, local_steady = timed("reader local (no Ray)", local_reader())
     ray_total, ray_steady = timed("reader Ray", ray_reader(False))
     paths_total, paths_steady = timed("reader Ray +paths", ray_reader(True))
+    with stock_delays():
+        stock_total, stock_steady = timed("reader Ray, Ray's delays", ray_reader(False))
     print(f"ratio reader/scan, whole run:    Ray {ray_total / scan_total:.2f}   local {local_total / scan_total:.2f}"
           f"   Ray+paths {paths_total / scan_total:.2f}   (target >= 0.5)")
     print(f"ratio reader/scan dict, whole run: Ray {ray_total / dict_total:.2f}   local {local_total / dict_total:.2f}")
     print(f"ratio reader/scan, steady state: Ray {ray_steady / scan_steady:.2f}   local {local_steady / scan_steady:.2f}"
           f"   Ray+paths {paths_steady / scan_steady:.2f}")
+    print(f"with Ray Data's own scheduling delays: Ray {stock_total / scan_total:.2f} whole run, "
+          f"{stock_steady / scan_steady:.2f} steady state")
     ray.shutdown()
     if tmp is not None:
         tmp.cleanup()

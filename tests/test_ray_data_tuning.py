@@ -1,0 +1,87 @@
+"""pipeline/ray_data_tuning.py: Ray Data's executor scheduling delays, lowered in this process
+and in the embedded cluster's workers."""
+
+import importlib
+import sys
+
+import pytest
+
+from pipeline import ray_data_tuning
+from pipeline.ray_data_tuning import shorten_scheduling_delays
+from pipeline.ray_utils import WORKER_SETUP_HOOK
+
+
+@pytest.fixture
+def stock_delays(monkeypatch):
+    """Ray's own values back for the test, restored after it."""
+    from ray.data._internal.execution import resource_manager, streaming_executor_state
+
+    monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
+    return streaming_executor_state, resource_manager.ResourceManager
+
+
+def test_the_pinned_ray_has_both_delays_and_takes_ours(stock_delays):
+    state, manager = stock_delays
+    assert shorten_scheduling_delays() is True
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == ray_data_tuning.TASK_COMPLETION_WAIT_S < 0.1
+    assert manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == ray_data_tuning.GLOBAL_LIMITS_REFRESH_S < 1
+
+
+def test_a_shorter_delay_already_set_is_kept(stock_delays, monkeypatch):
+    state, _ = stock_delays
+    monkeypatch.setattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.005)
+    shorten_scheduling_delays()
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.005
+
+
+def test_a_ray_without_the_constants_is_left_alone(stock_delays, monkeypatch, caplog):
+    state, manager = stock_delays
+    monkeypatch.delattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S")
+    assert shorten_scheduling_delays() is False
+    assert manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == 1
+    assert "left as they are" in caplog.text
+
+
+def test_the_environment_can_keep_rays_own_delays(stock_delays, monkeypatch):
+    state, manager = stock_delays
+    monkeypatch.setenv(ray_data_tuning.STOCK_DELAYS_ENV, "1")
+    assert shorten_scheduling_delays() is False
+    assert (state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S) == (0.1, 1)
+
+
+def test_training_reads_wait_for_tasks_with_our_timeout(ray_local, stock_delays, monkeypatch, tmp_path, repo_root):
+    """read_days applies the tuning, and the executor reads the module constant at call time (a
+    Ray that copied it elsewhere would make the tuning a silent no-op): record the timeouts of
+    the ray.wait calls of its task-completion step (other parts of Ray Data wait on other things
+    with 0.1 s too)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.feature_spec import load_spec
+    from pipeline.reader import read_days
+    from pipeline.synthetic import generate_table
+
+    spec = load_spec(repo_root / "configs" / "synthetic.yaml")
+    (tmp_path / "dt=2024-03-01").mkdir()
+    for f in range(3):
+        pq.write_table(generate_table(500, seed=1, stream=(0, f)), tmp_path / "dt=2024-03-01" / f"part-{f}.parquet")
+    timeouts = []
+    real_wait = ray_local.wait
+
+    def recording_wait(*args, **kwargs):
+        if sys._getframe(1).f_code.co_name == "process_completed_tasks":
+            timeouts.append(kwargs.get("timeout"))
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(ray_local, "wait", recording_wait)
+    assert read_days(str(tmp_path), "2024-03-01", "2024-03-01", spec).count() == 1500
+    assert timeouts and set(timeouts) == {ray_data_tuning.TASK_COMPLETION_WAIT_S}
+
+
+def test_the_embedded_clusters_worker_hook_applies_the_tuning(stock_delays):
+    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
+    hook = getattr(importlib.import_module(module), name)
+    hook()
+    state, manager = stock_delays
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == ray_data_tuning.TASK_COMPLETION_WAIT_S
+    assert manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == ray_data_tuning.GLOBAL_LIMITS_REFRESH_S
