@@ -2,6 +2,7 @@
 and in the embedded cluster's workers."""
 
 import importlib
+import os
 import sys
 
 import pytest
@@ -85,3 +86,23 @@ def test_the_embedded_clusters_worker_hook_applies_the_tuning(stock_delays):
     state, manager = stock_delays
     assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == ray_data_tuning.TASK_COMPLETION_WAIT_S
     assert manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == ray_data_tuning.GLOBAL_LIMITS_REFRESH_S
+
+
+def test_ray_defaults_are_the_pinned_rays_own():
+    import subprocess
+
+    code = ("from ray.data._internal.execution import resource_manager as m, streaming_executor_state as s;"
+            "print(s.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, m.ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert tuple(float(v) for v in out) == ray_data_tuning.RAY_DEFAULTS
+
+
+def test_stock_delays_holds_rays_values_then_puts_ours_back(stock_delays, monkeypatch):
+    state, manager = stock_delays
+    monkeypatch.delenv(ray_data_tuning.STOCK_DELAYS_ENV, raising=False)
+    shorten_scheduling_delays()
+    with ray_data_tuning.stock_delays():
+        assert (state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S) == (0.1, 1)
+        assert shorten_scheduling_delays() is False  # read_days inside the block keeps them
+    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == ray_data_tuning.TASK_COMPLETION_WAIT_S
+    assert ray_data_tuning.STOCK_DELAYS_ENV not in os.environ
