@@ -54,7 +54,7 @@ class Scorer:
         self.tasks = self.spec.task_names
         self.delay, self.stats = batch_delay_s, stats
         self.rows = self.batches = 0
-        self.peak_anon_mb = 0.0
+        self.peak_anon_mb = self.peak_shmem_mb = 0.0
         self.load_s, self.busy_s = time.perf_counter() - start, 0.0
         ctx = ray.get_runtime_context()
         self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid()}
@@ -98,26 +98,31 @@ class Scorer:
         return pa.table(cols)
 
     def _report(self) -> None:
-        # peak_rss_mb (the kernel's high-water mark) also counts pages of Ray's shared object
-        # store that this process has read, which grows with the blocks it has seen;
         # peak_anon_mb (private memory, sampled after each batch) is what the actor holds itself.
-        self.peak_anon_mb = max(self.peak_anon_mb, _anon_rss_mb())
+        # peak_rss_mb (the kernel's high-water mark) also counts the pages of Ray's shared object
+        # store (the node's fixed object_store_memory) that this process has mapped, peak_shmem_mb:
+        # more of them as more blocks pass through it, up to that fixed budget.
+        anon, shmem = _resident_mb()
+        self.peak_anon_mb, self.peak_shmem_mb = max(self.peak_anon_mb, anon), max(self.peak_shmem_mb, shmem)
         if self.stats is not None:  # fire and forget: a few bytes per batch
             self.stats.report.remote({**self.info, "rows": self.rows, "batches": self.batches,
                                       "load_s": self.load_s, "busy_s": self.busy_s, "peak_anon_mb": self.peak_anon_mb,
+                                      "peak_shmem_mb": self.peak_shmem_mb,
                                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def _anon_rss_mb() -> float:
-    """Private (anonymous) resident memory of this process; 0 where /proc is unavailable."""
+def _resident_mb() -> tuple[float, float]:
+    """(private, shared-memory) resident MB of this process (RssAnon, RssShmem); zeros where
+    /proc is unavailable."""
+    found = {}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    found[line.split(":")[0]] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return found.get("RssAnon", 0.0), found.get("RssShmem", 0.0)
 
 
 class ActorStats:
