@@ -18,8 +18,9 @@ interleaved runs). A driver whose consumer is slow (executor mostly waiting) use
 with the shorter delays, and training (benchmarks/bench_train.py, the demo job) ran as before.
 
 Not for scoring (pipeline/scoring.py): its actors are the bottleneck, its rows/s did not change
-(benchmarks/bench_score.py with 25k-row files, 2 runs each way), and with more read tasks ahead each actor touched
-more of the object store, so its peak RSS grew with the input (1.1x -> 1.65x from N to 10N rows).
+(benchmarks/bench_score.py with 25k-row files, 2 runs each way), and with more read tasks
+ahead each actor mapped more of the object store, so its peak RSS grew with the input (1.1x ->
+1.65x from N to 10N rows).
 
 Both are private constants, so this checks they still exist and otherwise logs and leaves Ray
 as it is (tests/test_ray_data_tuning.py fails on a Ray that renamed them). Setting
