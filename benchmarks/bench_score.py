@@ -17,8 +17,11 @@ RSS high-water mark is printed too, with the part of it that is Ray's shared obj
 (RssShmem): the pages of the node's fixed object_store_memory the actor has mapped, more of
 them as more blocks pass through it (up to that budget), not memory the actor holds. Ray never
 drops them from a reader's page table (ray-project/ray#53261, #62854): with 250k-row files they
-grew ~100 MB per 1M rows read, while the actor's private memory stayed at 500-560 MB through a
-10M-row run (sampled every 0.25 s; its peak is noisier, 1.06-1.29x from N to 10N).
+grew ~100 MB per 1M rows read, while the actor's private memory held a plateau through a
+10M-row run (sampled every 20 ms from outside: median 480-520 MB, no upward trend), but with
+short spikes: the per-batch peak this benchmark prints went from N to 10N by 1.06-1.63x over 5
+runs (2026-11-29), and is not flat yet. Tried: Arrow allocating through glibc malloc instead
+of mimalloc (steadier from outside, +300 MB inside this benchmark: not kept).
 
 Files of 250k rows (~14 MB of Parquet, ~25 MB in memory) by default: per-file costs (a read
 task, an output file and a manifest update each) dominate tiny files. Measured 2026-11 on 2
