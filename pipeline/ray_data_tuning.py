@@ -41,23 +41,29 @@ STOCK_DELAYS_ENV = "RAY_DATA_STOCK_DELAYS"
 RAY_DEFAULTS = (0.1, 1)  # Ray 2.60's values of both
 
 
-def shorten_scheduling_delays() -> bool:
-    """Lower both delays (never raise them). True if applied."""
-    if os.environ.get(STOCK_DELAYS_ENV) == "1":
-        return False
+def _knobs():
+    """(the executor-state module, ResourceManager) holding both delays, or None (logged) if
+    this Ray has no such constants."""
     try:
         from ray.data._internal.execution import resource_manager, streaming_executor_state
     except ImportError as e:
         logger.warning("Ray Data scheduling delays left as they are: %s", e)
-        return False
+        return None
     manager = resource_manager.ResourceManager
     if not (hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S")
             and hasattr(manager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S")):
         logger.warning("Ray Data scheduling delays left as they are: this Ray has no "
                        "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S / GLOBAL_LIMITS_UPDATE_INTERVAL_S")
+        return None
+    return streaming_executor_state, manager
+
+
+def shorten_scheduling_delays() -> bool:
+    """Lower both delays (never raise them). True if applied."""
+    if os.environ.get(STOCK_DELAYS_ENV) == "1" or (knobs := _knobs()) is None:
         return False
-    streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = min(
-        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, TASK_COMPLETION_WAIT_S)
+    state, manager = knobs
+    state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = min(state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, TASK_COMPLETION_WAIT_S)
     manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = min(manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S, GLOBAL_LIMITS_REFRESH_S)
     return True
 
@@ -65,17 +71,18 @@ def shorten_scheduling_delays() -> bool:
 @contextlib.contextmanager
 def stock_delays():
     """Ray's own values inside the block, in this process (benchmarks compare both)."""
-    from ray.data._internal.execution import resource_manager, streaming_executor_state
-
-    manager = resource_manager.ResourceManager
-    ours = streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S
+    knobs = _knobs()
     env = os.environ.get(STOCK_DELAYS_ENV)
     os.environ[STOCK_DELAYS_ENV] = "1"
-    streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = RAY_DEFAULTS
+    if knobs is not None:
+        state, manager = knobs
+        ours = state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S
+        state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = RAY_DEFAULTS
     try:
         yield
     finally:
-        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = ours
+        if knobs is not None:
+            state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S = ours
         if env is None:
             os.environ.pop(STOCK_DELAYS_ENV)
         else:
