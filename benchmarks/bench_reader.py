@@ -24,8 +24,9 @@ Where the Ray reader's time goes on a 2-core machine (measured 2026-11, Ray 2.60
   by pipeline/rebatch.py made the consumer 60% faster (8.4M -> 13.6M rows/s, materialised data).
 - Scheduling: with Ray's own delays the read tasks ran one at a time (ray.timeline()), as the
   executor noticed a finished task up to 0.1 s late and saw no cluster resources for the first
-  second of each execution; pipeline/ray_data_tuning.py shortens both (this benchmark, 6 runs:
-  Ray reader 0.57-0.67 of the scan over the whole run, 0.48-0.64 with Ray's own delays).
+  second of each execution; pipeline/ray_data_tuning.py shortens both (this benchmark, 9 runs:
+  Ray reader 0.54-0.67 of the scan over the whole run; 0.48-0.64 with Ray's own delays in 8 of
+  them). What is left is the consumer: the collate in one thread, ~7M rows/s steady.
 - Switching off Ray Data's per-operator reservation (DataContext.op_resource_reservation_enabled)
   hid the same delays (0.62 whole run, 0.78 steady state with Ray's delays), but in training
   (benchmarks/bench_train.py) each epoch's first step then waited 2-4 s instead of 1-2 s, and in
