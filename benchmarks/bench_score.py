@@ -26,10 +26,9 @@ of mimalloc (steadier from outside, +300 MB inside this benchmark: not kept).
 Files of 250k rows (~14 MB of Parquet, ~25 MB in memory) by default: per-file costs (a read
 task, an output file and a manifest update each) dominate tiny files. Measured 2026-11 on 2
 cores, 1 actor: 250k-row files 0.76-0.88 of forward-only (10N, 5 runs); 25k-row files
-0.66-0.77. What
-remains on 2 cores is mostly contention: the forward ran 15% slower per row in the actor than
-alone (4.8 vs 4.1 us of CPU), as the other core reads and writes Parquet (the same forward
-lost 40% next to a matmul on the other core, 0-6% next to a pure-Python loop).
+0.66-0.77. What remains on 2 cores is mostly contention: the forward ran 15% slower per row in
+the actor than alone (4.8 vs 4.1 us of CPU), as the other core reads and writes Parquet (the
+same forward lost 40% next to a matmul on the other core, 0-6% next to a pure-Python loop).
 """
 import argparse
 import os
