@@ -3,37 +3,43 @@
     python benchmarks/bench_score.py                          # N = 1M rows in 250k-row files, 10N
     python benchmarks/bench_score.py --rows 400000 --rows-per-file 25000   # many tiny files
     python benchmarks/bench_score.py --num-actors 8 --cpus-per-actor 1 --torch-threads 1
+    python benchmarks/bench_score.py --allocator system       # glibc's malloc, actors and baseline
 
 Generates synthetic logs of N rows and of scale*N rows (same rows per file, scale times the
 files), exports a randomly initialised model (or uses --model), then prints, in one run:
   forward only        RecModel forward on in-memory, already collated batches of the N rows,
-                      with as many torch threads as all actors together (num_actors * torch_threads)
-  collate + forward   the same in this process from Arrow tables (no Ray): the actors' work
+                      with as many torch threads as all actors together (num_actors * torch_threads),
+                      in a fresh process with the actors' allocator (--allocator, jemalloc by default)
+  collate + forward   the same from Arrow tables (no Ray): the actors' work
   job N / job scale*N the scoring job (Ray Data read -> Scorer actors -> per-file commit):
                       end-to-end rows/s (start-up included) and steady rows/s (after the first batch)
 and the ratios job/forward (target >= 0.7, steady state) and peak memory per actor at scale*N
-vs N (target: flat, ratio ~1.0): the actor's private memory (RssAnon, sampled per batch). Its
-RSS high-water mark is printed too, with the part of it that is Ray's shared object store
-(RssShmem): the pages of the node's fixed object_store_memory the actor has mapped, more of
-them as more blocks pass through it (up to that budget), not memory the actor holds. Ray never
-drops them from a reader's page table (ray-project/ray#53261, #62854): with 250k-row files they
-grew ~100 MB per 1M rows read, while the actor's private memory held a plateau through a
-10M-row run (sampled every 20 ms from outside: median 480-520 MB, no upward trend), but with
-short spikes: the per-batch peak this benchmark prints went from N to 10N by 1.06-1.63x over 5
-runs (2026-11-29), and is not flat yet. Tried: Arrow allocating through glibc malloc instead
-of mimalloc (steadier from outside, +300 MB inside this benchmark: not kept).
+vs N (target: flat, ratio ~1.0): the actor's private memory (RssAnon, sampled after every
+batch). Its RSS high-water mark is printed too, with the part of it that is Ray's shared
+object store (RssShmem): the pages of the node's fixed object_store_memory the actor has
+mapped, more of them as more blocks pass through it (up to that budget), not memory the actor
+holds. Ray never drops them from a reader's page table (ray-project/ray#53261, #62854): with
+250k-row files they grew ~100 MB per 1M rows read.
+
+Private memory, measured 2026-11-29 (2 cores, 1 actor, N = 1M rows):
+  jemalloc (default)     N 451-452 MB, 10N 456 MB: ratio 1.01, 1.01 (2 runs); --scale 30: N 450
+                         MB, 30N 464 MB, ratio 1.03 (steady throughput 0.76)
+  --allocator system     ratio 1.06-1.63 over 5 runs: glibc's arena fragments (pipeline/allocator.py)
 
 Files of 250k rows (~14 MB of Parquet, ~25 MB in memory) by default: per-file costs (a read
-task, an output file and a manifest update each) dominate tiny files. Measured 2026-11 on 2
-cores, 1 actor: 250k-row files 0.76-0.88 of forward-only (10N, 5 runs); 25k-row files
-0.66-0.77. What remains on 2 cores is mostly contention: the forward ran 15% slower per row in
-the actor than alone (4.8 vs 4.1 us of CPU), as the other core reads and writes Parquet (the
-same forward lost 40% next to a matmul on the other core, 0-6% next to a pure-Python loop).
+task, an output file and a manifest update each) dominate tiny files. Steady job/forward-only
+at 10N, 1 actor: 0.77-0.80 with jemalloc on both sides (2 runs; forward-only 274-284k rows/s);
+0.76-0.88 with glibc on both (5 runs); 25k-row files 0.66-0.77 (glibc). What remains on 2
+cores is mostly contention: the forward ran 15% slower per row in the actor than alone (4.8
+vs 4.1 us of CPU), as the other core reads and writes Parquet (the same forward lost 40% next
+to a matmul on the other core, 0-6% next to a pure-Python loop).
 """
 import argparse
+import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +51,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.allocator import keep_freed_memory  # noqa: E402
+from pipeline.allocator import active_allocator, jemalloc_env, keep_freed_memory  # noqa: E402
 from pipeline.collate import collate  # noqa: E402
 from pipeline.export import load_export, write_export  # noqa: E402
 from pipeline.feature_spec import load_spec  # noqa: E402
@@ -73,10 +79,21 @@ def make_export(path: str) -> str:
     return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
 
 
+def forward_only_with(allocator: str, model_dir: str, files: list[str], batch_size: int,
+                      threads: int) -> tuple[float, float]:
+    """forward_only in a fresh process with the scoring actors' allocator (jemalloc is preloaded
+    at start-up, so it cannot be switched on in this one): both sides allocate alike."""
+    env = {**os.environ, **(jemalloc_env() if allocator == "jemalloc" else {})}
+    args = [sys.executable, os.path.abspath(__file__), "--baseline-of", model_dir, str(batch_size), str(threads), *files]
+    out = subprocess.run(args, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
 def forward_only(model_dir: str, files: list[str], batch_size: int, threads: int) -> tuple[float, float]:
     """(forward-only rows/s on collated in-memory batches, collate+forward rows/s)."""
     torch.set_num_threads(threads)
-    keep_freed_memory()  # as the scoring actors do: the same allocator settings on both sides
+    if active_allocator() == "system":
+        keep_freed_memory()  # as the scoring actors do: the same allocator settings on both sides
     model, spec, _ = load_export(model_dir)
     tables = [b for f in files for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size)]
     rows = sum(t.num_rows for t in tables)
@@ -109,13 +126,14 @@ def run_job(model_dir: str, data: str, out: str, cfg: ScoreConfig):
     peak = max(a["peak_rss_mb"] for a in summary.actors)
     anon = max(a["peak_anon_mb"] for a in summary.actors)
     shmem = max(a["peak_shmem_mb"] for a in summary.actors)
+    allocators = "/".join(sorted({a["allocator"] for a in summary.actors}))
     # Share of the job's wall time the actors spent scoring (start-up included, so a lower bound
     # of their steady-state share; the steady rows/s ratio is the figure to judge).
     busy = sum(a["busy_s"] for a in summary.actors) / (len(summary.actors) * summary.seconds)
     print(f"{'job ' + format(summary.rows_scored, ','):<34} {summary.rows_per_s:>12,.0f} rows/s end to end "
           f"({summary.seconds:.1f} s, first batch back at {summary.first_output_s:.1f} s), "
           f"{summary.steady_rows_per_s:>10,.0f} rows/s steady; {len(summary.actors)} actors, "
-          f"busy {busy:.0%} of the job; peak per actor: private {anon:.0f} MB, RSS {peak:.0f} MB "
+          f"{allocators} malloc, busy {busy:.0%} of the job; peak per actor: private {anon:.0f} MB, RSS {peak:.0f} MB "
           f"(object-store pages {shmem:.0f} MB)", flush=True)
     return summary, peak, anon, shmem
 
@@ -127,6 +145,10 @@ def _object_store_mb() -> float:
 
 
 def main():
+    if sys.argv[1:2] == ["--baseline-of"]:  # the child process of forward_only_with
+        model_dir, batch_size, threads, *files = sys.argv[2:]
+        print(json.dumps(forward_only(model_dir, files, int(batch_size), int(threads))))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # 1M rows: at ~200k rows/s the steady-state window of the small input lasts ~4 s.
     p.add_argument("--rows", type=int, default=1_000_000, help="N: rows of the small input")
@@ -139,6 +161,8 @@ def main():
     p.add_argument("--torch-threads", type=int, default=1, help="per actor")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray cluster")
+    p.add_argument("--allocator", choices=["jemalloc", "system"], default=ScoreConfig().actor_allocator,
+                   help="the actors' malloc (ScoreConfig.actor_allocator); the baseline uses the same")
     p.add_argument("--model", default=None, help="export directory (default: a random-init export)")
     p.add_argument("--workdir", default=None, help="where data and outputs go (default: a temp dir)")
     args = p.parse_args()
@@ -154,14 +178,15 @@ def main():
           f"{args.num_actors} actors x {args.cpus_per_actor} CPU, {args.torch_threads} torch threads", flush=True)
 
     threads = args.num_actors * args.torch_threads
-    fwd, both = forward_only(model_dir, small_files, args.batch_size, threads)
-    print(f"{'forward only, ' + str(threads) + ' threads':<34} {fwd:>12,.0f} rows/s (in-memory collated batches)")
+    fwd, both = forward_only_with(args.allocator, model_dir, small_files, args.batch_size, threads)
+    print(f"{'forward only, ' + str(threads) + ' threads':<34} {fwd:>12,.0f} rows/s (in-memory collated batches, "
+          f"{args.allocator} malloc)")
     print(f"{'collate + forward, ' + str(threads) + ' threads':<34} {both:>12,.0f} rows/s (in process, no Ray)",
           flush=True)
 
     cfg = ScoreConfig(batch_size=args.batch_size, num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
                       torch_threads=args.torch_threads, gpus_per_actor=args.gpus_per_actor,
-                      local_num_cpus=args.num_cpus, progress_every_s=3600)
+                      local_num_cpus=args.num_cpus, actor_allocator=args.allocator, progress_every_s=3600)
     s_small, peak_small, anon_small, shm_small = run_job(model_dir, small, os.path.join(work, "out_small"), cfg)
     s_large, peak_large, anon_large, shm_large = run_job(model_dir, large, os.path.join(work, "out_large"), cfg)
 

@@ -3,7 +3,7 @@ typed object, plus the same dotted command-line overrides as training (`batch_si
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,9 @@ class ScoreConfig(BaseModel):
                                               description="custom Ray resources per actor (node pinning)")
     torch_threads: Optional[int] = Field(None, ge=1, description="intra-op threads per actor; default "
                                          "max(1, int(cpus_per_actor))")
+    # jemalloc keeps an actor's peak memory flat however much it scores (pipeline/allocator.py);
+    # "system" leaves the actors' allocator as the cluster sets it (glibc, tuned).
+    actor_allocator: Literal["jemalloc", "system"] = "jemalloc"
     local_num_cpus: Optional[int] = Field(None, ge=1, description="logical CPUs of the embedded local "
                                           "cluster (ignored when joining a cluster)")
     # Scoring starts once every actor has loaded the model (so work is spread from the first

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.allocator import RELEASE_EVERY_S
 from pipeline.collate import PATH_COLUMN
 
 ROW_HASH = "row_hash"  # added by read_parquet(include_row_hash=True): hash of (file, row position)
@@ -31,11 +32,13 @@ class Scorer:
         import ray
         import torch
 
-        from pipeline.allocator import keep_freed_memory
+        from pipeline.allocator import active_allocator, keep_freed_memory, release_freed_memory
         from pipeline.export import load_export
 
         start = time.perf_counter()
-        keep_freed_memory()  # a fresh process's forward at full speed from its first batch
+        allocator = active_allocator()  # jemalloc when preloaded through the runtime_env
+        if allocator == "system":
+            keep_freed_memory()  # a fresh process's forward at full speed from its first batch
         torch.set_num_threads(torch_threads)
         if model_url is not None:  # from a registry at a URL: this node's own cached copy
             from pipeline.registry_store import fetched_copy
@@ -53,11 +56,16 @@ class Scorer:
         self.keys, self.products, self.file_index = keys, products, file_index
         self.tasks = self.spec.task_names
         self.delay, self.stats = batch_delay_s, stats
+        # jemalloc keeps freed pages (no purging of its own: pipeline/allocator.py): given back
+        # every RELEASE_EVERY_S.
+        self.release = release_freed_memory if allocator == "jemalloc" else None
+        self.last_release = time.perf_counter()
         self.rows = self.batches = 0
         self.peak_anon_mb = self.peak_shmem_mb = 0.0
         self.load_s, self.busy_s = time.perf_counter() - start, 0.0
         ctx = ray.get_runtime_context()
-        self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid()}
+        self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid(),
+                     "allocator": allocator}
         self._report()  # listed from the start, even if it never gets a batch
 
     def _file_ids(self, paths: pa.ChunkedArray) -> np.ndarray:
@@ -74,6 +82,9 @@ class Scorer:
         from pipeline.collate import collate
 
         start = time.perf_counter()
+        if self.release is not None and start - self.last_release >= RELEASE_EVERY_S:
+            self.release()  # the previous batch's memory sample is taken: the peak counts what it frees
+            self.last_release = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)
         b = collate(batch, self.spec, with_labels=False)  # value errors name the file (path column)

@@ -81,8 +81,9 @@ class ScoreSummary:
         peaks = [a["peak_rss_mb"] for a in self.actors]
         anon = [a["peak_anon_mb"] for a in self.actors]
         nodes = len({a["node"] for a in self.actors})
-        mem = (f", peak RSS per actor {min(peaks):.0f}-{max(peaks):.0f} MB (private {min(anon):.0f}-{max(anon):.0f} MB)"
-               if peaks else "")
+        allocators = "/".join(sorted({a.get("allocator", "?") for a in self.actors}))
+        mem = (f", peak RSS per actor {min(peaks):.0f}-{max(peaks):.0f} MB (private {min(anon):.0f}-{max(anon):.0f} MB, "
+               f"{allocators} malloc)" if peaks else "")
         steady = (f" ({self.steady_rows_per_s:,.0f} rows/s after the first batch at {self.first_output_s:.1f} s)"
                   if self.steady_rows_per_s else "")
         dup = f"; {self.duplicates_dropped} rows delivered twice dropped" if self.duplicates_dropped else ""
@@ -205,6 +206,7 @@ def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> Scor
                     _progress(start, commits, len(plan.pending), plan.rows_pending, stats, on_progress, log)
             commits.check_all_committed()
             actors = ray.get(stats.get.remote())
+            _warn_if_not_jemalloc(cfg, actors, log)
         except BaseException as exc:
             commits.abort()
             cause = _user_error(exc)
@@ -236,6 +238,7 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
     """The Ray Data pipeline: streaming Parquet reads of `todo` -> a fixed pool of Scorer actors."""
     import ray
 
+    from pipeline.allocator import jemalloc_env
     from pipeline.reader import dictionary_columns, read_parquet_files
 
     columns = list(dict.fromkeys(plan.keys + plan.spec.input_columns()))
@@ -243,15 +246,25 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
     as_dictionary = dictionary_columns(plan.spec, keep_plain=tuple(plan.keys))
     # include_paths/include_row_hash: which file and which row of it every score belongs to.
     ds = read_parquet_files([f.path for f in todo], columns, as_dictionary, include_paths=True, include_row_hash=True)
+    env = jemalloc_env() if cfg.actor_allocator == "jemalloc" else {}
     return ds.map_batches(
         Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None, resources=cfg.actor_resources or None,
+        runtime_env={"env_vars": env} if env else None,  # merged into the job's own runtime_env
         fn_constructor_kwargs=dict(
             model_dir=plan.model_dir, model_url=plan.model_url, version=plan.version, keys=plan.keys, products=cfg.products,
             file_index={f.path: i for i, f in enumerate(todo)},
             torch_threads=cfg.torch_threads or max(1, int(cfg.cpus_per_actor)),
             use_gpu=cfg.gpus_per_actor > 0, batch_delay_s=cfg.debug_batch_delay_s, stats=stats))
+
+
+def _warn_if_not_jemalloc(cfg: ScoreConfig, actors: list[dict], log) -> None:
+    system = [a for a in actors if a.get("allocator") != "jemalloc"]
+    if cfg.actor_allocator == "jemalloc" and system:
+        log(f"[score] warning: {len(system)} of {len(actors)} scoring actors ran without jemalloc (Ray installed "
+            f"without ray/core/libjemalloc.so, or elsewhere on their node than on this one): their peak "
+            f"memory can creep up with the input (pipeline/allocator.py)")
 
 
 def _user_error(exc: BaseException) -> Optional[BaseException]:

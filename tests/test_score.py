@@ -131,6 +131,8 @@ def test_scores_equal_the_models_forward_pass_despite_a_killed_actor(scored, exp
     # then reports too); all report their peak memory.
     pids = {a["pid"] for a in summary.actors}
     assert killed[0] in pids and len(pids) >= 2 and all(a["peak_rss_mb"] > 0 for a in summary.actors)
+    # Every actor process, the restarted one too, got jemalloc through its runtime_env.
+    assert [a["allocator"] for a in summary.actors] == ["jemalloc"] * len(summary.actors)
     got = assert_exactly_once(out, data)
     assert got.schema.names == KEYS + ["p_ctr", "p_cvr", "p_ctcvr", "model_version"]
     version = json.loads((Path(export) / "model.json").read_text())["version"]
@@ -274,8 +276,10 @@ def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data,
     committed = len(json.loads((out / MANIFEST).read_text())["files"])
     assert 0 < committed < 6, "the job was not killed mid-way"
 
-    summary = score(export, str(data), str(out), _cfg())
+    # The rerun also covers actors left on the system allocator (glibc, with fixed thresholds).
+    summary = score(export, str(data), str(out), _cfg(actor_allocator="system"))
     assert summary.files_skipped >= committed and summary.files_scored == 6 - summary.files_skipped
+    assert {a["allocator"] for a in summary.actors} == {"system"}
     assert_exactly_once(out, data)
 
 
@@ -292,5 +296,6 @@ def test_scoring_on_a_two_node_cluster(export, data, tmp_path, repo_root):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["nodes"] == 2 and len({a["node"] for a in report["actors"]}) == 2
+    assert {a["allocator"] for a in report["actors"]} == {"jemalloc"}  # on the worker node too
     assert report["rows_scored"] == DAYS * FILES_PER_DAY * ROWS_PER_FILE
     assert_exactly_once(out, data)
