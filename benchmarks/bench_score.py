@@ -51,7 +51,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.allocator import active_allocator, jemalloc_env, keep_freed_memory  # noqa: E402
+from pipeline.allocator import jemalloc_env, prepare_allocator  # noqa: E402
 from pipeline.collate import collate  # noqa: E402
 from pipeline.export import load_export, write_export  # noqa: E402
 from pipeline.feature_spec import load_spec  # noqa: E402
@@ -92,8 +92,7 @@ def forward_only_with(allocator: str, model_dir: str, files: list[str], batch_si
 def forward_only(model_dir: str, files: list[str], batch_size: int, threads: int) -> tuple[float, float]:
     """(forward-only rows/s on collated in-memory batches, collate+forward rows/s)."""
     torch.set_num_threads(threads)
-    if active_allocator() == "system":
-        keep_freed_memory()  # as the scoring actors do: the same allocator settings on both sides
+    prepare_allocator()  # as the scoring actors do: the same allocator settings on both sides
     model, spec, _ = load_export(model_dir)
     tables = [b for f in files for b in pq.ParquetFile(f).iter_batches(batch_size=batch_size)]
     rows = sum(t.num_rows for t in tables)

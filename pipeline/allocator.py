@@ -80,6 +80,15 @@ def active_allocator() -> str:
         return "system"
 
 
+def prepare_allocator() -> str:
+    """The allocator this process runs on ('jemalloc' or 'system'), glibc's thresholds set where
+    it is glibc's malloc (keep_freed_memory): what a process that runs the model calls first."""
+    allocator = active_allocator()
+    if allocator == "system":
+        keep_freed_memory()
+    return allocator
+
+
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) -> bool:
     """Allocations below `mmap_threshold` come from the heap, and up to `trim_threshold` bytes
     of freed heap stay mapped. Returns False (and changes nothing) where it does not apply:

@@ -32,13 +32,13 @@ class Scorer:
         import ray
         import torch
 
-        from pipeline.allocator import active_allocator, keep_freed_memory, release_freed_memory
+        from pipeline.allocator import prepare_allocator, release_freed_memory
         from pipeline.export import load_export
 
         start = time.perf_counter()
-        allocator = active_allocator()  # jemalloc when preloaded through the runtime_env
-        if allocator == "system":
-            keep_freed_memory()  # a fresh process's forward at full speed from its first batch
+        # jemalloc when preloaded through the runtime_env; else glibc's malloc, tuned so that a
+        # fresh process's forward runs at full speed from its first batch.
+        allocator = prepare_allocator()
         torch.set_num_threads(torch_threads)
         if model_url is not None:  # from a registry at a URL: this node's own cached copy
             from pipeline.registry_store import fetched_copy
