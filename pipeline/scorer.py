@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.allocator import RELEASE_EVERY_S
+from pipeline.allocator import RELEASE_EVERY_S, release_freed_memory
 from pipeline.collate import PATH_COLUMN
 
 ROW_HASH = "row_hash"  # added by read_parquet(include_row_hash=True): hash of (file, row position)
@@ -32,7 +32,7 @@ class Scorer:
         import ray
         import torch
 
-        from pipeline.allocator import prepare_allocator, release_freed_memory
+        from pipeline.allocator import prepare_allocator
         from pipeline.export import load_export
 
         start = time.perf_counter()
@@ -56,9 +56,6 @@ class Scorer:
         self.keys, self.products, self.file_index = keys, products, file_index
         self.tasks = self.spec.task_names
         self.delay, self.stats = batch_delay_s, stats
-        # jemalloc keeps freed pages (no purging of its own: pipeline/allocator.py): given back
-        # every RELEASE_EVERY_S.
-        self.release = release_freed_memory if allocator == "jemalloc" else None
         self.last_release = time.perf_counter()
         self.rows = self.batches = 0
         self.peak_anon_mb = self.peak_shmem_mb = 0.0
@@ -82,8 +79,10 @@ class Scorer:
         from pipeline.collate import collate
 
         start = time.perf_counter()
-        if self.release is not None and start - self.last_release >= RELEASE_EVERY_S:
-            self.release()  # the previous batch's memory sample is taken: the peak counts what it frees
+        if start - self.last_release >= RELEASE_EVERY_S:
+            # jemalloc keeps freed pages (no purging of its own: pipeline/allocator.py); a no-op
+            # under glibc. After the previous batch's memory sample: the peak counts what it frees.
+            release_freed_memory()
             self.last_release = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)

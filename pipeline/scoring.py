@@ -81,7 +81,7 @@ class ScoreSummary:
         peaks = [a["peak_rss_mb"] for a in self.actors]
         anon = [a["peak_anon_mb"] for a in self.actors]
         nodes = len({a["node"] for a in self.actors})
-        allocators = "/".join(sorted({a.get("allocator", "?") for a in self.actors}))
+        allocators = "/".join(sorted({a["allocator"] for a in self.actors}))
         mem = (f", peak RSS per actor {min(peaks):.0f}-{max(peaks):.0f} MB (private {min(anon):.0f}-{max(anon):.0f} MB, "
                f"{allocators} malloc)" if peaks else "")
         steady = (f" ({self.steady_rows_per_s:,.0f} rows/s after the first batch at {self.first_output_s:.1f} s)"
@@ -260,7 +260,7 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
 
 
 def _warn_if_not_jemalloc(cfg: ScoreConfig, actors: list[dict], log) -> None:
-    system = [a for a in actors if a.get("allocator") != "jemalloc"]
+    system = [a for a in actors if a["allocator"] != "jemalloc"]
     if cfg.actor_allocator == "jemalloc" and system:
         log(f"[score] warning: {len(system)} of {len(actors)} scoring actors ran without jemalloc (Ray installed "
             f"without ray/core/libjemalloc.so, or elsewhere on their node than on this one): their peak "
