@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_ple import reference_from  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # for helpers.reference_ple
+from helpers.reference_ple import reference_from  # noqa: E402
 
 from ple_model import ModelConfig, MultiTaskModel  # noqa: E402
 

@@ -13,7 +13,7 @@ Generates synthetic data (unless --data points at existing files), then times, i
   reader Ray       read_days + iter_ray_batches: Ray Data streaming + collate, as in training
   reader Ray+paths the same with include_paths=True (files named directly in value errors)
   reader Ray, Ray's delays  reader Ray with Ray Data's own scheduling delays, which
-                   pipeline/ray_data_tuning.py shortens (shown to measure what that buys)
+                   pipeline/common/ray_data_tuning.py shortens (shown to measure what that buys)
 and prints rows/s and the ratio reader/scan (target >= 0.5), for the whole run and for the
 steady state after the first batch.
 
@@ -21,10 +21,10 @@ Where the Ray reader's time goes on a 2-core machine (measured 2026-11, Ray 2.60
 - Decode: string ids are read straight into dictionaries (read_dictionary): 102 ns/row in a
   read task, against 160 when a read schema asks for dictionaries (decode, then re-encode).
 - Batching: Ray's iter_batches(batch_size=...) cost as much as the collate; whole blocks cut
-  by pipeline/rebatch.py made the consumer 60% faster (8.4M -> 13.6M rows/s, materialised data).
+  by pipeline/data/rebatch.py made the consumer 60% faster (8.4M -> 13.6M rows/s, materialised data).
 - Scheduling: with Ray's own delays the read tasks ran one at a time (ray.timeline()), as the
   executor noticed a finished task up to 0.1 s late and saw no cluster resources for the first
-  second of each execution; pipeline/ray_data_tuning.py shortens both (this benchmark, 9 runs:
+  second of each execution; pipeline/common/ray_data_tuning.py shortens both (this benchmark, 9 runs:
   Ray reader 0.54-0.67 of the scan over the whole run; 0.48-0.64 with Ray's own delays in 8 of
   them). What is left is the consumer: the collate in one thread, ~7M rows/s steady.
 - Switching off Ray Data's per-operator reservation (DataContext.op_resource_reservation_enabled)
@@ -44,9 +44,10 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 import pyarrow.dataset as pads  # noqa: E402
 
-from pipeline.feature_spec import load_spec  # noqa: E402
-from pipeline.ray_data_tuning import stock_delays  # noqa: E402
-from pipeline.reader import dictionary_columns, iter_file_batches, iter_ray_batches, list_day_files, read_days  # noqa: E402,E501
+from pipeline.data.feature_spec import load_spec  # noqa: E402
+from pipeline.common.ray_data_tuning import stock_delays  # noqa: E402
+from pipeline.data.files import dictionary_columns, list_day_files, read_days  # noqa: E402
+from pipeline.data.reader import iter_file_batches, iter_ray_batches  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,7 @@ def main():
     p.add_argument("--data", help="existing dataset root (dt=... dirs) instead of generating")
     p.add_argument("--start-day", default="2024-01-01")
     p.add_argument("--end-day", default=None)
-    p.add_argument("--spec", default=os.path.join(REPO, "configs", "synthetic.yaml"))
+    p.add_argument("--spec", default=os.path.join(REPO, "configs", "features", "synthetic.yaml"))
     p.add_argument("--num-cpus", type=int, default=None)
     args = p.parse_args()
 
@@ -89,7 +90,7 @@ def main():
     tmp = None
     root = args.data
     if root is None:
-        from pipeline.synthetic import day_names, generate_dataset
+        from pipeline.data.synthetic import day_names, generate_dataset
 
         tmp = tempfile.TemporaryDirectory(prefix="bench_reader_")
         root = tmp.name

@@ -24,7 +24,7 @@ holds. Ray never drops them from a reader's page table (ray-project/ray#53261, #
 Private memory, measured 2026-11-29 (2 cores, 1 actor, N = 1M rows):
   jemalloc (default)     N 451-452 MB, 10N 456 MB: ratio 1.01, 1.01 (2 runs); --scale 30: N 450
                          MB, 30N 464 MB, ratio 1.03 (steady throughput 0.76)
-  --allocator system     ratio 1.06-1.63 over 5 runs: glibc's arena fragments (pipeline/allocator.py)
+  --allocator system     ratio 1.06-1.63 over 5 runs: glibc's arena fragments (pipeline/score/allocator.py)
 
 Files of 250k rows (~14 MB of Parquet, ~25 MB in memory) by default: per-file costs (a read
 task, an output file and a manifest update each) dominate tiny files. Steady job/forward-only
@@ -51,13 +51,13 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from pipeline.allocator import jemalloc_env, prepare_allocator  # noqa: E402
-from pipeline.collate import collate  # noqa: E402
-from pipeline.export import load_export, write_export  # noqa: E402
-from pipeline.feature_spec import load_spec  # noqa: E402
-from pipeline.score_config import ScoreConfig  # noqa: E402
-from pipeline.scoring import score  # noqa: E402
-from pipeline.synthetic import write_file  # noqa: E402
+from pipeline.score.allocator import jemalloc_env, prepare_allocator  # noqa: E402
+from pipeline.data.collate import collate  # noqa: E402
+from pipeline.train.export import load_export, write_export  # noqa: E402
+from pipeline.data.feature_spec import load_spec  # noqa: E402
+from pipeline.score.config import ScoreConfig  # noqa: E402
+from pipeline.score.run import score  # noqa: E402
+from pipeline.data.synthetic import write_file  # noqa: E402
 from ple_model import ModelConfig, RecModel  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,8 +73,8 @@ def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
 
 
 def make_export(path: str) -> str:
-    spec = load_spec(os.path.join(REPO, "configs", "synthetic.yaml"))
-    cfg = ModelConfig.model_validate(yaml.safe_load(open(os.path.join(REPO, "configs", "local.yaml")))["model"])
+    spec = load_spec(os.path.join(REPO, "configs", "features", "synthetic.yaml"))
+    cfg = ModelConfig.model_validate(yaml.safe_load(open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")))["model"])
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
     return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
 

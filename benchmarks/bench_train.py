@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py --rows 2000000 --batch-size 2048
 
 Measured side by side in one run, on one embedded Ray instance, with the real job's worker
-code (pipeline/trainer.py: sharded tables, TrainPipelineSparseDist, fused optimizers):
+code (pipeline/train/worker.py: sharded tables, TrainPipelineSparseDist, fused optimizers):
   streaming   the training job as it runs: Parquet -> Ray Data -> collate -> train step
   in-memory   the same workers and model, stepping on batches collated into memory first
 for 2 workers and for 1, one epoch each. rows/s is the job's own figure: rows trained over the
@@ -25,9 +25,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.launch import run_training  # noqa: E402
-from pipeline.trainer import WorkerTrainer  # noqa: E402
+from pipeline.train.config import load_config  # noqa: E402
+from pipeline.train.launch import run_training  # noqa: E402
+from pipeline.train.worker import WorkerTrainer  # noqa: E402
 
 
 class InMemoryTrainer(WorkerTrainer):
@@ -42,8 +42,8 @@ class InMemoryTrainer(WorkerTrainer):
 
 
 def in_memory_loop(loop_config: dict) -> None:
-    from pipeline.config import JobConfig
-    from pipeline.feature_spec import spec_from_dict
+    from pipeline.train.config import JobConfig
+    from pipeline.data.feature_spec import spec_from_dict
 
     cfg = JobConfig.model_validate(loop_config["job"])
     trainer = InMemoryTrainer(cfg, spec_from_dict(loop_config["spec"]), loop_config.get("files"))
@@ -61,7 +61,7 @@ def main() -> None:
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
     os.chdir(REPO)
-    config = lambda mode, workers: load_config("configs/local.yaml", [  # noqa: E731
+    config = lambda mode, workers: load_config("configs/jobs/train_local.yaml", [  # noqa: E731
         f"data.root={work}/data", f"output_dir={work}/runs", f"name={mode}-{workers}w",
         f"data.generate.rows={args.rows}", "train.epochs=1", f"train.batch_size={args.batch_size}",
         "train.checkpoint_every_steps=null", f"cluster.num_workers={workers}", "cluster.max_failures=0",

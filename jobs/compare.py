@@ -1,8 +1,8 @@
 """Multi-task quality report: train PLE, CGC, MMoE, shared-bottom and single-task models on the
-same data and seeds at a comparable parameter budget, and write a report (pipeline/compare.py,
-pipeline/report.py).
+same data and seeds at a comparable parameter budget, and write a report (pipeline/report/compare.py,
+pipeline/report/writer.py).
 
-    python -m jobs.compare                                    # configs/compare_local.yaml
+    python -m jobs.compare                                    # configs/jobs/compare_local.yaml
     python -m jobs.compare --config configs/X.yaml compare.seeds=[0,1] train.epochs=3 --out reports/X
     ray job submit --working-dir . -- python -m jobs.compare --config configs/X.yaml
 
@@ -19,16 +19,16 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/compare_local.yaml")
+    p.add_argument("--config", default="configs/jobs/compare_local.yaml")
     p.add_argument("--out", default=None, help="report directory (default: <output_dir>/<name>-report)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("--rerun", action="store_true", help="train every run again, even if it finished before")
     p.add_argument("overrides", nargs="*", help="dotted overrides: compare.seeds=[0,1], train.epochs=3, ...")
     args = p.parse_args(argv)
 
-    from pipeline.compare import load_compare_config, run_comparison
-    from pipeline.config import ConfigError
-    from pipeline.report import write_report
+    from pipeline.report.compare import load_compare_config, run_comparison
+    from pipeline.common.config import ConfigError
+    from pipeline.report.writer import write_report
 
     try:
         job, cc = load_compare_config(args.config, args.overrides)

@@ -5,12 +5,12 @@
     python -m jobs.convert aliexpress --csv aliexpress_train.csv --out data/aliexpress --day 2018-01-01
 
 The public data has no dates, so --day names the partition; the convention is train, val, test
-on consecutive days (see pipeline/converters.py). Feature specs: configs/<format>.yaml.
+on consecutive days (see pipeline/data/converters.py). Feature specs: configs/<format>.yaml.
 """
 
 import argparse
 
-from pipeline.converters import LAYOUTS, convert_csv
+from pipeline.data.converters import LAYOUTS, convert_csv
 
 
 def main() -> None:

@@ -3,13 +3,13 @@
     python -m jobs.generate --out data/synthetic --rows 10000000 --days 7 --files-per-day 4 --seed 0
 
 Connects to the Ray cluster in RAY_ADDRESS if set, else starts a local one. The matching feature
-spec is configs/synthetic.yaml.
+spec is configs/features/synthetic.yaml.
 """
 
 import argparse
 import time
 
-from pipeline.synthetic import SyntheticConfig, generate_dataset
+from pipeline.data.synthetic import SyntheticConfig, generate_dataset
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
 
     import ray
 
-    from pipeline.ray_utils import connect
+    from pipeline.common.ray_cluster import connect
 
     connect()
     start = time.time()

@@ -5,7 +5,7 @@
     python -m jobs.registry promote --registry registry/local v0002 --note "v0003 hurt CTR in A/B"
     python -m jobs.registry list  --registry s3://bucket/ple-registry      # any fsspec URL
 
---registry defaults to `retrain.registry` of --config (configs/retrain_local.yaml). `promote`
+--registry defaults to `retrain.registry` of --config (configs/jobs/retrain_local.yaml). `promote`
 takes the retrain lock (it fails while a retrain runs) and switches the production pointer
 atomically; promoting a rejected version needs --force.
 """
@@ -19,7 +19,7 @@ import sys
 def _registry_root(args) -> str:
     if args.registry:
         return args.registry
-    from pipeline.retrain_config import load_retrain_config
+    from pipeline.retrain.config import load_retrain_config
 
     return load_retrain_config(args.config).retrain.registry
 
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("command", choices=["list", "show", "promote"])
     p.add_argument("version", nargs="?", help="version id (show, promote)")
     p.add_argument("--registry", default=None, help="registry root (default: retrain.registry of --config)")
-    p.add_argument("--config", default="configs/retrain_local.yaml")
+    p.add_argument("--config", default="configs/jobs/retrain_local.yaml")
     p.add_argument("--note", default=None, help="promote: why (kept in the pointer's history)")
     p.add_argument("--force", action="store_true", help="promote: allow a rejected version")
     args = p.parse_intermixed_args(argv)  # options before or after the version id
 
-    from pipeline.config import ConfigError
-    from pipeline.lock import LockHeldError
-    from pipeline.registry import Registry, RegistryError
+    from pipeline.common.config import ConfigError
+    from pipeline.registry.lock import LockHeldError
+    from pipeline.registry.versions import Registry, RegistryError
 
     try:
         reg = Registry(_registry_root(args))

@@ -1,8 +1,8 @@
 """Daily retraining with a model registry: what a scheduler runs once a day.
 
-    python -m jobs.retrain --config configs/retrain_local.yaml
-    python -m jobs.retrain --config configs/retrain_local.yaml retrain.registry=/mnt/models train.batch_size=2048
-    ray job submit --working-dir . -- python -m jobs.retrain --config configs/retrain_local.yaml
+    python -m jobs.retrain --config configs/jobs/retrain_local.yaml
+    python -m jobs.retrain --config configs/jobs/retrain_local.yaml retrain.registry=/mnt/models train.batch_size=2048
+    ray job submit --working-dir . -- python -m jobs.retrain --config configs/jobs/retrain_local.yaml
 
 Finds the days that arrived since the production model, trains a candidate warm-started from
 production (from scratch on an empty registry), evaluates candidate and production on the
@@ -23,16 +23,16 @@ EXIT_REJECTED, EXIT_LOCKED = 3, 75
 
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/retrain_local.yaml")
+    p.add_argument("--config", default="configs/jobs/retrain_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. retrain.registry=/mnt/models")
     args = p.parse_args(argv)
 
-    from pipeline.config import ConfigError
-    from pipeline.lock import LockHeldError
-    from pipeline.registry import RegistryError
-    from pipeline.retrain import RetrainError, retrain
-    from pipeline.retrain_config import load_retrain_config
+    from pipeline.common.config import ConfigError
+    from pipeline.registry.lock import LockHeldError
+    from pipeline.registry.versions import RegistryError
+    from pipeline.retrain.daily import RetrainError, retrain
+    from pipeline.retrain.config import load_retrain_config
 
     try:
         outcome = retrain(load_retrain_config(args.config, args.overrides), args.address)

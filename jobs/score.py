@@ -10,7 +10,7 @@ dt=YYYY-MM-DD partitions of a day range under it. Output: O/<same relative path>
 O/dt=2026-01-03/part-00000.parquet, with the key columns, p_<task>, p_ctcvr and model_version;
 O/_manifest.json lists completed files. Running the same command again after a failure or a
 kill finishes the work without duplicating rows. Joins the Ray cluster in RAY_ADDRESS (set by
-`ray job submit`) or --address, else starts a local one. Settings: configs/score_local.yaml,
+`ray job submit`) or --address, else starts a local one. Settings: configs/jobs/score_local.yaml,
 overridden by dotted KEY=VALUE arguments (batch_size=16384 gpus_per_actor=1).
 """
 from __future__ import annotations
@@ -28,17 +28,18 @@ def main(argv: list[str] | None = None):
     p.add_argument("--keys", default=None, help="comma-separated key columns (overrides key_columns)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a result of another model version in --output instead of failing")
-    p.add_argument("--config", default="configs/score_local.yaml")
+    p.add_argument("--config", default="configs/jobs/score_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_actors=4")
     args = p.parse_args(argv)
 
-    from pipeline.config import ConfigError
-    from pipeline.export import ExportError
-    from pipeline.feature_spec import FeatureSpecError
-    from pipeline.score_config import load_score_config
-    from pipeline.scoring import ScoringError, score
-    from pipeline.validation import DataValidationError
+    from pipeline.common.config import ConfigError
+    from pipeline.train.export import ExportError
+    from pipeline.data.feature_spec import FeatureSpecError
+    from pipeline.score.config import load_score_config
+    from pipeline.score.errors import ScoringError
+    from pipeline.score.run import score
+    from pipeline.data.validation import DataValidationError
 
     overrides = list(args.overrides)
     if args.keys:

@@ -1,6 +1,6 @@
 """Train the multi-task model on Ray (Ray Data -> sharded TorchRec tables -> PLE, Ray Train).
 
-    python -m jobs.train                                  # embedded default: configs/local.yaml,
+    python -m jobs.train                                  # embedded default: configs/jobs/train_local.yaml,
                                                           # local Ray cluster, generated data
     python -m jobs.train --config configs/X.yaml train.batch_size=2048 cluster.num_workers=8
     ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
@@ -23,28 +23,28 @@ def _print_metrics(metrics: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/local.yaml")
+    p.add_argument("--config", default="configs/jobs/train_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("--in-memory", action="store_true", help="train in this process on in-memory generated data")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = p.parse_args(argv)
 
-    from pipeline.config import ConfigError, load_config
+    from pipeline.common.config import ConfigError
+    from pipeline.train.config import load_config
 
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     if args.in_memory:
-        from pipeline.feature_spec import load_spec
-        from pipeline.local_train import train_in_memory
+        from pipeline.data.feature_spec import load_spec
+        from pipeline.train.in_memory import train_in_memory
 
-        metrics = train_in_memory(load_spec(cfg.data.spec), cfg.model, rows=cfg.data.generate.rows if cfg.data.generate else 200_000,
-                                  epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+        metrics = train_in_memory(cfg, load_spec(cfg.data.spec))
         _print_metrics(metrics)
         return metrics
 
-    from pipeline.launch import run_training
+    from pipeline.train.launch import run_training
 
     result = run_training(cfg, args.address)
     _print_metrics(result.metrics)

@@ -5,7 +5,7 @@
 #   1. benchmarks/bench_ple.py --device cuda: the batched PLE against the loop reference,
 #      forward+backward on the GPU (needs only torch and pydantic);
 #   2. the training job on one GPU (cluster.use_gpu=true: NCCL, row_wise allowed), the training
-#      benchmark's rows/s on it, and the AUC check of configs/quality.yaml; this needs torchrec,
+#      benchmark's rows/s on it, and the AUC check of configs/jobs/train_quality.yaml; this needs torchrec,
 #      the CUDA build of fbgemm-gpu 1.8.0 (matching that machine's torch) and ray, and is skipped,
 #      saying so, where they do not import.
 #
@@ -39,8 +39,8 @@ if ! python3 -c "import torchrec, fbgemm_gpu, ray" 2>"$OUT/imports.txt"; then
   exit 0
 fi
 work=$(mktemp -d)
-python3 -m jobs.train --config configs/local.yaml cluster.use_gpu=true cluster.num_workers=1 \
+python3 -m jobs.train --config configs/jobs/train_local.yaml cluster.use_gpu=true cluster.num_workers=1 \
     "data.root=$work/data" "output_dir=$work/runs" 2>&1 | grep -v "^\s*$" | tail -20 | tee "$OUT/train_gpu.txt"
 python3 benchmarks/bench_train.py --gpu --work-dir "$work/bench" 2>&1 | grep -E "rows/s|worker\(s\)" | tee "$OUT/bench_train_gpu.txt"
-python3 -m jobs.train --config configs/quality.yaml cluster.use_gpu=true cluster.num_workers=1 \
+python3 -m jobs.train --config configs/jobs/train_quality.yaml cluster.use_gpu=true cluster.num_workers=1 \
     "data.root=$work/quality" "output_dir=$work/runs" 2>&1 | grep -E "AUC" | tee "$OUT/quality_gpu.txt"

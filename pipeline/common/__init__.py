@@ -1,0 +1,2 @@
+"""What several rooms share: YAML config loading (`config`), the Ray connection of a job's
+driver (`ray_cluster`), and Ray Data's scheduling delays (`ray_data_tuning`)."""

@@ -1,0 +1,45 @@
+"""Connecting a job's driver to Ray, shared by the jobs (training's launch.py, scoring): join
+the cluster that `ray job submit` names in RAY_ADDRESS, else start an embedded local one."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+WORKER_SETUP_HOOK = "pipeline.common.ray_cluster.setup_worker"
+
+
+def connect(address: Optional[str] = None, local_num_cpus: Optional[int] = None) -> None:
+    """Join `address` / RAY_ADDRESS if set, else start a local Ray with `local_num_cpus`
+    logical CPUs (None: all of this machine's). No-op if Ray is already initialised here."""
+    import ray
+
+    # Progress bars print thousands of lines when stdout is not a TTY (job logs, CI).
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # address="local": a new instance. Without it Ray joins any cluster it finds in
+            # /tmp/ray/ray_current_cluster, e.g. another user's or another test's on this machine.
+            ray.init(address="local", num_cpus=local_num_cpus, include_dashboard=False, log_to_driver=True,
+                     runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK})
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def setup_worker() -> None:
+    """Worker setup hook of the embedded cluster.
+
+    - Ray Data's scheduling delays (pipeline/common/ray_data_tuning.py) in the workers too: Ray Train's
+      SplitCoordinator actor runs training's reads.
+    - The cluster runs without the dashboard, which serves Ray's State API, so Ray Train's
+      placement-group cleaner warned every second that it could not query the controller's
+      state (harmless: it frees the group when the job ends anyway)."""
+    import logging
+
+    from pipeline.common.ray_data_tuning import shorten_scheduling_delays
+
+    shorten_scheduling_delays()
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)

@@ -1,0 +1,204 @@
+"""Checks on input files and batches. Every failure is a DataValidationError naming the file,
+the column and how many rows are affected: bad data is never dropped silently.
+
+Two layers:
+1. `validate_files` (before reading, on the driver): opens each file's Parquet footer only.
+   It catches files that are empty (0 bytes) or not Parquet, missing columns, wrong types,
+   a partition whose schema differs from the first file's, and, from the row-group statistics,
+   nulls (exact counts), negative ids and labels outside [0, 1]. When statistics show a
+   problem, that one column of that one file is read to report an exact count.
+2. The collate (pipeline/data/collate.py) re-checks the values of every batch, which also covers
+   what statistics cannot show: NaN/inf dense values, labels such as 0.5, and a conversion
+   without a click. It names the files when the batch carries Ray's `path` column.
+
+Documented quarantine: a valid Parquet file with 0 rows is skipped and counted in the
+ValidationReport (writers legitimately produce them for hours without traffic); everything
+else raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.data.feature_spec import FeatureSpec
+
+log = logging.getLogger(__name__)
+
+
+class DataValidationError(ValueError):
+    """Bad input data. `file`, `column` and `count` say where and how much."""
+
+    def __init__(self, problem: str, *, file: Optional[str] = None, column: Optional[str] = None,
+                 count: Optional[int] = None):
+        self.problem, self.file, self.column, self.count = problem, file, column, count
+        where = file or "<batch>"
+        col = f" column '{column}':" if column else ""
+        rows = f" ({count} rows)" if count is not None else ""
+        super().__init__(f"{where}:{col} {problem}{rows}")
+
+    def __reduce__(self):
+        # Keyword-only fields: the default pickling (args only) would rebuild a different
+        # message when the error crosses processes (Ray workers, actors).
+        return _rebuild_data_validation_error, (type(self), self.problem, self.file, self.column, self.count)
+
+
+def _rebuild_data_validation_error(cls, problem, file, column, count):
+    return cls(problem, file=file, column=column, count=count)
+
+
+# -- expected Arrow types ------------------------------------------------------------------------
+def _is_int(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t)
+
+
+def _is_str(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_int_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_int(t.value_type)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def column_roles(spec: FeatureSpec, labels: bool = True) -> dict[str, tuple[str, str]]:
+    """column -> (role, expected type description) for every column the spec reads.
+    labels=False: inputs only (scoring reads unlabelled rows)."""
+    roles: dict[str, tuple[str, str]] = {}
+    for f in spec.sparse:
+        roles[f.column] = ("sparse", f.type)
+    for f in spec.dense:
+        roles[f.column] = ("dense", "number")
+    for label in spec.labels if labels else ():
+        roles[label] = ("label", "number")
+    return roles
+
+
+def type_problem(t: pa.DataType, expected: str) -> Optional[str]:
+    ok = {"int64": _is_int, "string": _is_str, "list<int64>": _is_int_list, "number": _is_number}[expected]
+    return None if ok(t) else f"wrong type {t}, expected {expected}"
+
+
+def check_schema(schema: pa.Schema, spec: FeatureSpec, source: Optional[str], labels: bool = True) -> None:
+    for column, (role, expected) in column_roles(spec, labels).items():
+        idx = schema.get_field_index(column)
+        if idx < 0:
+            raise DataValidationError(f"missing {role} column", file=source, column=column)
+        problem = type_problem(schema.field(idx).type, expected)
+        if problem:
+            raise DataValidationError(problem, file=source, column=column)
+
+
+# -- file pass -----------------------------------------------------------------------------------
+@dataclass
+class ValidationReport:
+    files: list[str] = field(default_factory=list)  # files with rows, to be read
+    rows: int = 0
+    skipped_empty: list[str] = field(default_factory=list)  # valid Parquet, 0 rows (quarantined)
+
+
+def _open(path: str) -> pq.ParquetFile:
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataValidationError("empty file (0 bytes), not a Parquet file", file=path)
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataValidationError(f"not a readable Parquet file ({e})", file=path) from None
+
+
+def _stat_problems(pf: pq.ParquetFile, spec: FeatureSpec, labels: bool = True) -> dict[str, str]:
+    """Columns whose row-group statistics prove a problem: column -> problem kind."""
+    roles = column_roles(spec, labels)
+    meta = pf.metadata
+    leaf = {}
+    for i in range(meta.num_columns):
+        # Leaf paths are 'x' for flat columns, 'history.list.element' for lists.
+        leaf.setdefault(meta.schema.column(i).path.split(".")[0], i)
+    found: dict[str, str] = {}
+    for column, (role, expected) in roles.items():
+        i = leaf.get(column)
+        # Leaf statistics of a list column count empty lists as nulls, so lists are left to the
+        # batch checks.
+        if i is None or expected == "list<int64>":
+            continue
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(i).statistics
+            if st is None:
+                continue
+            if st.null_count:
+                found[column] = "nulls"
+                break
+            if not st.has_min_max:
+                continue
+            if expected == "string":
+                continue
+            if role == "sparse" and st.min < 0:
+                found[column] = "negative"
+                break
+            if role == "label" and (st.min < 0 or st.max > 1):
+                found[column] = "label_range"
+                break
+    return found
+
+
+def _exact_count(path: str, column: str, kind: str) -> tuple[str, int]:
+    arr = pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    if kind == "nulls":
+        n = arr.null_count + (arr.flatten().null_count if pa.types.is_list(arr.type) else 0)
+        return "null values", n
+    if kind == "negative":
+        return "negative ids", count_negative_rows(arr)
+    return "label values other than 0/1", int(pc.sum(pc.invert(pc.is_in(arr, pa.array([0, 1], arr.type)))).as_py() or 0)
+
+
+def count_negative_rows(arr: pa.Array) -> int:
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        flat_bad = np.asarray(pc.fill_null(pc.less(arr.flatten(), 0), False))
+        rows = pc.list_parent_indices(arr).to_numpy()
+        return int(np.unique(rows[flat_bad]).size)
+    return int(pc.sum(pc.fill_null(pc.less(arr, 0), False)).as_py() or 0)
+
+
+def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True) -> ValidationReport:
+    """Footer-only checks of every file; raises DataValidationError on the first bad file.
+    labels=False checks the model's inputs only (scoring)."""
+    report = ValidationReport()
+    reference: Optional[tuple[str, pa.Schema]] = None
+    wanted = list(column_roles(spec, labels))
+    for path in paths:
+        pf = _open(path)
+        schema = pf.schema_arrow
+        check_schema(schema, spec, path, labels)
+        sub = pa.schema([schema.field(c) for c in wanted])
+        if reference is None:
+            reference = (path, sub)
+        elif not sub.equals(reference[1]):
+            diffs = [f"{c}: {sub.field(c).type} here vs {reference[1].field(c).type}"
+                     for c in wanted if sub.field(c).type != reference[1].field(c).type]
+            raise DataValidationError(
+                f"schema differs from {reference[0]} ({'; '.join(diffs)})", file=path,
+                column=", ".join(c for c in wanted if sub.field(c).type != reference[1].field(c).type))
+        if pf.metadata.num_rows == 0:
+            log.warning("skipping %s: valid Parquet file with 0 rows", path)
+            report.skipped_empty.append(path)
+            continue
+        for column, kind in _stat_problems(pf, spec, labels).items():
+            problem, count = _exact_count(path, column, kind)
+            if count:  # statistics are a hint; only an exact, non-zero count fails the file
+                raise DataValidationError(problem, file=path, column=column, count=count)
+        report.files.append(path)
+        report.rows += pf.metadata.num_rows
+    return report

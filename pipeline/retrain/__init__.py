@@ -1,0 +1,1 @@
+"""Scheduled retraining: its config, the eval gate, and the daily job."""

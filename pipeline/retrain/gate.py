@@ -1,0 +1,70 @@
+"""The promotion gate: evaluate exported models on the same held-out rows, in this process,
+with the same code, and decide whether a candidate may replace production.
+
+Both models go through `evaluate_export`, which streams the day's files with pyarrow (no Ray)
+in a fixed order and batch size: the two see exactly the same rows, each mapped with its own
+feature spec (a candidate may have changed the spec; the labels are the same).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from pipeline.retrain.config import RetrainSettings
+
+
+@torch.no_grad()
+def evaluate_export(export_dir: str, files: list[str], settings: RetrainSettings) -> dict[str, float]:
+    """{task}/auc|logloss|calibration|count of an exported model on `files` (at most
+    settings.eval_max_rows rows, in batches of settings.eval_batch_size)."""
+    from pipeline.train.export import load_export
+    from pipeline.train.metrics import TaskMetrics
+    from pipeline.data.reader import iter_file_batches
+
+    model, spec, _ = load_export(export_dir)
+    metrics, rows = TaskMetrics(spec.task_names), 0
+    for b in iter_file_batches(files, spec, settings.eval_batch_size):
+        if settings.eval_max_rows is not None and rows >= settings.eval_max_rows:
+            break
+        metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks)
+        rows += len(b)
+    return metrics.compute()
+
+
+@dataclass
+class Decision:
+    accepted: bool
+    reasons: list[str] = field(default_factory=list)  # why rejected (empty when accepted)
+    checks: list[dict] = field(default_factory=list)  # every comparison made, for the record
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def decide(candidate: dict[str, float], production: Optional[dict[str, float]], tasks: list[str],
+           settings: RetrainSettings) -> Decision:
+    """Accept unless, for some task, the candidate's AUC is lower than production's by more than
+    the task's max_auc_drop, or (when set) its log loss higher by more than max_logloss_rise.
+    Without a production model (first run) the candidate is accepted."""
+    if production is None:
+        return Decision(True, checks=[{"note": "no production model: first version"}])
+    decision = Decision(True)
+    for task in tasks:
+        tol = settings.tolerance.get(task, settings.default_tolerance)
+        limits = [("auc", -1, tol.max_auc_drop)]  # -1: higher is better
+        if tol.max_logloss_rise is not None:
+            limits.append(("logloss", +1, tol.max_logloss_rise))
+        for metric, sign, allowed in limits:
+            cand, prod = candidate[f"{task}/{metric}"], production[f"{task}/{metric}"]
+            worse_by = sign * (cand - prod)  # > 0: candidate worse
+            ok = worse_by <= allowed
+            decision.checks.append({"task": task, "metric": metric, "candidate": cand, "production": prod,
+                                    "worse_by": worse_by, "tolerance": allowed, "ok": ok})
+            if not ok:
+                decision.accepted = False
+                decision.reasons.append(f"{task} {metric} {cand:.4f} vs production {prod:.4f}: worse by "
+                                        f"{worse_by:.4f} > tolerance {allowed:.4f}")
+    return decision

@@ -1,0 +1,148 @@
+"""Driver side of the training job: connect to (or start) Ray, make sure the data exists,
+build the Ray Data datasets and the TorchTrainer, run it, export the model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from pipeline.train.config import JobConfig
+from pipeline.data.feature_spec import FeatureSpec, load_spec
+
+_HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # see ClusterConfig.health_check_interval_s
+_HEALTH_CHECK_FROM_USER = _HEALTH_CHECK_ENV in os.environ
+
+
+@dataclass
+class TrainingResult:
+    metrics: dict  # the final evaluation: val/<task>/{auc,logloss,calibration,count}, step, ...
+    history: list[dict]  # every evaluation in order, each with its step and epoch
+    checkpoint_dir: str
+    export_dir: str
+    run_dir: str
+
+
+def connect_ray(cfg: JobConfig, address: Optional[str] = None) -> None:
+    """Join the cluster named by `address` / RAY_ADDRESS (set by `ray job submit`), else
+    start an embedded local one sized by `cluster.local_num_cpus`."""
+    from pipeline.common.ray_cluster import connect
+
+    connect(address, cfg.cluster.local_num_cpus)
+
+
+def ensure_data(cfg: JobConfig) -> None:
+    """Generate the synthetic logs when `data.generate` is set and the root has none."""
+    root, gen = Path(cfg.data.root), cfg.data.generate
+    if gen is None or any(root.glob("dt=*/*.parquet")):
+        return
+    from pipeline.data.synthetic import SyntheticConfig, generate_dataset
+
+    print(f"[data] generating {gen.rows:,} rows over {gen.days} days into {root}", flush=True)
+    generate_dataset(str(root), gen.rows, days=gen.days, files_per_day=gen.files_per_day, seed=gen.seed,
+                     start_day=gen.start_day, config=SyntheticConfig(num_users=gen.num_users, num_items=gen.num_items))
+
+
+def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path: str,
+                 train_loop: Optional[Callable[[dict], None]] = None, *, name: Optional[str] = None,
+                 loop_config: Optional[dict] = None, num_to_keep: Optional[int] = 2):
+    """Re-running with the same name and storage path resumes the run from its latest
+    checkpoint (Ray Train restores its checkpoint manager from storage)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.train.worker import train_loop_per_worker
+
+    c = cfg.cluster
+    if not _HEALTH_CHECK_FROM_USER:  # read by the controller, which gets the driver's value
+        os.environ[_HEALTH_CHECK_ENV] = str(c.health_check_interval_s)
+    resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
+    return TorchTrainer(
+        train_loop or train_loop_per_worker,
+        train_loop_config={**(loop_config or {"job": cfg.model_dump(mode="json")}),
+                           "spec": spec.model_dump(mode="json"),
+                           "files": {key: ds.input_files() for key, ds in datasets.items()}},
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=c.placement_strategy),
+        torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=name or cfg.name, storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=c.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+        ),
+        datasets=datasets,
+    )
+
+
+def _prepare(cfg: JobConfig, address: Optional[str]) -> tuple[FeatureSpec, dict]:
+    from pipeline.data.files import read_days
+
+    spec = load_spec(cfg.data.spec)
+    connect_ray(cfg, address)
+    ensure_data(cfg)
+    d = cfg.data
+    return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
+
+
+def _best_aucs(datasets: dict) -> dict[str, float]:
+    """On generated data, the ceiling set by the planted truth puts the AUCs in perspective:
+    {"val/<task>/best_auc": AUC of the true probabilities} (empty on real data)."""
+    from pipeline.data.synthetic import best_achievable_auc_of_files
+
+    best = best_achievable_auc_of_files(datasets["val"].input_files())
+    return {f"val/{task}/best_auc": auc for task, auc in best.items()}
+
+
+def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict) -> TrainingResult:
+    """Add the best achievable AUCs to a run's final metrics and export its final checkpoint."""
+    from pipeline.train.checkpoint import EXTRA_FILE
+    from pipeline.train.export import export_model
+
+    metrics = {**metrics, **best_aucs}
+    # The evaluation history travels in the checkpoint (Ray logs every reported metric in full).
+    extra = json.loads((Path(checkpoint.path) / EXTRA_FILE).read_text())
+    run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
+    export_dir = os.path.join(run_dir, "export")
+    export_model(checkpoint.path, export_dir, metrics=metrics)
+    return TrainingResult(metrics=metrics, history=extra["history"], checkpoint_dir=checkpoint.path,
+                          export_dir=export_dir, run_dir=run_dir)
+
+
+def run_training(cfg: JobConfig, address: Optional[str] = None,
+                 train_loop: Optional[Callable[[dict], None]] = None) -> TrainingResult:
+    """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it)."""
+    spec, datasets = _prepare(cfg, address)
+    result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
+    if result.error:
+        raise result.error
+    return _finish(cfg, result.checkpoint, result.metrics, _best_aucs(datasets))
+
+
+def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] = None) -> list[TrainingResult]:
+    """Several runs on the same data and cluster (models, seeds or loss weights differ) trained
+    one after the other inside ONE Ray Train run: each is a full run (its own sharded model,
+    optimizers, evaluations and final checkpoint, exported to <output_dir>/<its name>/export),
+    but Ray Train's start-up and shutdown (~10 s on 2 cores, more than a small run's training)
+    and the workers' imports are paid once. The comparison job uses it. Not resumable: a
+    restarted group trains every run again."""
+    base = cfgs[0]
+    for c in cfgs[1:]:
+        if (c.data, c.cluster, c.output_dir, c.train.batch_size) != (
+                base.data, base.cluster, base.output_dir, base.train.batch_size):
+            raise ValueError(f"run group {name}: {c.name} differs from {base.name} in data, cluster, output_dir "
+                             f"or train.batch_size")
+    if len({c.name for c in cfgs}) != len(cfgs):
+        raise ValueError(f"run group {name}: run names must differ")
+    spec, datasets = _prepare(base, address)
+    storage = str(Path(base.output_dir).resolve())
+    shutil.rmtree(os.path.join(storage, name), ignore_errors=True)  # a group never resumes
+    loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
+    # Every run reports one checkpoint, its final one: keep them all.
+    result = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None).fit()
+    if result.error:
+        raise result.error
+    finals = {m["run"]: (ckpt, m) for ckpt, m in result.best_checkpoints if m.get("done")}
+    best = _best_aucs(datasets)  # the same validation days for every run: read once
+    return [_finish(c, *finals[c.name], best) for c in cfgs]

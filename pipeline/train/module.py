@@ -1,0 +1,50 @@
+"""The training step's module: RecModel + multi-task loss, in the (loss, output) form that
+torchrec's TrainPipelineSparseDist expects from `model(batch)`."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from pipeline.data.batch import Batch
+from pipeline.train.losses import esmm_losses, masked_bce_per_task
+from ple_model.rec_model import RecModel
+
+
+class TrainModule(nn.Module):
+    """model(batch) -> (weighted total loss, (per-task loss, logits, labels, masks)), all detached
+    except the loss.
+
+    Per-task loss: BCE restricted to each task's sample space (label_masks), or the ESMM form.
+    `loss_weights` is a non-persistent buffer: the training loop may overwrite it every step
+    (e.g. a decay schedule) and checkpoints do not pin it.
+    """
+
+    def __init__(self, model: RecModel, loss_weights: Sequence[float], esmm: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.esmm = esmm
+        self.register_buffer("loss_weights", torch.as_tensor(list(loss_weights), dtype=torch.float32),
+                             persistent=False)
+        if esmm and len(self.loss_weights) != 2:
+            raise ValueError(f"esmm needs exactly two tasks [ctr, cvr], got {len(self.loss_weights)} loss weights")
+
+    def set_loss_weights(self, weights: Sequence[float] | torch.Tensor) -> None:
+        """In place, so the buffer stays on its device and any wrapper's reference stays valid."""
+        new = torch.as_tensor(weights, dtype=self.loss_weights.dtype)
+        if new.shape != self.loss_weights.shape:
+            raise ValueError(f"expected {tuple(self.loss_weights.shape)} loss weights, got {tuple(new.shape)}")
+        self.loss_weights.copy_(new)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        return self.model.features(batch.sparse_features, batch.dense_features)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        logits = self.model.dense(self.features(batch))
+        if self.esmm:
+            per_task = esmm_losses(logits, batch.labels)
+        else:
+            per_task = masked_bce_per_task(logits, batch.labels, batch.label_masks)
+        total = (per_task * self.loss_weights.to(per_task.dtype)).sum()
+        return total, (per_task.detach(), logits.detach(), batch.labels, batch.label_masks)

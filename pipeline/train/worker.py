@@ -1,0 +1,317 @@
+"""What each Ray Train worker runs: build the sharded model, resume, train, evaluate,
+checkpoint. Ray Train owns the process group (it is already initialised here).
+
+torchrec and fbgemm are imported inside the worker function: the driver never needs them
+and workers on other nodes import them in their own process.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Iterator
+
+import torch
+
+from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
+from pipeline.train.cadence import Cadence, StepActions
+from pipeline.train.config import JobConfig
+from pipeline.train.throughput import ThroughputMeter
+
+# Ray Train routes workers' logging (and print) to the driver's log once; print would show twice.
+log = logging.getLogger("ple.train")
+
+
+def _device(cfg: JobConfig) -> torch.device:
+    if cfg.cluster.use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _skip(batches: Iterator, n: int) -> Iterator:
+    # Ray Data shards cannot seek: on resume, pass over the batches already trained on in
+    # the interrupted epoch (cheap: they are read, not trained on).
+    for _ in range(n):
+        next(batches, None)
+    return batches
+
+
+def _count_nodes(world: int) -> int:
+    import ray
+    import torch.distributed as dist
+
+    nodes: list = [None] * world
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    return len(set(nodes))
+
+
+def loss_weights_at(cfg: JobConfig, step: int) -> torch.Tensor:
+    base = torch.tensor(cfg.train.loss_weights or [1.0] * cfg.model.num_tasks)
+    return base * (1.0 - cfg.train.loss_weight_decay) ** step
+
+
+class _EarlyFirstBatch:
+    """The first batch of a fresh run's first epoch, fetched in a background thread while the
+    sharded model is built: starting an epoch's reads (Ray Data's split coordinator launching
+    read tasks) took seconds on a busy machine, and the model build hides most of it."""
+
+    def __init__(self, batches: Iterator) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batches = batches
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="first-batch")
+        self._first = self._pool.submit(next, batches, None)
+
+    def iterator(self) -> Iterator:
+        first = self._first.result()  # a read or validation error is raised here, as it would be
+        self._pool.shutdown()
+        if first is not None:
+            yield first
+        yield from self.batches
+
+
+class WorkerTrainer:
+    """One training run in a Ray Train worker. `group_run`: this run's name when it is one of
+    several runs trained in sequence by one Ray Train run (launch.run_training_group): its
+    reports carry the name, its checkpoint directories start with it, and Ray Train's restored
+    checkpoint (another run's) is ignored."""
+
+    early_first_batch = True  # see _EarlyFirstBatch (benchmarks' in-memory trainer turns it off)
+
+    def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None,
+                 group_run: str | None = None) -> None:
+        import ray.train
+
+        # torchrec logs its planner's tables and its pipeline's per-batch states at INFO: hundreds
+        # of lines per run that would bury the progress lines.
+        logging.getLogger("torchrec").setLevel(logging.WARNING)
+        log.setLevel(logging.INFO)
+        self.cfg, self.spec = cfg, spec
+        self.files = files or {}  # behind each dataset: lets a bad batch's error name its file
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = _device(cfg)
+        self.num_nodes = _count_nodes(self.world)
+        torch.manual_seed(cfg.train.seed)  # same initial dense weights on every worker
+        self.group_run = group_run
+        # Set when Ray Train restarts or resumes the run.
+        self.checkpoint = None if group_run else ray.train.get_checkpoint()
+        self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        # A resumed run starts mid-epoch at a position known only after loading: no early start.
+        self._early = _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None \
+            else None
+        from pipeline.train.sharded_model import build_sharded_model  # imports torchrec and fbgemm (seconds)
+
+        self.sm = build_sharded_model(spec, cfg.model, cfg.train, self.device,
+                                      sharding_type=cfg.train.sharding_type or self._saved_sharding())
+        self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
+        self.resumed_at: list[int] = []  # the steps this run recovered from after failures
+        self.pipeline = None
+        self.val_cache: list | None = None  # collated validation batches (see val_batches)
+
+    # -- state --------------------------------------------------------------------------------
+    def _saved_sharding(self) -> dict[str, str] | None:
+        """The table sharding types of the checkpoint this run starts from: planning with them
+        lets it load on a different number of workers (see pipeline/train/checkpoint.py)."""
+        from pipeline.train.checkpoint import saved_sharding_types
+        from pipeline.train.sharding import allowed_sharding_types
+
+        if self.checkpoint is not None:
+            with self.checkpoint.as_directory() as d:
+                types = saved_sharding_types(d)
+        elif self.cfg.train.init_from:
+            types = saved_sharding_types(self.cfg.train.init_from)
+        else:
+            return None
+        allowed = allowed_sharding_types(self.device.type)  # e.g. row_wise saved on GPU, resumed on CPU
+        return {table: kind for table, kind in (types or {}).items() if kind in allowed} or None
+
+    def resume(self) -> None:
+        from pipeline.train.checkpoint import load_checkpoint
+
+        ckpt = self.checkpoint
+        if ckpt is None:
+            self._warm_start()
+            return
+        with ckpt.as_directory() as d:
+            extra = load_checkpoint(d, self.sm.model, self.sm.optimizer)
+        self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
+        self.history = extra.get("history", [])
+        self.resumed_at = extra.get("resumed_at", []) + [self.step]
+        if self.rank == 0:
+            log.info(f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
+                     f"{extra['world_size']} workers then, {self.world} now)")
+
+    def _warm_start(self) -> None:
+        """A new run starting from another run's weights and optimizer state (daily retraining):
+        unlike a resume, the step, epoch and history start afresh."""
+        from pipeline.train.checkpoint import load_checkpoint
+
+        path = self.cfg.train.init_from
+        if path is None:
+            return
+        extra = load_checkpoint(path, self.sm.model, self.sm.optimizer)
+        if self.rank == 0:
+            log.info(f"[train] warm start from {path} (its step {extra['step']})")
+
+    def report(self, metrics: dict, with_checkpoint: bool) -> None:
+        import ray.train
+        from pipeline.train.checkpoint import save_shards
+
+        metrics = {**metrics, "step": self.step, "epoch": self.epoch}
+        if self.group_run:
+            metrics["run"] = self.group_run
+        if not with_checkpoint:
+            ray.train.report(metrics)
+            return
+        extra = {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
+                 "world_size": self.world, "history": self.history,
+                 "resumed_at": self.resumed_at, "config": self.cfg.model_dump(mode="json"),
+                 "spec": self.spec.model_dump(mode="json"), "plan": str(self.sm.plan)}
+        # Each worker writes its own shards locally; Ray merges the workers' directories in
+        # storage and registers the checkpoint only once every worker has reported, so a
+        # worker dying mid-write never replaces the last good checkpoint.
+        with tempfile.TemporaryDirectory(prefix="ple-ckpt-") as tmp:
+            save_shards(tmp, self.sm.model, self.sm.optimizer, extra)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}")
+
+    # -- loops --------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        from pipeline.train.metrics import TaskMetrics
+
+        metrics = TaskMetrics(self.spec.task_names, self.device)
+        # The train pipeline rewrote the tables' forward for pipelining; detach restores it
+        # (in-flight training batches are kept) and the next progress() re-attaches.
+        if self.pipeline is not None:
+            self.pipeline.detach()
+        self.sm.model.eval()
+        with torch.no_grad():
+            for batch in self.val_batches():
+                _, (_, logits, labels, masks) = self.sm.model(batch.to(self.device))
+                metrics.update(logits, labels, masks)
+        self.sm.model.train()
+        result = {f"val/{k}": v for k, v in metrics.compute().items()}
+        self.history.append({"step": self.step, "epoch": self.epoch, **result})
+        return result
+
+    def val_batches(self) -> Iterator:
+        """This worker's validation batches. A shard of at most train.val_cache_rows rows is
+        kept in memory after the first full pass: re-reading it through Ray Data cost ~1 s per
+        evaluation on the small validation sets of frequent mid-epoch evaluations."""
+        from pipeline.data.reader import iter_ray_batches
+
+        if self.val_cache is not None:
+            yield from self.val_cache
+            return
+        limit = self.cfg.train.val_cache_rows
+        cache: list | None = [] if limit else None
+        rows = 0
+        for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False,
+                                      files=self.files.get("val")):
+            if cache is not None:
+                rows += len(batch)
+                if rows <= limit:
+                    cache.append(batch)
+                else:
+                    cache = None
+            yield batch
+        self.val_cache = cache
+
+    def train_batches(self) -> Iterator:
+        """This worker's training batches for the current epoch (benchmarks override it)."""
+        from pipeline.data.reader import iter_ray_batches
+
+        t = self.cfg.train
+        # drop_last: every worker must take the same number of steps (collectives).
+        return iter_ray_batches("train", self.spec, t.batch_size, drop_last=True, files=self.files.get("train"),
+                                local_shuffle_rows=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
+
+    def fit(self) -> None:
+        """Train to the end of the configured epochs (or train.max_steps), then evaluate and
+        checkpoint once more: scoring and export start from that final checkpoint."""
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        t = self.cfg.train
+        self.pipeline = TrainPipelineSparseDist(self.sm.model, self.sm.optimizer, self.device,
+                                                execute_all_batches=True)
+        rows_per_step = t.batch_size * self.world
+        meter, cadence = ThroughputMeter(rows_per_step), Cadence(t)
+        self._carry_out(cadence.at_start(self.step))
+        while self.epoch < t.epochs and not self._done():
+            batches = self._epoch_batches()
+            first_of_epoch = True
+            while not self._done():
+                per_task = self._train_step(batches, meter, first_of_epoch)
+                if per_task is None:  # the epoch's data is exhausted
+                    break
+                first_of_epoch = False
+                self._carry_out(cadence.at(self.step), per_task, meter)
+            if self._done() and self.batches_in_epoch:
+                break
+            self.epoch += 1
+            self.batches_in_epoch = 0
+        final = self.evaluate()
+        self.report({**final, "train/rows": self.step * rows_per_step, **meter.summary(),
+                     "resumed_at": self.resumed_at, "cluster/workers": self.world, "cluster/nodes": self.num_nodes,
+                     "done": 1}, with_checkpoint=True)
+
+    def _done(self) -> bool:
+        max_steps = self.cfg.train.max_steps
+        return max_steps is not None and self.step >= max_steps
+
+    def _epoch_batches(self) -> Iterator:
+        """The current epoch's batches from where this run stands in it (resumed mid-epoch: the
+        batches already trained on are skipped)."""
+        early, self._early = self._early, None
+        if early is not None and self.epoch == 0 and self.batches_in_epoch == 0:
+            return early.iterator()
+        return _skip(self.train_batches(), self.batches_in_epoch)
+
+    def _train_step(self, batches: Iterator, meter: ThroughputMeter, first_of_epoch: bool) -> torch.Tensor | None:
+        """One step of the train pipeline: the per-task losses, or None at the end of the data."""
+        assert self.pipeline is not None
+        self.sm.train_module.set_loss_weights(loss_weights_at(self.cfg, self.step))
+        began = time.perf_counter()
+        try:
+            per_task, _, _, _ = self.pipeline.progress(batches)  # the model output, loss excluded
+        except StopIteration:
+            return None
+        meter.record(time.perf_counter() - began, first_of_epoch)
+        self.step += 1
+        self.batches_in_epoch += 1
+        return per_task
+
+    def _carry_out(self, actions: StepActions, per_task: torch.Tensor | None = None,
+                   meter: ThroughputMeter | None = None) -> None:
+        """What the cadence decided for this step: a progress line (rank 0), an evaluation, a
+        checkpoint (an evaluation and a checkpoint at the same step are one report)."""
+        if actions.log and self.rank == 0 and per_task is not None and meter is not None:
+            losses = " ".join(f"{n}={v:.4f}" for n, v in zip(self.spec.task_names, per_task.tolist()))
+            log.info(f"[train] epoch {self.epoch} step {self.step} loss {losses} "
+                     f"{meter.window_rows_per_s():,.0f} rows/s")
+        if actions.report:
+            self.report(self.evaluate() if actions.evaluate else {}, with_checkpoint=actions.checkpoint)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """One run ("job"), or a group of runs ("jobs", see launch.run_training_group) trained one
+    after the other on the same data, sharing the cached validation batches."""
+    if "job" in loop_config:
+        cfg = JobConfig.model_validate(loop_config["job"])
+        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files"))
+        trainer.resume()
+        trainer.fit()
+        return
+    val_cache = None
+    for job in loop_config["jobs"]:
+        cfg = JobConfig.model_validate(job)
+        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec),
+                                loop_config.get("files"), group_run=cfg.name)
+        trainer.val_cache = val_cache  # the same validation days for every run
+        trainer.resume()  # a warm start (train.init_from) if configured
+        trainer.fit()
+        val_cache = trainer.val_cache
+        del trainer  # its sharded model and optimizer state before the next run's

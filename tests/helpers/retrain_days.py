@@ -1,0 +1,30 @@
+"""Days of synthetic logs for the retraining tests, written one by one as a log pipeline would."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.data.synthetic import SyntheticConfig, write_file
+
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+ROWS = 20_000  # per day; a small catalogue (300 users, 100 items) so that one day teaches a lot
+
+
+def write_day(root: Path, index: int, shuffle_labels: bool = False, rows: int = ROWS) -> None:
+    """Day DAYS[index] of synthetic logs. shuffle_labels: the (click, conversion) pairs are
+    permuted across rows, so labels no longer depend on the features (conversion still implies
+    click)."""
+    path = root / f"dt={DAYS[index]}" / "part-00000.parquet"
+    write_file(str(path), rows, seed=7, day_index=index, file_index=0,
+               config=SyntheticConfig(num_users=300, num_items=100))
+    if shuffle_labels:
+        table = pq.read_table(path)
+        perm = np.random.default_rng(index).permutation(table.num_rows)
+        for col in ("click", "conversion"):
+            table = table.set_column(table.schema.get_field_index(col), col, table[col].take(perm))
+        tmp = path.with_name(".shuffled.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)

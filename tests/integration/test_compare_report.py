@@ -1,0 +1,146 @@
+"""The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
+the real training path, the report has a row per model, valid PNG plots, the numbers the runs
+reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pipeline.report.compare import load_compare_config, run_comparison
+from pipeline.report.writer import write_report
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = ("ctr", "cvr")
+SEEDS = [0, 1]
+# Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
+# spread). Every variant is trained: one Ray Train run per seed trains the six models in turn.
+ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
+VARIANTS = ALL_VARIANTS
+
+
+def _config(tmp: Path, *extra: str):
+    return load_compare_config(REPO / "configs/jobs/compare_local.yaml", [
+        f"data.root={tmp}/data", f"output_dir={tmp}/runs", f"data.spec={REPO}/configs/features/synthetic.yaml",
+        "data.generate.rows=6000", "train.epochs=1", "train.batch_size=256", "train.eval_every_steps=4",
+        f"compare.seeds={SEEDS}", f"compare.variants=[{','.join(VARIANTS)}]", "compare.gate_rows=1000", *extra])
+
+
+@pytest.fixture(scope="module")
+def report(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    job, cc = _config(tmp)
+    comp = run_comparison(job, cc)
+    path = write_report(comp, tmp / "report")
+    return comp, path, job, cc
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _table(section: str) -> list[dict]:
+    lines = [l for l in section.splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+
+
+def test_report_files_and_png_plots(report):
+    comp, path, _, _ = report
+    out = path.parent
+    assert path.is_file() and (out / "results.json").is_file()
+    from PIL import Image
+
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {"auc_curves.png", "gates_ple.png"} <= pngs
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(out / name) as im:
+            im.verify()
+        assert f"]({name})" in path.read_text()  # linked from the report
+
+
+def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
+    comp, path, _, _ = report
+    text = path.read_text()
+    labels = [v.label for v in comp.variants]
+    assert len(labels) == len(VARIANTS) + len(TASKS) - 1  # one single-task model per task
+
+    every = _table(_section(text, "Every run"))
+    assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((l, s) for l in labels for s in SEEDS)
+    runs = {(v.label, r.seed): (v, r) for v in comp.variants for r in comp.runs_of(v.key)}
+    for row in every:
+        v, run = runs[(row["model"], int(row["seed"]))]
+        # The exported model's metadata is written by the training job, not by the report.
+        exported = json.loads((Path(run.export_dir) / "model.json").read_text())["metrics"]
+        for task in TASKS:
+            for m in ("auc", "logloss", "calibration"):
+                cell = row[f"{task} {m}"]
+                if v.task not in (None, task):
+                    assert cell == "—"
+                    continue
+                assert float(cell) == pytest.approx(run.metrics[f"val/{task}/{m}"], abs=5e-5)
+                assert float(cell) == pytest.approx(exported[f"val/{task}/{m}"], abs=5e-5)
+
+    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    assert set(labels) <= set(summary)
+    for v in comp.variants:
+        for task in ([v.task] if v.task else TASKS):
+            aucs = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(v.key)]
+            mean, std = summary[v.label][f"{task} AUC"].split(" ± ")
+            assert float(mean) == pytest.approx(statistics.fmean(aucs), abs=5e-5)
+            assert float(std) == pytest.approx(statistics.stdev(aucs), abs=5e-5)
+    best = summary["Best achievable (planted truth)"]
+    for task in TASKS:
+        assert float(best[f"{task} AUC"]) == pytest.approx(comp.runs[0].metrics[f"val/{task}/best_auc"], abs=5e-5)
+
+    results = json.loads((path.parent / "results.json").read_text())
+    assert {(r["variant"], r["seed"]): r["metrics"] for r in results["runs"]} == \
+           {(r.variant, r.seed): json.loads(json.dumps(r.metrics)) for r in comp.runs}
+    for r in comp.runs:  # the curves' history: every evaluation, the last one being the final metrics
+        assert r.history[-1]["val/ctr/auc"] == r.metrics["val/ctr/auc"] and len(r.history) >= 2
+
+
+def test_verdict_states_ple_against_mmoe_and_shared_bottom_per_task(report):
+    comp, path, _, _ = report
+    verdict = _section(path.read_text(), "Verdict")
+    for task in TASKS:
+        for key, label in (("mmoe", "MMoE"), ("shared_bottom", "Shared-bottom")):
+            line = next(l for l in verdict.splitlines() if l.startswith(f"- **{task}**") and label in l)
+            ple = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of("ple")]
+            other = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(key)]
+            diff = statistics.fmean(p - o for p, o in zip(ple, other))
+            spread = max(statistics.stdev(ple), statistics.stdev(other))
+            word = "beats" if diff > spread else "loses" if diff < -spread else "ties"
+            assert f"**{word}**" in line, line
+            numbers = [float(x) for x in re.findall(r"[-+]\d+\.\d+|\d+\.\d+", line.replace("−", "-"))]
+            assert numbers[0] == pytest.approx(diff, abs=5e-5) and numbers[1] == pytest.approx(spread, abs=5e-5)
+
+
+def test_expert_utilisation_of_ple(report):
+    comp, path, _, cc = report
+    ple = comp.runs_of("ple")[0]
+    assert len(ple.utilisation) == 2  # two levels
+    for level in ple.utilisation:
+        for gate in level["task"]:
+            assert sum(gate) == pytest.approx(1.0, abs=1e-4)
+    assert "### PLE (2 levels)" in _section(path.read_text(), "Expert utilisation")
+
+
+def test_parameter_budgets_within_tolerance(report):
+    comp, _, _, cc = report
+    assert all(abs(v.budget_gap) <= cc.param_tolerance for v in comp.variants)
+    assert len({v.params for v in comp.variants}) > 1  # widths really were rescaled...
+    assert comp.variants[0].model.expert_hidden != comp.variants[2].model.expert_hidden
+
+
+def test_same_comparison_again_reads_the_finished_runs(report):
+    comp, _, job, cc = report
+    again = run_comparison(job, cc)
+    assert all(r.reused for r in again.runs) and not any(r.reused for r in comp.runs)
+    assert [r.metrics for r in again.runs] == [json.loads(json.dumps(r.metrics)) for r in comp.runs]
+
+

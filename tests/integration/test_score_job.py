@@ -1,0 +1,238 @@
+"""Offline batch scoring (pipeline/score/run.py, jobs/score.py): scores equal the model's own
+forward pass, every input row gets exactly one score row even when the job or an actor is
+killed, bad input and foreign outputs fail before any work, and a 2-node cluster works."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from pipeline.data.collate import collate
+from pipeline.train.export import load_export, write_export
+from pipeline.data.feature_spec import load_spec
+from pipeline.score.config import ScoreConfig
+from pipeline.score.output import MANIFEST
+from pipeline.score.errors import ScoringError
+from pipeline.score.plan import plan_scoring
+from pipeline.score.run import score
+from pipeline.data.synthetic import write_file
+from pipeline.data.validation import DataValidationError
+from ple_model import ModelConfig, RecModel
+
+DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
+KEYS = ["impression_id", "user_id", "item_id"]
+# Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
+BASE = dict(batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2,
+            manifest_every_s=0)
+
+
+def _cfg(**kw) -> ScoreConfig:
+    return ScoreConfig(**{**BASE, **kw})
+
+
+def _export(path: Path, repo_root: Path, seed: int) -> str:
+    spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
+    cfg = ModelConfig.model_validate(yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"])
+    torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
+    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
+    return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory, repo_root) -> str:
+    return _export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("logs")
+    for d in range(DAYS):
+        for f in range(FILES_PER_DAY):
+            write_file(str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"), ROWS_PER_FILE, seed=3,
+                       day_index=d, file_index=f, chunk_rows=ROWS_PER_FILE // 2)
+    return root
+
+
+def _inputs(data: Path) -> list[Path]:
+    return sorted(data.glob("dt=*/*.parquet"))
+
+
+def _outputs(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def assert_exactly_once(out: Path, data: Path) -> pa.Table:
+    """One output file per input file (same relative path), one row per input row (joined on
+    impression_id, unique on both sides), nothing temporary left, manifest complete."""
+    inputs = _inputs(data)
+    assert [p.relative_to(out) for p in _outputs(out)] == [p.relative_to(data) for p in inputs]
+    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
+    for i, o in zip(inputs, _outputs(out)):
+        ids_in = pq.read_table(i, columns=["impression_id"])["impression_id"]
+        ids_out = pq.read_table(o, columns=["impression_id"])["impression_id"]
+        assert len(ids_out) == len(ids_in) == ROWS_PER_FILE
+        assert pc.count_distinct(ids_out).as_py() == len(ids_out), f"duplicate rows in {o}"
+        assert pc.all(pc.is_in(ids_in, value_set=ids_out)).as_py(), f"rows lost in {o}"
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] and len(manifest["files"]) == len(inputs)
+    return pa.concat_tables(pq.read_table(o) for o in _outputs(out))
+
+
+def _forward(export: str, data: Path) -> pa.Table:
+    """The model's own forward pass on the same rows: keys and probabilities."""
+    model, spec, _ = load_export(export)
+    tables = [pq.read_table(p) for p in _inputs(data)]
+    with torch.no_grad():
+        probs = [torch.sigmoid(model(b.sparse_features, b.dense_features)).numpy()
+                 for b in (collate(t, spec, with_labels=False) for t in tables)]
+    p = np.concatenate(probs)
+    keys = pa.concat_tables(t.select(KEYS) for t in tables)
+    return keys.append_column("ref_ctr", pa.array(p[:, 0])).append_column("ref_cvr", pa.array(p[:, 1]))
+
+
+@pytest.fixture(scope="module")
+def scored(ray_local, export, data, tmp_path_factory):
+    """One job run during which a scoring actor is SIGKILLed once it has scored a batch: Ray
+    Data restarts it and retries its batches; a batch delivered twice would be dropped by the
+    writer (row hashes). The job completes in this one run."""
+    out = tmp_path_factory.mktemp("scored") / "out"
+    killed: list[int] = []
+
+    def kill_one_actor(progress: dict) -> None:
+        busy = [a for a in progress["actors"] if a["rows"] > 0]
+        if busy and not killed:
+            os.kill(busy[0]["pid"], signal.SIGKILL)
+            killed.append(busy[0]["pid"])
+
+    summary = score(export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2),
+                    on_progress=kill_one_actor)
+    return out, summary, killed
+
+
+def test_scores_equal_the_models_forward_pass_despite_a_killed_actor(scored, export, data):
+    out, summary, killed = scored
+    total = DAYS * FILES_PER_DAY * ROWS_PER_FILE
+    assert killed, "no actor was killed"
+    assert (summary.rows_scored, summary.files_scored, summary.files_skipped) == (total, 6, 0)
+    # The killed process was one of the scoring actors (Ray restarts it as a new process, which
+    # then reports too); all report their peak memory.
+    pids = {a["pid"] for a in summary.actors}
+    assert killed[0] in pids and len(pids) >= 2 and all(a["peak_rss_mb"] > 0 for a in summary.actors)
+    # Every actor process, the restarted one too, got jemalloc through its runtime_env.
+    assert [a["allocator"] for a in summary.actors] == ["jemalloc"] * len(summary.actors)
+    got = assert_exactly_once(out, data)
+    assert got.schema.names == KEYS + ["p_ctr", "p_cvr", "p_ctcvr", "model_version"]
+    version = json.loads((Path(export) / "model.json").read_text())["version"]
+    assert pc.unique(got["model_version"]).to_pylist() == [version]
+
+    joined = got.join(_forward(export, data), keys=KEYS)
+    assert joined.num_rows == total
+    ctr, cvr = joined["p_ctr"].to_numpy(), joined["p_cvr"].to_numpy()
+    np.testing.assert_allclose(ctr, joined["ref_ctr"].to_numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(cvr, joined["ref_cvr"].to_numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(joined["p_ctcvr"].to_numpy(), ctr * cvr, rtol=1e-6)
+    assert ctr.std() > 0 and cvr.std() > 0  # per-row scores, not a constant
+
+
+def test_rerun_of_a_complete_output_does_nothing(scored, export, data):
+    out = scored[0]
+    before = {p: p.stat().st_mtime_ns for p in _outputs(out)}
+    summary = score(export, str(data), str(out), _cfg())  # Ray is not even needed
+    assert (summary.rows_scored, summary.files_scored, summary.files_skipped) == (0, 0, 6)
+    assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == before
+
+
+def test_output_of_another_model_version_is_never_mixed(scored, data, tmp_path, repo_root):
+    out = tmp_path / "out"
+    shutil.copytree(scored[0], out)
+    other = _export(tmp_path / "other", repo_root, seed=1)
+    with pytest.raises(ScoringError, match="complete result .* another run .*model_version"):
+        plan_scoring(other, str(data), str(out), _cfg())
+    # A partial result of another version is refused too (a killed run's renamed files count).
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"], manifest["complete"] = {}, False
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ScoringError, match="partial result"):
+        plan_scoring(other, str(data), str(out), _cfg())
+    # Parquet files without a manifest: not ours, refused even with overwrite.
+    (out / MANIFEST).unlink()
+    with pytest.raises(ScoringError, match="no _manifest.json"):
+        plan_scoring(other, str(data), str(out), _cfg(), overwrite=True)
+    shutil.copy(scored[0] / MANIFEST, out / MANIFEST)
+    plan = plan_scoring(other, str(data), str(out), _cfg(), overwrite=True)
+    assert len(plan.pending) == 6 and not _outputs(out)  # the old result was deleted first
+
+
+def test_bad_value_found_while_scoring_names_the_file(ray_local, export, data, tmp_path):
+    """A NaN is invisible to the footer checks; the actor's collate finds it, and the job fails
+    with the same error the plan would raise (file, column, rows), not a wrapped traceback."""
+    bad = tmp_path / "bad" / "dt=2026-01-01"
+    bad.mkdir(parents=True)
+    table = pq.read_table(_inputs(data)[0])
+    price = table["price"].to_numpy().copy()
+    price[[5, 9]] = np.nan
+    pq.write_table(table.set_column(table.schema.get_field_index("price"), "price", pa.array(price)),
+                   bad / "part-00000.parquet")
+    with pytest.raises(DataValidationError) as err:
+        score(export, str(tmp_path / "bad"), str(tmp_path / "out"), _cfg(num_actors=1))
+    assert (err.value.file, err.value.column, err.value.count) == (str(bad / "part-00000.parquet"), "price", 2)
+    assert not _outputs(tmp_path / "out") and not list((tmp_path / "out").rglob(".*tmp*"))
+
+
+def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data, tmp_path, repo_root):
+    """SIGKILL the whole job (driver process group) once some files are committed, then run
+    the same command again."""
+    out = tmp_path / "out"
+    address = ray_local.get_runtime_context().gcs_address
+    log = open(tmp_path / "killed.log", "w")
+    cmd = [sys.executable, "-m", "jobs.score", "--model", export, "--input", str(data), "--output", str(out),
+           "--address", address] + [f"{k}={v}" for k, v in {**BASE, "batch_size": 400,
+                                                             "debug_batch_delay_s": 0.3}.items()]
+    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while not (out / MANIFEST).exists() or not json.loads((out / MANIFEST).read_text())["files"]:
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    committed = len(json.loads((out / MANIFEST).read_text())["files"])
+    assert 0 < committed < 6, "the job was not killed mid-way"
+
+    # The rerun also covers actors left on the system allocator (glibc, with fixed thresholds).
+    summary = score(export, str(data), str(out), _cfg(actor_allocator="system"))
+    assert summary.files_skipped >= committed and summary.files_scored == 6 - summary.files_skipped
+    assert {a["allocator"] for a in summary.actors} == {"system"}
+    assert_exactly_once(out, data)
+
+
+def test_scoring_on_a_two_node_cluster(export, data, tmp_path, repo_root):
+    """A separate process: ray.cluster_utils.Cluster cannot share this process with the
+    session's local Ray. Each node offers one `scorer` slot, so the two actors must land on
+    different nodes."""
+    out = tmp_path / "out"
+    script = repo_root / "tests" / "helpers" / "two_node_scoring.py"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # timeout: a hang guard only (a cluster that cannot place a task waits forever), not a limit.
+    result = subprocess.run([sys.executable, str(script), export, str(data), str(out)], cwd=repo_root, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["nodes"] == 2 and len({a["node"] for a in report["actors"]}) == 2
+    assert {a["allocator"] for a in report["actors"]} == {"jemalloc"}  # on the worker node too
+    assert report["rows_scored"] == DAYS * FILES_PER_DAY * ROWS_PER_FILE
+    assert_exactly_once(out, data)

@@ -1,0 +1,92 @@
+"""The training job on multi-process Ray clusters on this machine, the ways users run it:
+two nodes (`ray.cluster_utils.Cluster`), and `ray job submit` to a head started with
+`ray start --head`. Each cluster runs in child processes, so the session's `ray_local`
+instance in this process is left alone."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from helpers.process_utils import child_env, free_port, stop_tree, wait_for
+
+RAY_CLI = str(Path(sys.executable).with_name("ray"))  # this venv's, like its python
+SMALL_RUN = ["data.generate.rows=12000", "train.epochs=1", "train.batch_size=512", "cluster.max_failures=0"]
+
+TWO_NODE_SCRIPT = """
+import json, sys
+import ray
+from ray.cluster_utils import Cluster
+from pipeline.train.config import load_config
+from pipeline.train.launch import run_training
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+cluster.add_node(num_cpus=2)
+cluster.wait_for_nodes()
+try:
+    cfg = load_config("configs/jobs/train_local.yaml", sys.argv[1:])
+    result = run_training(cfg, address=cluster.address)
+    nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+    print("RESULT " + json.dumps({"metrics": result.metrics, "export": result.export_dir, "node_ips": nodes}))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+def test_two_node_cluster_trains_end_to_end(tmp_path, repo_root):
+    # STRICT_SPREAD: one training worker per node, so the gloo collectives and the sharded
+    # tables really cross processes on different Ray nodes.
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_NODE_SCRIPT, f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs",
+         "name=two-node", "cluster.placement_strategy=STRICT_SPREAD", *SMALL_RUN],
+        cwd=repo_root, env=child_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["metrics"]["cluster/nodes"] == 2 and result["metrics"]["cluster/workers"] == 2
+    assert set(result["node_ips"]) == {"127.0.0.1"}  # the cluster stayed on loopback
+    assert result["metrics"]["done"] == 1 and result["metrics"]["val/ctr/count"] == 4000
+    assert (Path(result["export"]) / "model.json").is_file()
+
+
+def test_ray_job_submit_to_a_head_on_loopback(repo_root):
+    """`ray start --head` + `ray job submit --working-dir .`, with Ray's default token auth on."""
+    # A short temp dir: Ray's unix socket paths under it must stay below the OS limit.
+    tmp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
+    env = child_env(RAY_AUTH_MODE="token")
+    dashboard = f"http://127.0.0.1:{(dash_port := free_port())}"
+    head = subprocess.Popen(
+        [RAY_CLI, "start", "--head",
+         "--block", f"--port={free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+         f"--temp-dir={tmp}/ray",
+         # Every port this head listens on is a free one: another Ray on the machine (a second
+         # test session, a user's) must not make this one's job agent fail to bind.
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+         f"--ray-client-server-port={free_port()}"],
+        env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: subprocess.run([RAY_CLI, "job", "list", "--address", dashboard], env=env,
+                                        capture_output=True).returncode == 0,
+                 "the Ray head's Jobs API")
+        command = [RAY_CLI, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
+                   "python", "-m", "jobs.train", "--config", "configs/jobs/train_local.yaml",
+                   f"data.root={tmp}/data", f"output_dir={tmp}/runs", "name=submitted", *SMALL_RUN]
+
+        def submit():  # the head's job agent starts a little after its Jobs API answers
+            done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)
+            return None if "No available agent" in done.stderr else done
+
+        submit = wait_for(submit, "a job agent on the head", timeout=120, interval=2.0)
+        assert submit.returncode == 0, submit.stdout[-5000:] + submit.stderr[-3000:]
+        assert "succeeded" in submit.stdout
+        run_dir = tmp / "runs" / "submitted"
+        assert (run_dir / "export" / "model.json").is_file() and (run_dir / "export" / "weights.pt").is_file()
+        checkpoints = sorted(run_dir.glob("step_*"))
+        assert checkpoints and (checkpoints[-1] / "extra.json").is_file()
+        assert json.loads((checkpoints[-1] / "extra.json").read_text())["world_size"] == 2
+    finally:
+        stop_tree(head)

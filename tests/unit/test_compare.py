@@ -1,0 +1,156 @@
+"""The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
+the real training path, the report has a row per model, valid PNG plots, the numbers the runs
+reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pipeline.report.compare import CompareConfig, Comparison, RunRecord, build_variants, dense_params, input_dim, \
+    load_compare_config, run_comparison
+from pipeline.common.config import ConfigError
+from pipeline.report.writer import difference, write_report
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = ("ctr", "cvr")
+SEEDS = [0, 1]
+# Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
+# spread). Every variant is trained: one Ray Train run per seed trains the six models in turn.
+ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
+VARIANTS = ALL_VARIANTS
+
+
+def _config(tmp: Path, *extra: str):
+    return load_compare_config(REPO / "configs/jobs/compare_local.yaml", [
+        f"data.root={tmp}/data", f"output_dir={tmp}/runs", f"data.spec={REPO}/configs/features/synthetic.yaml",
+        "data.generate.rows=6000", "train.epochs=1", "train.batch_size=256", "train.eval_every_steps=4",
+        f"compare.seeds={SEEDS}", f"compare.variants=[{','.join(VARIANTS)}]", "compare.gate_rows=1000", *extra])
+
+
+@pytest.fixture(scope="module")
+def report(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    job, cc = _config(tmp)
+    comp = run_comparison(job, cc)
+    path = write_report(comp, tmp / "report")
+    return comp, path, job, cc
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _table(section: str) -> list[dict]:
+    lines = [l for l in section.splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+
+
+# -- no training -------------------------------------------------------------------------------
+
+def test_run_group_needs_the_same_data_and_cluster(tmp_path):
+    from pipeline.train.config import JobConfig
+    from pipeline.train.launch import run_training_group
+
+    job, _ = _config(tmp_path)
+    other = JobConfig.model_validate({**job.model_dump(mode="json"), "name": "b", "cluster": {"num_workers": 1}})
+    with pytest.raises(ValueError, match="b differs from .* in data, cluster"):
+        run_training_group([job, other], "g")
+    with pytest.raises(ValueError, match="names must differ"):
+        run_training_group([job, job], "g")
+
+
+def test_overrides_split_between_training_and_comparison(tmp_path):
+    job, cc = _config(tmp_path, "compare.seeds=[3]", "train.dense_lr=0.5")
+    assert cc.seeds == [3] and job.train.dense_lr == 0.5 and job.data.generate.rows == 6000
+    with pytest.raises(ConfigError, match="compare.seedz"):
+        _config(tmp_path, "compare.seedz=[1]")
+    with pytest.raises(ConfigError, match="compare_local.yaml.*\n.*train.epochz"):
+        _config(tmp_path, "train.epochz=1")
+
+
+def test_verdict_rule_against_the_seed_spread(tmp_path):
+    """Fabricated runs: a clear win, a tie inside the spread, a clear loss."""
+    job, _ = _config(tmp_path)
+    cc = CompareConfig(variants=["ple", "mmoe", "shared_bottom"], seeds=[0, 1, 2])
+    from pipeline.data.feature_spec import load_spec
+
+    spec = load_spec(job.data.spec)
+    variants = build_variants(job, cc, spec)
+    aucs = {"ple": [0.70, 0.71, 0.72], "mmoe": [0.66, 0.67, 0.68], "shared_bottom": [0.69, 0.715, 0.73]}
+    runs = [RunRecord(key, s, f"{key}{s}", {"val/ctr/auc": a, "val/cvr/auc": 1.4 - a}, [], "", "", 0.0)
+            for key, xs in aucs.items() for s, a in enumerate(xs)]
+    comp = Comparison(job, cc, spec, variants, runs, 0.0)
+    assert difference(comp, "ple", "mmoe", "ctr")["outcome"] == "beats"
+    assert difference(comp, "ple", "mmoe", "cvr")["outcome"] == "loses"
+    tie = difference(comp, "ple", "shared_bottom", "ctr")
+    assert tie["outcome"] == "ties" and tie["mean"] == pytest.approx(-0.005 / 3)
+    assert tie["spread"] == pytest.approx(statistics.stdev(aucs["shared_bottom"]))
+
+
+def _fake_utilisation(levels: int, k: int, s: int, unused_shared_last: bool) -> list[dict]:
+    t = len(TASKS)
+    out = []
+    for i in range(levels):
+        last = i == levels - 1
+        shared_w = [0.02] * s if last and unused_shared_last else [0.3 / s] * s
+        own = [(1 - sum(shared_w)) / k] * k if k else []
+        out.append({"task": [own + shared_w for _ in TASKS], "task_experts": k, "shared_experts": s,
+                    "shared": None if last else [1 / (t * k + s)] * (t * k + s)})
+    return out
+
+
+def test_report_of_every_variant_from_fabricated_runs(tmp_path):
+    """Every variant kind in the tables (a single-task model only on its task), the seesaw check
+    and an unused expert flagged, without training."""
+    from pipeline.data.feature_spec import load_spec
+
+    job, _ = _config(tmp_path)
+    cc = CompareConfig(variants=ALL_VARIANTS, seeds=[0, 1, 2])
+    spec = load_spec(job.data.spec)
+    variants = build_variants(job, cc, spec)
+    # ctr: every multi-task model gains over single-task; cvr: shared-bottom loses (a seesaw).
+    base = {"ple": (0.72, 0.75), "cgc": (0.71, 0.74), "mmoe": (0.71, 0.73), "shared_bottom": (0.72, 0.68),
+            "single_ctr": (0.68, 0.5), "single_cvr": (0.5, 0.72)}
+    runs = []
+    for v in variants:
+        for s in cc.seeds:
+            m = {"step": 10.0}
+            for t, auc in zip(TASKS, base[v.key]):
+                m.update({f"val/{t}/auc": auc + 0.001 * s, f"val/{t}/logloss": 0.5, f"val/{t}/calibration": 1.0,
+                          f"val/{t}/best_auc": 0.8})
+            hist = [{"step": 5, **{k: x - 0.01 for k, x in m.items() if k.startswith("val/")}}, {**m}]
+            util = _fake_utilisation(v.model.resolved().num_levels, v.model.resolved().task_experts,
+                                     v.model.resolved().shared_experts, v.key == "ple") if v.key in ("ple", "cgc", "mmoe") else None
+            runs.append(RunRecord(v.key, s, f"{v.key}-s{s}", m, hist, "", "", 1.0, util))
+    path = write_report(Comparison(job, cc, spec, variants, runs, 60.0), tmp_path / "report")
+    text = path.read_text()
+    labels = [v.label for v in variants]
+    assert "CGC (= PLE, 1 level)" in labels and "Single-task cvr" in labels
+    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    assert set(summary) == set(labels) | {"Best achievable (planted truth)"}
+    assert summary["Single-task ctr"]["cvr AUC"] == "—" and summary["Single-task cvr"]["cvr AUC"].startswith("0.7210")
+    assert len(_table(_section(text, "Every run"))) == len(labels) * 3
+    seesaw = {r["model"]: r for r in _table(_section(text, "Seesaw check"))}
+    assert set(seesaw) == {"PLE (2 levels)", "CGC (= PLE, 1 level)", "MMoE", "Shared-bottom"}
+    assert seesaw["Shared-bottom"]["verdict"].startswith("seesaw: gains on ctr, loses on cvr")
+    assert seesaw["PLE (2 levels)"]["cvr ΔAUC"].startswith("+0.0300")
+    util = _section(text, "Expert utilisation")
+    assert "shared/0 **(unused)**" in util and "seed 0: unused experts: level 2: shared/0" in util
+    for name in ("auc_curves.png", "gates_ple.png", "gates_cgc.png", "gates_mmoe.png"):
+        assert (path.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_single_task_budget_counts_one_tower(tmp_path):
+    job, _ = _config(tmp_path)
+    from pipeline.data.feature_spec import load_spec
+
+    spec = load_spec(job.data.spec)
+    single = next(v for v in build_variants(job, CompareConfig(variants=["single_task"]), spec) if v.task == "cvr")
+    d = input_dim(spec)
+    assert single.loss_weights == [0.0, 1.0]
+    assert single.params < dense_params(single.model, d)  # the untrained ctr tower is not counted
+    assert math.isclose(single.params, dense_params(job.model, d), rel_tol=0.05)

@@ -1,0 +1,67 @@
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from pipeline.data.synthetic import SCHEMA, generate_table
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, score)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return generate_table(100_000, seed=3)
+
+
+def test_deterministic_and_seed_dependent():
+    a, b, c = generate_table(2000, seed=1), generate_table(2000, seed=1), generate_table(2000, seed=2)
+    assert a.schema == SCHEMA
+    assert a.equals(b)
+    assert not a.equals(c)
+    assert not generate_table(2000, 1, stream=(0, 1, 0)).equals(generate_table(2000, 1, stream=(0, 2, 0)))
+
+
+def test_conversion_only_after_click(table):
+    click, conv = table["click"].to_numpy(), table["conversion"].to_numpy()
+    assert set(np.unique(click)) == {0, 1} and set(np.unique(conv)) == {0, 1}
+    assert not np.any((conv == 1) & (click == 0))
+    assert 0.05 < click.mean() < 0.5 and 0.1 < conv[click == 1].mean() < 0.7
+
+
+def test_labels_follow_the_true_probabilities(table):
+    click, conv = table["click"].to_numpy(), table["conversion"].to_numpy()
+    p_click, p_conv = table["true_p_click"].to_numpy(), table["true_p_conv"].to_numpy()
+    assert abs(click.mean() - p_click.mean()) < 0.01  # calibrated
+    clicked = click == 1
+    assert abs(conv[clicked].mean() - p_conv[clicked].mean()) < 0.02
+    # the best achievable AUCs leave a learnable but imperfect task
+    assert 0.65 < _auc(click, p_click) < 0.95
+    assert 0.65 < _auc(conv[clicked], p_conv[clicked]) < 0.95
+
+
+def test_tasks_share_and_conflict(table):
+    p_click, p_conv = table["true_p_click"].to_numpy(), table["true_p_conv"].to_numpy()
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    corr = np.corrcoef(logit(p_click), logit(p_conv))[0, 1]
+    assert 0.1 < corr < 0.9, corr  # shared signal, but far from the same task
+    # seesaw: items that attract clicks but convert worse exist in numbers (clickbait term)
+    item = table["item_id"].to_numpy()
+    uniq, inv = np.unique(item, return_inverse=True)
+    mean_click = np.bincount(inv, logit(p_click)) / np.bincount(inv)
+    mean_conv = np.bincount(inv, logit(p_conv)) / np.bincount(inv)
+    above_click = mean_click > np.median(mean_click)
+    below_conv = mean_conv < np.median(mean_conv)
+    assert (above_click & below_conv).mean() > 0.1
+
+
+def test_zipf_ids_and_varying_history(table):
+    users = table["user_id"].to_numpy()
+    counts = np.sort(np.bincount(users))[::-1]
+    assert counts[: len(counts) // 100].sum() > 0.2 * len(users)  # top 1% of ids: >20% of traffic
+    lengths = pc.list_value_length(table["history"]).to_numpy()
+    assert lengths.min() == 0 and lengths.max() >= 15 and 4 < lengths.mean() < 12
+    assert table["history"].null_count == 0

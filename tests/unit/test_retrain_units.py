@@ -1,0 +1,180 @@
+"""The daily retrain's parts without training: the lock, the gate, day planning, and the
+registry's publish / reject / recovery (tests/integration/test_retrain_days.py runs the job)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.retrain_days import DAYS
+from pipeline.registry.lock import FileLock, LockHeldError
+from pipeline.registry.versions import Registry, Version
+from pipeline.retrain.config import RetrainSettings, TaskTolerance
+from pipeline.retrain.daily import plan_days
+from pipeline.retrain.gate import decide
+
+
+# -- unit tests: lock ------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    """A pid that no process on this host has (as a crashed holder's), found without starting one."""
+    for pid in range(int(Path("/proc/sys/kernel/pid_max").read_text()) - 1, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:  # someone else's process
+            continue
+    raise RuntimeError("every pid is in use")
+
+
+def _write_lock(path, pid, host, age_s=0.0):
+    Path(path).write_text(json.dumps({"pid": pid, "host": host, "started": time.time() - age_s, "token": "x"}))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+
+
+def test_lock_is_exclusive_and_names_its_holder(tmp_path):
+    path = str(tmp_path / "lock")
+    with FileLock(path, stale_after_s=60):
+        with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} on host {socket.gethostname()}"):
+            FileLock(path, stale_after_s=60).acquire()
+    assert not os.path.exists(path)  # released
+
+
+def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
+    path, logs = str(tmp_path / "lock"), []
+    _write_lock(path, _dead_pid(), socket.gethostname())
+    with FileLock(path, stale_after_s=3600, log=logs.append) as lock:
+        assert json.loads(Path(path).read_text())["pid"] == os.getpid()
+        assert lock.token
+    assert any("took over stale lock" in m and "is gone" in m for m in logs), logs
+
+
+def test_lock_without_heartbeat_is_stale_only_after_the_configured_age(tmp_path):
+    path = str(tmp_path / "lock")
+    # A live pid on another host: only the heartbeat's age can tell whether it is stale.
+    _write_lock(path, os.getpid(), "some-other-host", age_s=30)
+    with pytest.raises(LockHeldError, match="some-other-host"):
+        FileLock(path, stale_after_s=60).acquire()
+    logs = []
+    with FileLock(path, stale_after_s=10, log=logs.append):
+        pass
+    assert any("no heartbeat" in m for m in logs), logs
+
+
+def test_heartbeat_keeps_a_long_run_fresh_and_release_leaves_others_lock(tmp_path):
+    path = str(tmp_path / "lock")
+    lock = FileLock(path, stale_after_s=2.0, heartbeat_s=0.2).acquire()
+    time.sleep(2.5)  # longer than stale_after_s: the heartbeat must have kept it fresh
+    with pytest.raises(LockHeldError):
+        FileLock(path, stale_after_s=2.0).acquire()
+    # Had it been taken over (say, after a long pause), releasing must not delete the new owner's.
+    lock._stop.set()
+    _write_lock(path, os.getpid(), socket.gethostname())
+    lock.release()
+    assert os.path.exists(path)
+
+
+# -- unit tests: gate and days ---------------------------------------------------------------------
+def test_gate_tolerance_per_task():
+    s = RetrainSettings(registry="x", default_tolerance=TaskTolerance(max_auc_drop=0.01),
+                        tolerance={"cvr": TaskTolerance(max_auc_drop=0.001, max_logloss_rise=0.01)})
+    prod = {"ctr/auc": 0.70, "ctr/logloss": 0.50, "cvr/auc": 0.70, "cvr/logloss": 0.60}
+    assert decide({**prod, "ctr/auc": 0.695}, prod, ["ctr", "cvr"], s).accepted  # within ctr's 0.01
+    d = decide({**prod, "cvr/auc": 0.698, "cvr/logloss": 0.62}, prod, ["ctr", "cvr"], s)
+    assert not d.accepted and len(d.reasons) == 2 and all(r.startswith("cvr") for r in d.reasons)
+    assert decide(prod, None, ["ctr", "cvr"], s).accepted  # first version: nothing to compare with
+
+
+def _version(train, eval_day) -> Version:
+    return Version("v0001", "/nowhere", {"train_days": train, "eval_day": eval_day}, "production")
+
+
+def test_day_planning():
+    d = DAYS
+    assert plan_days(d[:1], None)[0] is None  # a first model needs two days
+    plan, _ = plan_days(d[:3], None)
+    assert (plan.train_days, plan.eval_day) == (d[:2], d[2])
+    prod = _version([d[0], d[0]], d[1])
+    assert plan_days(d[:2], prod)[0] is None  # nothing newer than its evaluation day
+    plan, _ = plan_days(d, prod)  # the held-out day 2 is trained on now; day 5 held out
+    assert (plan.train_days, plan.eval_day) == (d[1:4], d[4])
+    assert plan_days(d, prod, max_train_days=1)[0].train_days == [d[3]]
+
+
+# -- unit test: registry commit and recovery -------------------------------------------------------
+def registry_files(root) -> dict[str, str]:
+    """sha256 of every file of the registry: the versions and the production pointer (not the
+    hidden .staging/ work area or the lock, which are not part of it)."""
+    root, out = Path(root), {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("."):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _publish_dummy(reg: Registry, promote: bool, **record):
+    vid = reg.next_version_id()
+    staged = reg.stage(vid)
+    Path(staged, "export").mkdir()
+    Path(staged, "export", "weights.pt").write_bytes(os.urandom(64))
+    return reg.publish(staged, vid, {"train_days": ["a", "b"], "eval_day": "c", **record}, promote=promote)
+
+
+def test_registry_publish_reject_and_interrupted_promotion(tmp_path, monkeypatch):
+    reg = Registry(str(tmp_path / "reg")).ensure()
+    _publish_dummy(reg, promote=True)
+    _publish_dummy(reg, promote=False, decision="rejected", reason="worse")
+    assert [(v.id, v.status) for v in reg.versions()] == [("v0001", "production"), ("v0002", "rejected")]
+    assert reg.get("v0002").record["reason"] == "worse"
+    before = registry_files(reg.root)
+
+    # Killed between the version's rename and the pointer switch (simulated by a failing switch).
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(reg, "set_production", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _publish_dummy(reg, promote=True)
+    monkeypatch.undo()
+    assert reg.get("v0003").status == "incomplete" and reg.production().id == "v0001"
+    assert reg.recover(log=lambda m: None) == ["versions/v0003 (promotion interrupted before the pointer switch)"]
+    assert registry_files(reg.root) == before
+    # A rollback is a pointer switch with history; the retired version stays (not 'incomplete').
+    _publish_dummy(reg, promote=True)
+    reg.set_production("v0001", by="manual", note="rollback")
+    assert [v.status for v in reg.versions()] == ["production", "rejected", "retired"]
+    assert reg.recover(log=lambda m: None) == []
+
+
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, repo_root):
+    os.chdir(repo_root)
+    base = tmp_path_factory.mktemp("retrain")
+    (base / "data").mkdir()
+    overrides = [f"retrain.registry={base}/registry", f"output_dir={base}/runs", f"data.root={base}/data",
+                 "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}", "retrain.tolerance={}",
+                 "train.batch_size=512", "train.sparse_lr=0.2", "train.dense_lr=0.01",
+                 # One training worker: half the processes to start on a 2-core machine
+                 # (warm starts across worker counts are covered by test_train_recovery.py).
+                 "cluster.num_workers=1", "cluster.max_failures=0"]
+    return {"base": base, "data": base / "data", "registry": base / "registry", "runs": base / "runs",
+            "overrides": overrides}
+
+
+
+
+
+
+def output(world, name: str) -> str:
+    return (world["base"] / f"{name}.log").read_text()
+
+
+
+

@@ -1,0 +1,152 @@
+"""Offline batch scoring (pipeline/score/run.py, jobs/score.py): scores equal the model's own
+forward pass, every input row gets exactly one score row even when the job or an actor is
+killed, bad input and foreign outputs fail before any work, and a 2-node cluster works."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from pipeline.train.export import ExportError, write_export
+from pipeline.data.feature_spec import load_spec
+from pipeline.score.config import ScoreConfig
+from pipeline.score.output import FileOutput
+from pipeline.score.errors import ScoringError
+from pipeline.score.plan import plan_scoring
+from pipeline.score.run import score
+from pipeline.data.synthetic import write_file
+from pipeline.data.validation import DataValidationError
+from ple_model import ModelConfig, RecModel
+
+DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
+# Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
+BASE = dict(batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2,
+            manifest_every_s=0)
+
+
+def _cfg(**kw) -> ScoreConfig:
+    return ScoreConfig(**{**BASE, **kw})
+
+
+def _export(path: Path, repo_root: Path, seed: int) -> str:
+    spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
+    cfg = ModelConfig.model_validate(yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"])
+    torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
+    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
+    return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory, repo_root) -> str:
+    return _export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("logs")
+    for d in range(DAYS):
+        for f in range(FILES_PER_DAY):
+            write_file(str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"), ROWS_PER_FILE, seed=3,
+                       day_index=d, file_index=f, chunk_rows=ROWS_PER_FILE // 2)
+    return root
+
+
+def _inputs(data: Path) -> list[Path]:
+    return sorted(data.glob("dt=*/*.parquet"))
+
+
+
+
+
+
+
+
+@pytest.fixture(scope="module")
+def scored(ray_local, export, data, tmp_path_factory):
+    """One job run during which a scoring actor is SIGKILLed once it has scored a batch: Ray
+    Data restarts it and retries its batches; a batch delivered twice would be dropped by the
+    writer (row hashes). The job completes in this one run."""
+    out = tmp_path_factory.mktemp("scored") / "out"
+    killed: list[int] = []
+
+    def kill_one_actor(progress: dict) -> None:
+        busy = [a for a in progress["actors"] if a["rows"] > 0]
+        if busy and not killed:
+            os.kill(busy[0]["pid"], signal.SIGKILL)
+            killed.append(busy[0]["pid"])
+
+    summary = score(export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2),
+                    on_progress=kill_one_actor)
+    return out, summary, killed
+
+
+def test_bad_input_fails_before_any_work(export, data, tmp_path):
+    out = tmp_path / "out"
+    bad = tmp_path / "bad"
+    table = pq.read_table(_inputs(data)[0])
+    cases = {
+        "missing": (table.drop_columns(["price"]), DataValidationError, r"column 'price': missing dense column"),
+        "wrong_type": (table.set_column(table.schema.get_field_index("user_id"), "user_id",
+                                        pc.cast(table["user_id"], pa.string())),
+                       DataValidationError, r"column 'user_id': wrong type string, expected int64"),
+        "no_key": (table.drop_columns(["impression_id"]), DataValidationError,
+                   r"column 'impression_id': missing key column"),
+        "no_labels": (table.drop_columns(["click", "conversion"]), None, None),  # fine for scoring
+    }
+    for name, (t, error, message) in cases.items():
+        shutil.rmtree(bad, ignore_errors=True)
+        (bad / "dt=2026-01-01").mkdir(parents=True)
+        pq.write_table(t, bad / "dt=2026-01-01" / "part-00000.parquet")
+        if error is None:
+            assert len(plan_scoring(export, str(bad), str(out), _cfg()).pending) == 1
+        else:
+            with pytest.raises(error, match=message):
+                score(export, str(bad), str(out), _cfg())
+    with pytest.raises(ExportError, match="not an exported model"):
+        score(str(data), str(data), str(out), _cfg())
+    with pytest.raises(ExportError, match="neither an export directory nor a registry reference"):
+        score("ple-latest", str(data), str(out), _cfg())
+    (tmp_path / "broken").mkdir()
+    shutil.copy(Path(export) / "model.json", tmp_path / "broken" / "model.json")
+    (tmp_path / "broken" / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="unreadable weights.pt"):
+        score(str(tmp_path / "broken"), str(data), str(out), _cfg())
+    with pytest.raises(DataValidationError, match="no partition directory for day 2026-01-03"):
+        score(export, str(data), str(out), _cfg(), days="2026-01-02..2026-01-03")
+    with pytest.raises(ScoringError, match="products.ctcvr uses tasks"):
+        score(export, str(data), str(out), _cfg(products={"ctcvr": ["ctr", "purchase"]}))
+    assert not out.exists()  # nothing was started
+
+
+def test_a_registry_can_resolve_model_names(export, data, tmp_path, monkeypatch):
+    import pipeline.registry.versions as registry
+
+    monkeypatch.setattr(registry, "resolve_model_ref", lambda ref: export if ref == "ple@production" else None)
+    plan = plan_scoring("ple@production", str(data), str(tmp_path / "out"), _cfg())
+    assert plan.model_dir == export and len(plan.pending) == 6
+    with pytest.raises(ExportError, match="model 'ple@v0009': neither an export directory nor a registry reference"):
+        plan_scoring("ple@v0009", str(data), str(tmp_path / "out"), _cfg())
+
+
+def test_file_output_commits_only_complete_files_and_drops_duplicates(tmp_path):
+    schema = pa.schema([("k", pa.int64())])
+    rows = np.arange(10, dtype=np.int64)
+    hashes = rows.astype(np.uint64) * np.uint64(7919)
+    w = FileOutput(tmp_path / "part.parquet", schema, expected_rows=10, run_id="t", write_rows=4)
+    w.add(pa.table({"k": rows[:6]}), hashes[:6])
+    w.add(pa.table({"k": rows[2:6]}), hashes[2:6])  # a batch delivered twice
+    assert not w.complete()  # 10 rows received but 4 are duplicates
+    w.add(pa.table({"k": rows[6:]}), hashes[6:])
+    assert w.complete() and not (tmp_path / "part.parquet").exists()
+    assert w.commit() == 4
+    assert sorted(pq.read_table(tmp_path / "part.parquet")["k"].to_pylist()) == rows.tolist()
+    assert [p.name for p in tmp_path.iterdir()] == ["part.parquet"]
