@@ -14,6 +14,7 @@ figure (scripts/gpu_check.sh).
 
     .venv/bin/python benchmarks/bench_ple.py [--batch 4096 --rounds 5 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # for helpers.reference_ple
-from helpers.reference_ple import reference_from  # noqa: E402
-
-from ple_model import ModelConfig, MultiTaskModel  # noqa: E402
+from helpers.reference_ple import reference_from
+from ple_model import ModelConfig, MultiTaskModel
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
@@ -64,8 +64,9 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def measure(cfg: ModelConfig, input_dim: int, batch: int, steps: int, rounds: int,
-            device: str = "cpu") -> tuple[float, float, int, int]:
+def measure(
+    cfg: ModelConfig, input_dim: int, batch: int, steps: int, rounds: int, device: str = "cpu"
+) -> tuple[float, float, int, int]:
     """Median seconds per fwd+bwd step of (batched, reference), rounds interleaved, and the
     FLOPs of one step of each."""
     torch.manual_seed(0)
@@ -90,8 +91,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
-    base = ModelConfig(num_tasks=2, num_levels=2, task_experts=2, shared_experts=1, expert_hidden=[64],
-                       tower_hidden=[32])
+    base = ModelConfig(
+        num_tasks=2, num_levels=2, task_experts=2, shared_experts=1, expert_hidden=[64], tower_hidden=[32]
+    )
     many = base.model_copy(update=dict(num_tasks=3, num_levels=3, task_experts=4, shared_experts=4))
     cases = [  # (name, config, input dim, batch); the first is the issue's reference point
         ("2 lvl, 2 tasks, 2+1 experts", base, 256, 4096),
@@ -102,16 +104,22 @@ def main() -> None:
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     ceiling = matmul_gflops(args.device)
     print(f"forward+backward, fp32, torch {torch.__version__}, {where}; one 2048^3 matmul: {ceiling:,.0f} GFLOP/s")
-    print(f"{'case':30s} {'in':>4s} {'batch':>6s} {'reference rows/s':>17s} {'batched rows/s':>15s} {'ratio':>6s}"
-          f" {'ref GFLOP/s':>12s} {'batched GFLOP/s':>16s} {'max ratio':>10s}")
+    print(
+        f"{'case':30s} {'in':>4s} {'batch':>6s} {'reference rows/s':>17s} {'batched rows/s':>15s} {'ratio':>6s}"
+        f" {'ref GFLOP/s':>12s} {'batched GFLOP/s':>16s} {'max ratio':>10s}"
+    )
     for name, cfg, input_dim, batch in cases:
         f, r, f_flops, r_flops = measure(cfg, input_dim, batch, args.steps, args.rounds, args.device)
         ref_rate, fast_rate = r_flops / r / 1e9, f_flops / f / 1e9
         fastest_step = f_flops / (ceiling * 1e9)  # the batched model's FLOPs at the matmul ceiling
-        print(f"{name:30s} {input_dim:4d} {batch:6d} {batch / r:17,.0f} {batch / f:15,.0f} {r / f:5.2f}x"
-              f" {ref_rate:12,.1f} {fast_rate:16,.1f} {r / fastest_step:9.1f}x")
-    print("target: ratio >= 3x; max ratio = reference step time / (batched FLOPs at the matmul ceiling):"
-          " no implementation of these FLOPs goes beyond it on this device")
+        print(
+            f"{name:30s} {input_dim:4d} {batch:6d} {batch / r:17,.0f} {batch / f:15,.0f} {r / f:5.2f}x"
+            f" {ref_rate:12,.1f} {fast_rate:16,.1f} {r / fastest_step:9.1f}x"
+        )
+    print(
+        "target: ratio >= 3x; max ratio = reference step time / (batched FLOPs at the matmul ceiling):"
+        " no implementation of these FLOPs goes beyond it on this device"
+    )
 
 
 if __name__ == "__main__":

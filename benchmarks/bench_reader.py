@@ -42,12 +42,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-import pyarrow.dataset as pads  # noqa: E402
+import pyarrow.dataset as pads
 
-from pipeline.data.feature_spec import load_spec  # noqa: E402
-from pipeline.common.ray_data_tuning import stock_delays  # noqa: E402
-from pipeline.data.files import dictionary_columns, list_day_files, read_days  # noqa: E402
-from pipeline.data.reader import iter_file_batches, iter_ray_batches  # noqa: E402
+from pipeline.common.ray_data_tuning import stock_delays
+from pipeline.data.feature_spec import load_spec
+from pipeline.data.files import dictionary_columns, list_day_files, read_days
+from pipeline.data.reader import iter_file_batches, iter_ray_batches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,8 +64,11 @@ def timed(label, batches):
     end = time.perf_counter()
     total = rows / (end - start)
     steady = (rows - first_rows) / (end - first_at) if end > first_at else float("nan")
-    print(f"{label:<25} {rows:>10,} rows {end - start:7.2f} s  {total:>12,.0f} rows/s"
-          f"   first batch after {first_at - start:5.2f} s, then {steady:>12,.0f} rows/s", flush=True)
+    print(
+        f"{label:<25} {rows:>10,} rows {end - start:7.2f} s  {total:>12,.0f} rows/s"
+        f"   first batch after {first_at - start:5.2f} s, then {steady:>12,.0f} rows/s",
+        flush=True,
+    )
     return total, steady
 
 
@@ -101,8 +104,10 @@ def main():
     else:
         end_day = args.end_day or args.start_day
     files = list_day_files(root, args.start_day, end_day)
-    print(f"{len(files)} files, batch_size {args.batch_size}, spec {spec.name}, "
-          f"{len(spec.sparse)} sparse / {spec.num_dense} dense / {len(spec.tasks)} tasks")
+    print(
+        f"{len(files)} files, batch_size {args.batch_size}, spec {spec.name}, "
+        f"{len(spec.sparse)} sparse / {spec.num_dense} dense / {len(spec.tasks)} tasks"
+    )
 
     def scan(dictionaries=()):
         fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=list(dictionaries)))
@@ -126,13 +131,19 @@ def main():
     paths_total, paths_steady = timed("reader Ray +paths", ray_reader(True))
     with stock_delays():
         stock_total, stock_steady = timed("reader Ray, Ray's delays", ray_reader(False))
-    print(f"ratio reader/scan, whole run:    Ray {ray_total / scan_total:.2f}   local {local_total / scan_total:.2f}"
-          f"   Ray+paths {paths_total / scan_total:.2f}   (target >= 0.5)")
+    print(
+        f"ratio reader/scan, whole run:    Ray {ray_total / scan_total:.2f}   local {local_total / scan_total:.2f}"
+        f"   Ray+paths {paths_total / scan_total:.2f}   (target >= 0.5)"
+    )
     print(f"ratio reader/scan dict, whole run: Ray {ray_total / dict_total:.2f}   local {local_total / dict_total:.2f}")
-    print(f"ratio reader/scan, steady state: Ray {ray_steady / scan_steady:.2f}   local {local_steady / scan_steady:.2f}"
-          f"   Ray+paths {paths_steady / scan_steady:.2f}")
-    print(f"with Ray Data's own scheduling delays: Ray {stock_total / scan_total:.2f} whole run, "
-          f"{stock_steady / scan_steady:.2f} steady state")
+    print(
+        f"ratio reader/scan, steady state: Ray {ray_steady / scan_steady:.2f}   local {local_steady / scan_steady:.2f}"
+        f"   Ray+paths {paths_steady / scan_steady:.2f}"
+    )
+    print(
+        f"with Ray Data's own scheduling delays: Ray {stock_total / scan_total:.2f} whole run, "
+        f"{stock_steady / scan_steady:.2f} steady state"
+    )
     ray.shutdown()
     if tmp is not None:
         tmp.cleanup()

@@ -34,6 +34,7 @@ cores is mostly contention: the forward ran 15% slower per row in the actor than
 vs 4.1 us of CPU), as the other core reads and writes Parquet (the same forward lost 40% next
 to a matmul on the other core, 0-6% next to a pure-Python loop).
 """
+
 import argparse
 import json
 import os
@@ -47,18 +48,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import pyarrow.parquet as pq
+import torch
+import yaml
 
-from pipeline.score.allocator import jemalloc_env, prepare_allocator  # noqa: E402
-from pipeline.data.collate import collate  # noqa: E402
-from pipeline.train.export import load_export, write_export  # noqa: E402
-from pipeline.data.feature_spec import load_spec  # noqa: E402
-from pipeline.score.config import ScoreConfig  # noqa: E402
-from pipeline.score.run import score  # noqa: E402
-from pipeline.data.synthetic import write_file  # noqa: E402
-from ple_model import ModelConfig, RecModel  # noqa: E402
+from pipeline.data.collate import collate
+from pipeline.data.feature_spec import load_spec
+from pipeline.data.synthetic import write_file
+from pipeline.score.allocator import jemalloc_env, prepare_allocator
+from pipeline.score.config import ScoreConfig
+from pipeline.score.run import score
+from pipeline.train.export import load_export, write_export
+from ple_model import ModelConfig, RecModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,17 +75,27 @@ def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
 
 def make_export(path: str) -> str:
     spec = load_spec(os.path.join(REPO, "configs", "features", "synthetic.yaml"))
-    cfg = ModelConfig.model_validate(yaml.safe_load(open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")))["model"])
+    with open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")) as f:
+        cfg = ModelConfig.model_validate(yaml.safe_load(f)["model"])
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
     return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
 
 
-def forward_only_with(allocator: str, model_dir: str, files: list[str], batch_size: int,
-                      threads: int) -> tuple[float, float]:
+def forward_only_with(
+    allocator: str, model_dir: str, files: list[str], batch_size: int, threads: int
+) -> tuple[float, float]:
     """forward_only in a fresh process with the scoring actors' allocator (jemalloc is preloaded
     at start-up, so it cannot be switched on in this one): both sides allocate alike."""
     env = {**os.environ, **(jemalloc_env() if allocator == "jemalloc" else {})}
-    args = [sys.executable, os.path.abspath(__file__), "--baseline-of", model_dir, str(batch_size), str(threads), *files]
+    args = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--baseline-of",
+        model_dir,
+        str(batch_size),
+        str(threads),
+        *files,
+    ]
     out = subprocess.run(args, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
     return tuple(json.loads(out.strip().splitlines()[-1]))
 
@@ -129,11 +140,14 @@ def run_job(model_dir: str, data: str, out: str, cfg: ScoreConfig):
     # Share of the job's wall time the actors spent scoring (start-up included, so a lower bound
     # of their steady-state share; the steady rows/s ratio is the figure to judge).
     busy = sum(a["busy_s"] for a in summary.actors) / (len(summary.actors) * summary.seconds)
-    print(f"{'job ' + format(summary.rows_scored, ','):<34} {summary.rows_per_s:>12,.0f} rows/s end to end "
-          f"({summary.seconds:.1f} s, first batch back at {summary.first_output_s:.1f} s), "
-          f"{summary.steady_rows_per_s:>10,.0f} rows/s steady; {len(summary.actors)} actors, "
-          f"{allocators} malloc, busy {busy:.0%} of the job; peak per actor: private {anon:.0f} MB, RSS {peak:.0f} MB "
-          f"(object-store pages {shmem:.0f} MB)", flush=True)
+    print(
+        f"{'job ' + format(summary.rows_scored, ','):<34} {summary.rows_per_s:>12,.0f} rows/s end to end "
+        f"({summary.seconds:.1f} s, first batch back at {summary.first_output_s:.1f} s), "
+        f"{summary.steady_rows_per_s:>10,.0f} rows/s steady; {len(summary.actors)} actors, "
+        f"{allocators} malloc, busy {busy:.0%} of the job; peak per actor: private {anon:.0f} MB, RSS {peak:.0f} MB "
+        f"(object-store pages {shmem:.0f} MB)",
+        flush=True,
+    )
     return summary, peak, anon, shmem
 
 
@@ -160,8 +174,12 @@ def main():
     p.add_argument("--torch-threads", type=int, default=1, help="per actor")
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray cluster")
-    p.add_argument("--allocator", choices=["jemalloc", "system"], default=ScoreConfig().actor_allocator,
-                   help="the actors' malloc (ScoreConfig.actor_allocator); the baseline uses the same")
+    p.add_argument(
+        "--allocator",
+        choices=["jemalloc", "system"],
+        default=ScoreConfig().actor_allocator,
+        help="the actors' malloc (ScoreConfig.actor_allocator); the baseline uses the same",
+    )
     p.add_argument("--model", default=None, help="export directory (default: a random-init export)")
     p.add_argument("--workdir", default=None, help="where data and outputs go (default: a temp dir)")
     args = p.parse_args()
@@ -172,33 +190,55 @@ def main():
     small_files = make_data(small, args.rows, args.rows_per_file)
     make_data(large, args.rows * args.scale, args.rows_per_file)
     model_dir = args.model or make_export(os.path.join(work, "export"))
-    print(f"data: {args.rows:,} and {args.rows * args.scale:,} rows ({args.rows_per_file:,} per file) in "
-          f"{time.perf_counter() - t0:.0f} s under {work}; {os.cpu_count()} CPUs; batch {args.batch_size}; "
-          f"{args.num_actors} actors x {args.cpus_per_actor} CPU, {args.torch_threads} torch threads", flush=True)
+    print(
+        f"data: {args.rows:,} and {args.rows * args.scale:,} rows ({args.rows_per_file:,} per file) in "
+        f"{time.perf_counter() - t0:.0f} s under {work}; {os.cpu_count()} CPUs; batch {args.batch_size}; "
+        f"{args.num_actors} actors x {args.cpus_per_actor} CPU, {args.torch_threads} torch threads",
+        flush=True,
+    )
 
     threads = args.num_actors * args.torch_threads
     fwd, both = forward_only_with(args.allocator, model_dir, small_files, args.batch_size, threads)
-    print(f"{'forward only, ' + str(threads) + ' threads':<34} {fwd:>12,.0f} rows/s (in-memory collated batches, "
-          f"{args.allocator} malloc)")
-    print(f"{'collate + forward, ' + str(threads) + ' threads':<34} {both:>12,.0f} rows/s (in process, no Ray)",
-          flush=True)
+    print(
+        f"{'forward only, ' + str(threads) + ' threads':<34} {fwd:>12,.0f} rows/s (in-memory collated batches, "
+        f"{args.allocator} malloc)"
+    )
+    print(
+        f"{'collate + forward, ' + str(threads) + ' threads':<34} {both:>12,.0f} rows/s (in process, no Ray)",
+        flush=True,
+    )
 
-    cfg = ScoreConfig(batch_size=args.batch_size, num_actors=args.num_actors, cpus_per_actor=args.cpus_per_actor,
-                      torch_threads=args.torch_threads, gpus_per_actor=args.gpus_per_actor,
-                      local_num_cpus=args.num_cpus, actor_allocator=args.allocator, progress_every_s=3600)
+    cfg = ScoreConfig(
+        batch_size=args.batch_size,
+        num_actors=args.num_actors,
+        cpus_per_actor=args.cpus_per_actor,
+        torch_threads=args.torch_threads,
+        gpus_per_actor=args.gpus_per_actor,
+        local_num_cpus=args.num_cpus,
+        actor_allocator=args.allocator,
+        progress_every_s=3600,
+    )
     s_small, peak_small, anon_small, shm_small = run_job(model_dir, small, os.path.join(work, "out_small"), cfg)
     s_large, peak_large, anon_large, shm_large = run_job(model_dir, large, os.path.join(work, "out_large"), cfg)
 
     object_store_mb = _object_store_mb()
-    print(f"\njob / forward-only rows/s, steady:     N {s_small.steady_rows_per_s / fwd:.2f}   "
-          f"{args.scale}N {s_large.steady_rows_per_s / fwd:.2f}   (target >= 0.7)")
-    print(f"job / forward-only rows/s, end to end: N {s_small.rows_per_s / fwd:.2f}   "
-          f"{args.scale}N {s_large.rows_per_s / fwd:.2f}   (start-up included)")
-    print(f"peak private memory per actor: N {anon_small:.0f} MB, {args.scale}N {anon_large:.0f} MB, "
-          f"ratio {anon_large / anon_small:.2f} (target: flat, ~1.0)")
-    print(f"peak RSS per actor: N {peak_small:.0f} MB, {args.scale}N {peak_large:.0f} MB, "
-          f"ratio {peak_large / peak_small:.2f}; of it shared object-store pages: N {shm_small:.0f} MB, "
-          f"{args.scale}N {shm_large:.0f} MB (object store {object_store_mb:.0f} MB)")
+    print(
+        f"\njob / forward-only rows/s, steady:     N {s_small.steady_rows_per_s / fwd:.2f}   "
+        f"{args.scale}N {s_large.steady_rows_per_s / fwd:.2f}   (target >= 0.7)"
+    )
+    print(
+        f"job / forward-only rows/s, end to end: N {s_small.rows_per_s / fwd:.2f}   "
+        f"{args.scale}N {s_large.rows_per_s / fwd:.2f}   (start-up included)"
+    )
+    print(
+        f"peak private memory per actor: N {anon_small:.0f} MB, {args.scale}N {anon_large:.0f} MB, "
+        f"ratio {anon_large / anon_small:.2f} (target: flat, ~1.0)"
+    )
+    print(
+        f"peak RSS per actor: N {peak_small:.0f} MB, {args.scale}N {peak_large:.0f} MB, "
+        f"ratio {peak_large / peak_small:.2f}; of it shared object-store pages: N {shm_small:.0f} MB, "
+        f"{args.scale}N {shm_large:.0f} MB (object store {object_store_mb:.0f} MB)"
+    )
     print(f"driver peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ waits for Ray Data to start the epoch's reads) and over the whole epoch (`train/
 Prints the ratios streaming / in-memory (target >= 0.8, steady state: whether the data path
 keeps up with the model) and 2 workers / 1 worker, and the epoch start-up time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,8 @@ class InMemoryTrainer(WorkerTrainer):
 
 
 def in_memory_loop(loop_config: dict) -> None:
-    from pipeline.train.config import JobConfig
     from pipeline.data.feature_spec import spec_from_dict
+    from pipeline.train.config import JobConfig
 
     cfg = JobConfig.model_validate(loop_config["job"])
     trainer = InMemoryTrainer(cfg, spec_from_dict(loop_config["spec"]), loop_config.get("files"))
@@ -61,11 +62,21 @@ def main() -> None:
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
     os.chdir(REPO)
-    config = lambda mode, workers: load_config("configs/jobs/train_local.yaml", [  # noqa: E731
-        f"data.root={work}/data", f"output_dir={work}/runs", f"name={mode}-{workers}w",
-        f"data.generate.rows={args.rows}", "train.epochs=1", f"train.batch_size={args.batch_size}",
-        "train.checkpoint_every_steps=null", f"cluster.num_workers={workers}", "cluster.max_failures=0",
-        f"cluster.use_gpu={str(args.gpu).lower()}"])
+    config = lambda mode, workers: load_config(
+        "configs/jobs/train_local.yaml",
+        [
+            f"data.root={work}/data",
+            f"output_dir={work}/runs",
+            f"name={mode}-{workers}w",
+            f"data.generate.rows={args.rows}",
+            "train.epochs=1",
+            f"train.batch_size={args.batch_size}",
+            "train.checkpoint_every_steps=null",
+            f"cluster.num_workers={workers}",
+            "cluster.max_failures=0",
+            f"cluster.use_gpu={str(args.gpu).lower()}",
+        ],
+    )
     counts = (1,) if args.gpu else (2, 1)
     rates = {}
     for workers in counts:
@@ -76,17 +87,24 @@ def main() -> None:
             cfg = config(mode, workers)
             m = run_training(cfg, train_loop=loop).metrics
             rates[mode, workers] = m["train/rows_per_s_steady"], m["train/rows_per_s"]
-            print(f"{mode:<10} {workers} worker(s): {m['train/rows_per_s_steady']:>10,.0f} rows/s steady, "
-                  f"{m['train/rows_per_s']:>10,.0f} rows/s over the epoch (its first step took "
-                  f"{m['train/epoch_start_s']:.1f} s)", flush=True)
+            print(
+                f"{mode:<10} {workers} worker(s): {m['train/rows_per_s_steady']:>10,.0f} rows/s steady, "
+                f"{m['train/rows_per_s']:>10,.0f} rows/s over the epoch (its first step took "
+                f"{m['train/epoch_start_s']:.1f} s)",
+                flush=True,
+            )
     print()
     for workers in counts:
         steady, whole = (rates["streaming", workers][i] / rates["in-memory", workers][i] for i in (0, 1))
-        print(f"{workers} worker(s): streaming / in-memory = {steady:.2f} steady (target >= 0.8), "
-              f"{whole:.2f} over the epoch")
+        print(
+            f"{workers} worker(s): streaming / in-memory = {steady:.2f} steady (target >= 0.8), "
+            f"{whole:.2f} over the epoch"
+        )
     if not args.gpu:
-        print(f"streaming, 2 workers / 1 worker = {rates['streaming', 2][0] / rates['streaming', 1][0]:.2f} steady"
-              f"  (this machine: {os.cpu_count()} cores for workers, Ray Data and the driver together)")
+        print(
+            f"streaming, 2 workers / 1 worker = {rates['streaming', 2][0] / rates['streaming', 1][0]:.2f} steady"
+            f"  (this machine: {os.cpu_count()} cores for workers, Ray Data and the driver together)"
+        )
 
 
 if __name__ == "__main__":

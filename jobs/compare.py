@@ -10,6 +10,7 @@ Writes <out>/report.md, <out>/results.json and PNG plots; <out> defaults to
 <output_dir>/<name>-report. Finished runs are reused when the same comparison is run again
 (--rerun trains them afresh).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("overrides", nargs="*", help="dotted overrides: compare.seeds=[0,1], train.epochs=3, ...")
     args = p.parse_args(argv)
 
-    from pipeline.report.compare import load_compare_config, run_comparison
     from pipeline.common.config import ConfigError
+    from pipeline.report.compare import load_compare_config, run_comparison
     from pipeline.report.writer import write_report
 
     try:

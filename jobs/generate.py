@@ -32,11 +32,21 @@ def main() -> None:
     connect()
     start = time.time()
     config = SyntheticConfig(num_users=args.num_users, num_items=args.num_items)
-    files = generate_dataset(args.out, args.rows, args.days, args.files_per_day, args.seed,
-                             start_day=args.start_day, config=config, chunk_rows=args.chunk_rows)
+    files = generate_dataset(
+        args.out,
+        args.rows,
+        args.days,
+        args.files_per_day,
+        args.seed,
+        start_day=args.start_day,
+        config=config,
+        chunk_rows=args.chunk_rows,
+    )
     took = time.time() - start
-    print(f"wrote {sum(f['rows'] for f in files)} rows in {len(files)} files under {args.out} "
-          f"in {took:.1f}s ({sum(f['rows'] for f in files) / took:,.0f} rows/s)")
+    print(
+        f"wrote {sum(f['rows'] for f in files)} rows in {len(files)} files under {args.out} "
+        f"in {took:.1f}s ({sum(f['rows'] for f in files) / took:,.0f} rows/s)"
+    )
     ray.shutdown()
 
 

@@ -9,6 +9,7 @@
 takes the retrain lock (it fails while a retrain runs) and switches the production pointer
 atomically; promoting a rejected version needs --force.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,14 @@ def list_versions(reg) -> list[str]:
     versions = reg.versions()
     if not versions:
         return [f"{reg.root}: no versions yet"]
-    tasks = sorted({k.split("/")[0] for v in versions for k in ((v.record.get("metrics") or {}).get("candidate") or {})})
-    head = f"{'version':8} {'status':11} {'parent':7} {'trained on':23} {'eval day':10} " + \
-        " ".join(f"{t + ' auc':>8} {t + ' ll':>8}" for t in tasks) + "  note"
+    tasks = sorted(
+        {k.split("/")[0] for v in versions for k in ((v.record.get("metrics") or {}).get("candidate") or {})}
+    )
+    head = (
+        f"{'version':8} {'status':11} {'parent':7} {'trained on':23} {'eval day':10} "
+        + " ".join(f"{t + ' auc':>8} {t + ' ll':>8}" for t in tasks)
+        + "  note"
+    )
     lines = [head]
     for v in versions:
         r = v.record
@@ -43,9 +49,11 @@ def list_versions(reg) -> list[str]:
         note = r.get("reason") or ""
         if v.status == "incomplete":
             note = "promotion interrupted: removed by the next retrain"
-        lines.append(f"{v.id:8} {v.status:11} {r.get('parent') or '-':7} {days:23} {r.get('eval_day', '?'):10} "
-                     + " ".join(f"{_metric(r, t, 'auc'):>8} {_metric(r, t, 'logloss'):>8}" for t in tasks)
-                     + f"  {note}")
+        lines.append(
+            f"{v.id:8} {v.status:11} {r.get('parent') or '-':7} {days:23} {r.get('eval_day', '?'):10} "
+            + " ".join(f"{_metric(r, t, 'auc'):>8} {_metric(r, t, 'logloss'):>8}" for t in tasks)
+            + f"  {note}"
+        )
     return lines
 
 
@@ -77,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"path": version.path, "status": version.status, **version.record}, indent=2))
             return 0
         if version.status == "rejected" and not args.force:
-            sys.exit(f"error: {version.id} was rejected ({version.record.get('reason')}); use --force to promote it anyway")
+            sys.exit(
+                f"error: {version.id} was rejected ({version.record.get('reason')}); use --force to promote it anyway"
+            )
         if version.status == "incomplete":
             sys.exit(f"error: {version.id} is an interrupted promotion, not a usable version")
         with reg.lock():

@@ -13,6 +13,7 @@ Exit status: 0 promoted, or nothing new to train on; 3 candidate rejected (kept 
 production unchanged); 75 another retrain holds the lock; 1 any other error (the registry is
 left as it was).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None):
     from pipeline.common.config import ConfigError
     from pipeline.registry.lock import LockHeldError
     from pipeline.registry.versions import RegistryError
-    from pipeline.retrain.daily import RetrainError, retrain
     from pipeline.retrain.config import load_retrain_config
+    from pipeline.retrain.daily import RetrainError, retrain
 
     try:
         outcome = retrain(load_retrain_config(args.config, args.overrides), args.address)

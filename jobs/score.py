@@ -13,6 +13,7 @@ kill finishes the work without duplicating rows. Joins the Ray cluster in RAY_AD
 `ray job submit`) or --address, else starts a local one. Settings: configs/jobs/score_local.yaml,
 overridden by dotted KEY=VALUE arguments (batch_size=16384 gpus_per_actor=1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,33 +22,39 @@ import sys
 
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="export directory written by training, or <registry root>@production / @vNNNN")
+    p.add_argument(
+        "--model", required=True, help="export directory written by training, or <registry root>@production / @vNNNN"
+    )
     p.add_argument("--input", required=True, help="directory of Parquet files (dt=YYYY-MM-DD/... kept)")
     p.add_argument("--days", default=None, help="only these dt= partitions: DAY or START..END")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--keys", default=None, help="comma-separated key columns (overrides key_columns)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a result of another model version in --output instead of failing")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a result of another model version in --output instead of failing",
+    )
     p.add_argument("--config", default="configs/jobs/score_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_actors=4")
     args = p.parse_args(argv)
 
     from pipeline.common.config import ConfigError
-    from pipeline.train.export import ExportError
     from pipeline.data.feature_spec import FeatureSpecError
+    from pipeline.data.validation import DataValidationError
     from pipeline.score.config import load_score_config
     from pipeline.score.errors import ScoringError
     from pipeline.score.run import score
-    from pipeline.data.validation import DataValidationError
+    from pipeline.train.export import ExportError
 
     overrides = list(args.overrides)
     if args.keys:
         overrides.append(f"key_columns=[{args.keys}]")
     try:
         cfg = load_score_config(args.config, overrides)
-        summary = score(args.model, args.input, args.output, cfg, days=args.days, overwrite=args.overwrite,
-                        address=args.address)
+        summary = score(
+            args.model, args.input, args.output, cfg, days=args.days, overwrite=args.overwrite, address=args.address
+        )
     except (ConfigError, ExportError, FeatureSpecError, DataValidationError, ScoringError) as err:
         sys.exit(f"error: {err}")
     return summary

@@ -1,11 +1,12 @@
 """Train the multi-task model on Ray (Ray Data -> sharded TorchRec tables -> PLE, Ray Train).
 
-    python -m jobs.train                                  # embedded default: configs/jobs/train_local.yaml,
-                                                          # local Ray cluster, generated data
-    python -m jobs.train --config configs/X.yaml train.batch_size=2048 cluster.num_workers=8
-    ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
-    python -m jobs.train --in-memory                      # one process, no Ray (quick smoke run)
+python -m jobs.train                                  # embedded default: configs/jobs/train_local.yaml,
+                                                      # local Ray cluster, generated data
+python -m jobs.train --config configs/X.yaml train.batch_size=2048 cluster.num_workers=8
+ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
+python -m jobs.train --in-memory                      # one process, no Ray (quick smoke run)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,11 @@ def _print_metrics(metrics: dict) -> None:
         task = key.split("/")[-2]
         prefix = key[: -len("auc")]
         best = metrics.get(prefix + "best_auc")
-        print(f"{task}: AUC {metrics[key]:.4f}" + (f" (best achievable {best:.4f})" if best else "")
-              + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}")
+        print(
+            f"{task}: AUC {metrics[key]:.4f}"
+            + (f" (best achievable {best:.4f})" if best else "")
+            + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:

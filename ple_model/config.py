@@ -1,4 +1,5 @@
 """Validated description of a multi-task model (PLE and the variants users compare it with)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -40,7 +41,7 @@ class ModelConfig(BaseModel):
     activation: Activation = "relu"
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelConfig":
+    def _check(self) -> ModelConfig:
         if any(h < 1 for h in self.expert_hidden + self.gate_hidden + self.tower_hidden):
             raise ValueError("hidden sizes must be positive")
         if self.architecture == "ple" and self.task_experts + self.shared_experts == 0:
@@ -49,7 +50,7 @@ class ModelConfig(BaseModel):
             raise ValueError("mmoe needs shared_experts >= 1")
         return self
 
-    def resolved(self) -> "ModelConfig":
+    def resolved(self) -> ModelConfig:
         """The equivalent plain-PLE configuration (what the layers are built from)."""
         if self.architecture == "cgc":
             return self.model_copy(update={"architecture": "ple", "num_levels": 1})

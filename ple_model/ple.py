@@ -4,8 +4,10 @@ Per level: each task has its own experts, all tasks share some experts; a softma
 task mixes (its experts + shared experts) into that task's next input, and a shared gate
 mixes (all experts) into the next shared input. The last level needs no shared gate.
 """
+
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -28,7 +30,13 @@ def _gates(groups: int, members: int, in_dim: int, n_out: int, cfg: ModelConfig)
     # A gate is `softmax(Linear(x))`, or `softmax(Linear(DNN(x)))` when gate_hidden is set;
     # the gates of a level are stacked like experts so they cost one bmm per layer.
     return StackedMLP(
-        groups, members, in_dim, [*cfg.gate_hidden, n_out], cfg.activation, cfg.dropout, cfg.batch_norm,
+        groups,
+        members,
+        in_dim,
+        [*cfg.gate_hidden, n_out],
+        cfg.activation,
+        cfg.dropout,
+        cfg.batch_norm,
         activate_last=False,
     )
 
@@ -37,18 +45,25 @@ class PLELayer(nn.Module):
     """One extraction level. `first`: every expert and gate sees the same input, so all
     experts of the level are one wide GEMM."""
 
+    gate_columns: torch.Tensor  # a buffer (register_buffer), typed here for the type checker
+
     def __init__(self, cfg: ModelConfig, in_dim: int, first: bool, last: bool) -> None:
         super().__init__()
         self.num_tasks, self.k, self.s = cfg.num_tasks, cfg.task_experts, cfg.shared_experts
         self.first, self.last = first, last
-        mlp = dict(hidden=cfg.expert_hidden, activation=cfg.activation, dropout=cfg.dropout,
-                   batch_norm=cfg.batch_norm)
+        experts = functools.partial(
+            StackedMLP,
+            hidden=cfg.expert_hidden,
+            activation=cfg.activation,
+            dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm,
+        )
         n_all = self.num_tasks * self.k + self.s
         if first:
-            self.experts = StackedMLP(1, n_all, in_dim, **mlp)
+            self.experts = experts(1, n_all, in_dim)
         else:
-            self.task_experts = StackedMLP(self.num_tasks, self.k, in_dim, **mlp) if self.k else None
-            self.shared_experts = StackedMLP(1, self.s, in_dim, **mlp) if self.s else None
+            self.task_experts = experts(self.num_tasks, self.k, in_dim) if self.k else None
+            self.shared_experts = experts(1, self.s, in_dim) if self.s else None
         # First level: every task gate sees x (one group of T gates); later: one group per task.
         groups, members = (1, self.num_tasks) if first else (self.num_tasks, 1)
         self.task_gates = _gates(groups, members, in_dim, self.k + self.s, cfg)
@@ -90,6 +105,7 @@ class PLELayer(nn.Module):
         weights = task_w.new_zeros(batch, t, n_all).scatter(2, columns, task_w)
         shared_w = shared = None
         if self.shared_gate is not None:
+            assert shared_logits is not None  # computed above whenever the level has a shared gate
             shared_w = torch.softmax(shared_logits, dim=-1)  # [B, E]
             weights = torch.cat([weights, shared_w.unsqueeze(1)], dim=1)
         mixed = torch.bmm(weights, experts)  # [B, T (+1), d]
@@ -134,8 +150,14 @@ class MultiTaskModel(nn.Module):
         self.in_dim = in_dim
         self.ple = PLE(cfg, in_dim)
         self.towers = StackedMLP(
-            cfg.num_tasks, 1, self.ple.out_dim, [*cfg.tower_hidden, 1], cfg.activation, cfg.dropout,
-            cfg.batch_norm, activate_last=False,
+            cfg.num_tasks,
+            1,
+            self.ple.out_dim,
+            [*cfg.tower_hidden, 1],
+            cfg.activation,
+            cfg.dropout,
+            cfg.batch_norm,
+            activate_last=False,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,10 @@ Kept as two children (`ebc`, `dense`) so that training can shard `ebc` with
 DistributedModelParallel while `dense` stays data-parallel, and scoring can load the same
 state dict unsharded on one machine.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,8 +27,13 @@ def pooled_dim(tables: Sequence[EmbeddingBagConfig]) -> int:
 class RecModel(nn.Module):
     """(sparse KJT, dense [B, Dd]) -> logits [B, T]."""
 
-    def __init__(self, tables: Sequence[EmbeddingBagConfig], num_dense: int, cfg: ModelConfig,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        tables: Sequence[EmbeddingBagConfig],
+        num_dense: int,
+        cfg: ModelConfig,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         # device="meta" lets DistributedModelParallel allocate each shard only where it lives.
         self.ebc = EmbeddingBagCollection(tables=list(tables), device=torch.device(device) if device else None)
@@ -48,5 +54,7 @@ class RecModel(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         return self.dense(self.features(sparse, dense))
 
-    def forward_with_gates(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> tuple[torch.Tensor, list[GateWeights]]:
+    def forward_with_gates(
+        self, sparse: KeyedJaggedTensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, list[GateWeights]]:
         return self.dense.forward_with_gates(self.features(sparse, dense))

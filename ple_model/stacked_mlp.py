@@ -9,10 +9,11 @@ Experts are arranged in `groups`: every member of a group sees the same input. P
 first level is one group (every expert sees the embedding); later levels have one group
 per task (its experts see that task's mixed input) and one shared group.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -40,7 +41,9 @@ class StackedMLP(nn.Module):
     ) -> None:
         super().__init__()
         if groups < 1 or members < 1 or not hidden:
-            raise ValueError(f"StackedMLP needs groups>=1, members>=1 and hidden sizes, got {groups}, {members}, {hidden}")
+            raise ValueError(
+                f"StackedMLP needs groups>=1, members>=1 and hidden sizes, got {groups}, {members}, {hidden}"
+            )
         self.groups, self.members, self.in_dim = groups, members, in_dim
         self.hidden = list(hidden)
         self.activate_last = activate_last
@@ -50,14 +53,15 @@ class StackedMLP(nn.Module):
         # input form one wide GEMM; deeper layers are per expert [n, in, out] (one bmm).
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             shape = (groups, d_in, members * d_out) if i == 0 else (n, d_in, d_out)
             self.weights.append(nn.Parameter(torch.empty(shape)))
             self.biases.append(nn.Parameter(torch.empty(n * d_out)))
         # A logit layer (activate_last=False) gets no norm: it would hold unused parameters.
         activated = [i < len(self.hidden) - 1 or activate_last for i in range(len(self.hidden))]
         self.norms = nn.ModuleList(
-            nn.BatchNorm1d(n * d) if batch_norm and act else nn.Identity() for d, act in zip(self.hidden, activated)
+            nn.BatchNorm1d(n * d) if batch_norm and act else nn.Identity()
+            for d, act in zip(self.hidden, activated, strict=True)
         )
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -69,7 +73,7 @@ class StackedMLP(nn.Module):
 
     def reset_parameters(self) -> None:
         # Same distribution as nn.Linear's default init, fan_in being the layer input.
-        for w, b in zip(self.weights, self.biases):
+        for w, b in zip(self.weights, self.biases, strict=True):
             bound = 1.0 / math.sqrt(w.shape[1])
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -80,12 +84,12 @@ class StackedMLP(nn.Module):
         if layer == 0:
             g, m = divmod(mlp, self.members)
             d_out = self.hidden[0]
-            return w[g, :, m * d_out:(m + 1) * d_out].t()
+            return w[g, :, m * d_out : (m + 1) * d_out].t()
         return w[mlp].t()
 
     def layer_bias(self, mlp: int, layer: int) -> torch.Tensor:
         d_out = self.hidden[layer]
-        return self.biases[layer][mlp * d_out:(mlp + 1) * d_out]
+        return self.biases[layer][mlp * d_out : (mlp + 1) * d_out]
 
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activation of layer 0, `[B, groups * members * hidden[0]]`."""
@@ -122,4 +126,4 @@ def shared_input_forward(mlps: Sequence[StackedMLP], x: torch.Tensor) -> list[to
     weight = torch.cat([m.weights[0][0] for m in mlps], dim=1)
     bias = torch.cat([m.biases[0] for m in mlps])
     parts = torch.addmm(bias, x, weight).split([m.biases[0].numel() for m in mlps], dim=1)
-    return [m.forward_from_first(part) for m, part in zip(mlps, parts)]
+    return [m.forward_from_first(part) for m, part in zip(mlps, parts, strict=True)]

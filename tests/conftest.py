@@ -22,8 +22,7 @@ def ray_local():
     if started:
         # address="local": never join another process's cluster found via
         # /tmp/ray/ray_current_cluster (e.g. a concurrent test's ray.cluster_utils.Cluster).
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=1 << 30)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=1 << 30)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     if started:
@@ -33,8 +32,9 @@ def ray_local():
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"public CSV samples not found at {SAMPLES_DIR} (expected shared/data/samples "
-                    f"beside the repository root)")
+        pytest.skip(
+            f"public CSV samples not found at {SAMPLES_DIR} (expected shared/data/samples beside the repository root)"
+        )
     return SAMPLES_DIR
 
 

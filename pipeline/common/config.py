@@ -2,10 +2,12 @@
 (`train.batch_size=2048`), and pydantic validation whose errors name every bad key. Each
 job's own sections live in its room (`pipeline/train/config.py`, `pipeline/score/config.py`,
 ...); this is what they share."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,7 +39,7 @@ def set_dotted(data: dict, dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def read_config_dict(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def read_config_dict(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
     """The YAML at `path` (None: empty) with dotted overrides applied, not yet validated."""
     data: dict = {}
     if path is not None:
@@ -50,15 +52,18 @@ def read_config_dict(path: str | Path | None, overrides: list[str] | tuple[str, 
     return data
 
 
-def validated(model: type[Model], data: dict, path: str | Path | None, what: str = "config",
-              drop_prefix: Optional[str] = None) -> Model:
+def validated(
+    model: type[Model], data: dict, path: str | Path | None, what: str = "config", drop_prefix: str | None = None
+) -> Model:
     """`model.model_validate(data)`, with errors turned into one ConfigError naming every bad
     key (`drop_prefix`: a wrapper section the user did not write, left out of key names)."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
+
         def key(loc: tuple) -> str:
             loc = loc[1:] if drop_prefix and loc and loc[0] == drop_prefix else loc
             return ".".join(str(p) for p in loc) or "<root>"
+
         lines = [f"{key(e['loc'])}: {e['msg']}" for e in err.errors()]
         raise ConfigError(f"{path or '<defaults>'}: invalid {what}\n  " + "\n  ".join(lines)) from None

@@ -1,15 +1,14 @@
 """Connecting a job's driver to Ray, shared by the jobs (training's launch.py, scoring): join
 the cluster that `ray job submit` names in RAY_ADDRESS, else start an embedded local one."""
+
 from __future__ import annotations
 
 import os
-from typing import Optional
-
 
 WORKER_SETUP_HOOK = "pipeline.common.ray_cluster.setup_worker"
 
 
-def connect(address: Optional[str] = None, local_num_cpus: Optional[int] = None) -> None:
+def connect(address: str | None = None, local_num_cpus: int | None = None) -> None:
     """Join `address` / RAY_ADDRESS if set, else start a local Ray with `local_num_cpus`
     logical CPUs (None: all of this machine's). No-op if Ray is already initialised here."""
     import ray
@@ -22,8 +21,13 @@ def connect(address: Optional[str] = None, local_num_cpus: Optional[int] = None)
         else:
             # address="local": a new instance. Without it Ray joins any cluster it finds in
             # /tmp/ray/ray_current_cluster, e.g. another user's or another test's on this machine.
-            ray.init(address="local", num_cpus=local_num_cpus, include_dashboard=False, log_to_driver=True,
-                     runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK})
+            ray.init(
+                address="local",
+                num_cpus=local_num_cpus,
+                include_dashboard=False,
+                log_to_driver=True,
+                runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK},
+            )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -27,6 +27,7 @@ as it is (tests/unit/test_ray_data_tuning.py fails on a Ray that renamed them). 
 RAY_DATA_STOCK_DELAYS=1 in the environment (of the job, and of the cluster's workers) keeps Ray's
 own values, e.g. to compare.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,10 +51,14 @@ def _knobs():
         logger.warning("Ray Data scheduling delays left as they are: %s", e)
         return None
     manager = resource_manager.ResourceManager
-    if not (hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S")
-            and hasattr(manager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S")):
-        logger.warning("Ray Data scheduling delays left as they are: this Ray has no "
-                       "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S / GLOBAL_LIMITS_UPDATE_INTERVAL_S")
+    if not (
+        hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S")
+        and hasattr(manager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S")
+    ):
+        logger.warning(
+            "Ray Data scheduling delays left as they are: this Ray has no "
+            "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S / GLOBAL_LIMITS_UPDATE_INTERVAL_S"
+        )
         return None
     return streaming_executor_state, manager
 

@@ -28,7 +28,7 @@ class Batch(Pipelineable):
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         return Batch(
             sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking),
             dense_features=self.dense_features.to(device=device, non_blocking=non_blocking),
@@ -43,7 +43,7 @@ class Batch(Pipelineable):
         self.labels.record_stream(stream)
         self.label_masks.record_stream(stream)
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(
             sparse_features=self.sparse_features.pin_memory(),
             dense_features=self.dense_features.pin_memory(),

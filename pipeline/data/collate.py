@@ -7,8 +7,6 @@ per-feature arrays are concatenated once; there is no Python loop over rows.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,10 +19,11 @@ from pipeline.data.files import PATH_COLUMN
 from pipeline.data.id_mapping import int_ids_to_rows, strings_to_rows
 from pipeline.data.validation import DataValidationError, check_schema
 
+
 class _Context:
     """Where a batch came from, to name files in errors (only computed when something fails)."""
 
-    def __init__(self, table: pa.Table, source: Optional[str]):
+    def __init__(self, table: pa.Table, source: str | None):
         self.table, self.source = table, source
 
     def fail(self, problem: str, column: str, bad_rows: np.ndarray) -> DataValidationError:
@@ -92,8 +91,9 @@ def _label(table: pa.Table, name: str, ctx: _Context) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
-def collate(data: Union[pa.Table, pa.RecordBatch], spec: FeatureSpec, source: Optional[str] = None,
-            with_labels: bool = True) -> Batch:
+def collate(
+    data: pa.Table | pa.RecordBatch, spec: FeatureSpec, source: str | None = None, with_labels: bool = True
+) -> Batch:
     """Validate one Arrow batch and turn it into a Batch; raises DataValidationError.
 
     with_labels=False (scoring): label columns are neither required nor read; the Batch's
@@ -105,21 +105,30 @@ def collate(data: Union[pa.Table, pa.RecordBatch], spec: FeatureSpec, source: Op
     tables = spec.table_by_name
     values, lengths = [], []
     for f in spec.sparse:
-        v, l = _sparse(table, f, tables[f.table], ctx)
+        v, n = _sparse(table, f, tables[f.table], ctx)
         values.append(v)
-        lengths.append(l)
-    kjt = KeyedJaggedTensor(keys=spec.feature_names, values=torch.from_numpy(np.concatenate(values)),
-                            lengths=torch.from_numpy(np.concatenate(lengths)), stride=n)
+        lengths.append(n)
+    kjt = KeyedJaggedTensor(
+        keys=spec.feature_names,
+        values=torch.from_numpy(np.concatenate(values)),
+        lengths=torch.from_numpy(np.concatenate(lengths)),
+        stride=n,
+    )
     dense = np.empty((n, spec.num_dense), dtype=np.float32)
-    for j, f in enumerate(spec.dense):
-        dense[:, j] = _dense(table, f, ctx)
+    for j, d in enumerate(spec.dense):
+        dense[:, j] = _dense(table, d, ctx)
     if not with_labels:
         empty = torch.empty((n, 0), dtype=torch.float32)
-        return Batch(sparse_features=kjt, dense_features=torch.from_numpy(dense), labels=empty,
-                     label_masks=empty.bool())
+        return Batch(
+            sparse_features=kjt, dense_features=torch.from_numpy(dense), labels=empty, label_masks=empty.bool()
+        )
     labels, masks = _labels_and_masks(table, spec, ctx)
-    return Batch(sparse_features=kjt, dense_features=torch.from_numpy(dense), labels=torch.from_numpy(labels),
-                 label_masks=torch.from_numpy(masks))
+    return Batch(
+        sparse_features=kjt,
+        dense_features=torch.from_numpy(dense),
+        labels=torch.from_numpy(labels),
+        label_masks=torch.from_numpy(masks),
+    )
 
 
 def _labels_and_masks(table: pa.Table, spec: FeatureSpec, ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +142,10 @@ def _labels_and_masks(table: pa.Table, spec: FeatureSpec, ctx: _Context) -> tupl
             given = label_values[task.sample_space] == 1
             impossible = (labels[:, j] == 1) & ~given
             if impossible.any():
-                raise ctx.fail(f"'{task.label}' is 1 where '{task.sample_space}' is 0 "
-                               f"(e.g. a conversion without a click)", task.label, impossible)
+                raise ctx.fail(
+                    f"'{task.label}' is 1 where '{task.sample_space}' is 0 (e.g. a conversion without a click)",
+                    task.label,
+                    impossible,
+                )
             masks[:, j] = given
     return labels, masks

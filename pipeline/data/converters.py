@@ -50,8 +50,31 @@ class CsvLayout:
         return {**self.ids, **self.dense, **self.labels}
 
 
-_ALI_CCP_SPARSE = ["101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206", "207",
-                   "210", "216", "508", "509", "702", "853", "301", "109_14", "110_14", "127_14", "150_14"]
+_ALI_CCP_SPARSE = [
+    "101",
+    "121",
+    "122",
+    "124",
+    "125",
+    "126",
+    "127",
+    "128",
+    "129",
+    "205",
+    "206",
+    "207",
+    "210",
+    "216",
+    "508",
+    "509",
+    "702",
+    "853",
+    "301",
+    "109_14",
+    "110_14",
+    "127_14",
+    "150_14",
+]
 _ALI_CCP_DENSE = ["D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"]
 
 ALI_CCP = CsvLayout(
@@ -79,12 +102,14 @@ class _RollingWriter:
     def __init__(self, directory: str, stem: str, schema: pa.Schema, rows_per_file: int):
         self.directory, self.stem, self.schema, self.rows_per_file = directory, stem, schema, rows_per_file
         self.written: list[dict] = []
-        self._writer, self._rows, self._path = None, 0, None
+        self._writer: pq.ParquetWriter | None = None
+        self._rows = 0
+        self._path = ""  # the file being written (set by _open)
 
     def write(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
             if self._writer is None:
-                self._open()
+                self._writer = self._open()
             take = min(batch.num_rows, self.rows_per_file - self._rows)
             self._writer.write_batch(batch.slice(0, take))
             self._rows += take
@@ -92,15 +117,16 @@ class _RollingWriter:
             if self._rows == self.rows_per_file:
                 self._close()
 
-    def _open(self) -> None:
+    def _open(self) -> pq.ParquetWriter:
         self._path = os.path.join(self.directory, f"part-{self.stem}-{len(self.written):05d}.parquet")
-        self._writer = pq.ParquetWriter(self._tmp(), self.schema)
         self._rows = 0
+        return pq.ParquetWriter(self._tmp(), self.schema)
 
     def _tmp(self) -> str:
         return os.path.join(self.directory, f".{os.path.basename(self._path)}.tmp")
 
     def _close(self) -> None:
+        assert self._writer is not None  # called only while a file is open
         self._writer.close()
         os.replace(self._tmp(), self._path)
         self.written.append({"path": self._path, "rows": self._rows})
@@ -119,8 +145,9 @@ class _RollingWriter:
         return self.written
 
 
-def convert_csv(csv_path: str, out_dir: str, day: str, layout: CsvLayout, rows_per_file: int = 2_000_000,
-                block_size: int = 16 << 20) -> list[dict]:
+def convert_csv(
+    csv_path: str, out_dir: str, day: str, layout: CsvLayout, rows_per_file: int = 2_000_000, block_size: int = 16 << 20
+) -> list[dict]:
     """Stream one CSV into out_dir/dt=<day>/; returns [{path, rows}] of the files written."""
     csv_path = str(csv_path)
     day = dt.date.fromisoformat(day).isoformat()  # fail early on a malformed --day
@@ -131,8 +158,9 @@ def convert_csv(csv_path: str, out_dir: str, day: str, layout: CsvLayout, rows_p
         raise DataValidationError(f"cannot read CSV header ({e})", file=csv_path) from None
     missing = [c for c in types if c not in header]
     if missing:
-        raise DataValidationError(f"missing {layout.name} CSV columns {missing}", file=csv_path,
-                                  column=", ".join(missing))
+        raise DataValidationError(
+            f"missing {layout.name} CSV columns {missing}", file=csv_path, column=", ".join(missing)
+        )
     renames = layout.renames()
     directory = os.path.join(out_dir, f"dt={day}")
     os.makedirs(directory, exist_ok=True)

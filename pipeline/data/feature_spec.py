@@ -9,7 +9,7 @@ tables, so training and scoring cannot disagree on the id mapping or dense norma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, NamedTuple, Optional, Union
+from typing import Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,20 +33,22 @@ class TableSpec(_Strict):
     """
 
     name: str = Field(min_length=1)
-    vocab_size: Optional[int] = Field(default=None, gt=0)
-    hash_buckets: Optional[int] = Field(default=None, gt=0)
+    vocab_size: int | None = Field(default=None, gt=0)
+    hash_buckets: int | None = Field(default=None, gt=0)
     dim: int = Field(gt=0)
     pooling: Literal["sum", "mean"] = "sum"
 
     @model_validator(mode="after")
-    def _one_size(self) -> "TableSpec":
+    def _one_size(self) -> TableSpec:
         if (self.vocab_size is None) == (self.hash_buckets is None):
             raise ValueError("set exactly one of vocab_size or hash_buckets")
         return self
 
     @property
     def num_embeddings(self) -> int:
-        return self.vocab_size if self.vocab_size is not None else self.hash_buckets
+        size = self.vocab_size if self.vocab_size is not None else self.hash_buckets
+        assert size is not None  # _one_size: exactly one is set
+        return size
 
     @property
     def hash_all(self) -> bool:
@@ -76,11 +78,11 @@ class DenseFeature(_Strict):
     name: str = Field(min_length=1)
     column: str = Field(min_length=1)
     transform: Literal["none", "log1p", "standard"] = "none"
-    mean: Optional[float] = None
-    std: Optional[float] = Field(default=None, gt=0)
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _stats_for_standard(self) -> "DenseFeature":
+    def _stats_for_standard(self) -> DenseFeature:
         if self.transform == "standard" and (self.mean is None or self.std is None):
             raise ValueError("transform 'standard' needs mean and std")
         if self.transform != "standard" and (self.mean is not None or self.std is not None):
@@ -116,7 +118,7 @@ class FeatureSpec(_Strict):
     tasks: list[TaskSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "FeatureSpec":
+    def _cross_references(self) -> FeatureSpec:
         _unique("tables", [t.name for t in self.tables])
         _unique("sparse", [f.name for f in self.sparse])
         _unique("dense", [f.name for f in self.dense])
@@ -131,15 +133,15 @@ class FeatureSpec(_Strict):
             if t.name not in used:
                 raise ValueError(f"tables[{i}]: table '{t.name}' is used by no sparse feature")
         labels = set(self.labels)
-        for i, t in enumerate(self.tasks):
-            if t.label not in labels:
-                raise ValueError(f"tasks[{i}].label: '{t.label}' is not in labels {self.labels}")
-            if t.sample_space != "all":
-                if t.sample_space not in labels:
+        for i, task in enumerate(self.tasks):
+            if task.label not in labels:
+                raise ValueError(f"tasks[{i}].label: '{task.label}' is not in labels {self.labels}")
+            if task.sample_space != "all":
+                if task.sample_space not in labels:
                     raise ValueError(
-                        f"tasks[{i}].sample_space: must be 'all' or a label in {self.labels}, got '{t.sample_space}'"
+                        f"tasks[{i}].sample_space: must be 'all' or a label in {self.labels}, got '{task.sample_space}'"
                     )
-                if t.sample_space == t.label:
+                if task.sample_space == task.label:
                     raise ValueError(f"tasks[{i}].sample_space: a task cannot be conditioned on its own label")
         # A label used as an input would leak the answer into the model.
         inputs = {f.column for f in self.sparse} | {f.column for f in self.dense}
@@ -233,7 +235,7 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> FeatureSpec:
         raise FeatureSpecError(f"{source}: {_format_errors(e)}") from None
 
 
-def load_spec(path: Union[str, Path]) -> FeatureSpec:
+def load_spec(path: str | Path) -> FeatureSpec:
     """Load and validate a YAML feature spec; raises FeatureSpecError naming file and key."""
     path = Path(path)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,7 +27,8 @@ PATH_COLUMN = "path"  # added by ray.data.read_parquet(include_paths=True); used
 # read_parquet_files passes dataset_kwargs on purpose (see there); Ray's V1 datasource warns on
 # every read that the argument is deprecated, which tells our users nothing they can act on.
 logging.getLogger("ray.data._internal.datasource.parquet_datasource").addFilter(
-    lambda record: "`dataset_kwargs` is a deprecated parameter" not in record.getMessage())
+    lambda record: "`dataset_kwargs` is a deprecated parameter" not in record.getMessage()
+)
 
 
 def day_range(start_day: str, end_day: str) -> list[str]:
@@ -39,7 +41,7 @@ def day_range(start_day: str, end_day: str) -> list[str]:
 
 def list_day_files(root: str, start_day: str, end_day: str, allow_missing_days: bool = False) -> list[str]:
     """Parquet files of the days in [start_day, end_day], opening only those directories."""
-    files = []
+    files: list[str] = []
     for day in day_range(start_day, end_day):
         d = os.path.join(root, f"dt={day}")
         if not os.path.isdir(d):
@@ -78,9 +80,18 @@ def dictionary_read_schema(first_file: str, columns: list[str], as_dictionary: l
     return pa.schema(fields)
 
 
-def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, validate: bool = True,
-              include_paths: bool = False, allow_missing_days: bool = False, datasource_v2: bool = False,
-              **read_parquet_args):
+def read_days(
+    root: str,
+    start_day: str,
+    end_day: str,
+    spec: FeatureSpec,
+    *,
+    validate: bool = True,
+    include_paths: bool = False,
+    allow_missing_days: bool = False,
+    datasource_v2: bool = False,
+    **read_parquet_args,
+):
     """A ray.data.Dataset of the spec's columns for the days in [start_day, end_day].
 
     validate: footer checks of every file first (pipeline/data/validation.py), so a bad file fails
@@ -104,12 +115,25 @@ def read_days(root: str, start_day: str, end_day: str, spec: FeatureSpec, *, val
     # The collate (validation, hashing, normalisation) stays in the trainer's iterator: moving
     # it into Ray Data (map_batches producing pre-hashed Arrow) was measured slower under Ray
     # Train's streaming_split on 2 cores (0.20 vs 0.43 of in-memory rows/s, bench_train.py).
-    return read_parquet_files(files, spec.columns(), dictionary_columns(spec), include_paths=include_paths,
-                              datasource_v2=datasource_v2, **read_parquet_args)
+    return read_parquet_files(
+        files,
+        spec.columns(),
+        dictionary_columns(spec),
+        include_paths=include_paths,
+        datasource_v2=datasource_v2,
+        **read_parquet_args,
+    )
 
 
-def read_parquet_files(files: list[str], columns: list[str], as_dictionary: list[str] = (), *,
-                       datasource_v2: bool = False, block_bytes: int = 32 << 20, **read_parquet_args):
+def read_parquet_files(
+    files: list[str],
+    columns: list[str],
+    as_dictionary: Sequence[str] = (),
+    *,
+    datasource_v2: bool = False,
+    block_bytes: int = 32 << 20,
+    **read_parquet_args,
+):
     """ray.data.read_parquet of exactly these files and columns, with Ray's V1 Parquet
     datasource unless datasource_v2 (see read_days for why), and no partition columns: callers
     choose days by the file list. Shared by training (read_days) and scoring (pipeline/score/run.py).
@@ -139,8 +163,12 @@ def read_parquet_files(files: list[str], columns: list[str], as_dictionary: list
     previous = ctx.use_datasource_v2, ctx.target_max_block_size
     ctx.use_datasource_v2, ctx.target_max_block_size = datasource_v2, block_bytes
     try:
-        return ray.data.read_parquet(files, columns=columns, partitioning=None,
-                                     schema=dictionary_read_schema(files[0], columns, as_dictionary),
-                                     **read_parquet_args)
+        return ray.data.read_parquet(
+            files,
+            columns=columns,
+            partitioning=None,
+            schema=dictionary_read_schema(files[0], columns, as_dictionary),
+            **read_parquet_args,
+        )
     finally:
         ctx.use_datasource_v2, ctx.target_max_block_size = previous

@@ -50,6 +50,7 @@ def hash_utf8(arr: pa.Array) -> np.ndarray:
     if pa.types.is_dictionary(arr.type):
         # Hash each distinct string once, then gather: cheap for low-cardinality columns.
         return hash_utf8(arr.dictionary)[arr.indices.to_numpy(zero_copy_only=False)]
+    offset_type: type[np.signedinteger]
     if pa.types.is_string(arr.type):
         offset_type = np.int32
     elif pa.types.is_large_string(arr.type):
@@ -112,8 +113,8 @@ def _dictionary_rows(dictionary: pa.Array, num_rows: int) -> np.ndarray:
         return _rows_of(dictionary, num_rows)
     width = 8 if pa.types.is_large_string(dictionary.type) else 4
     n, off = len(dictionary), dictionary.offset
-    offsets = memoryview(dictionary.buffers()[1])[off * width:(off + n + 1) * width]
-    first, last = (int.from_bytes(offsets[i:i + width], "little") for i in (0, len(offsets) - width))
+    offsets = memoryview(dictionary.buffers()[1])[off * width : (off + n + 1) * width]
+    first, last = (int.from_bytes(offsets[i : i + width], "little") for i in (0, len(offsets) - width))
     if last - first > _ROWS_CACHE_MAX_BYTES:
         return _rows_of(dictionary, num_rows)
     key = (num_rows, width, bytes(offsets), bytes(memoryview(dictionary.buffers()[2])[first:last]))

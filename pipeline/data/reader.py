@@ -8,8 +8,8 @@ streams the same files with pyarrow and the same collate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,10 +22,17 @@ from pipeline.data.rebatch import rebatched
 from pipeline.data.validation import DataValidationError, validate_files
 
 
-def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optional[list[str]] = None,
-                     drop_last: bool = False, prefetch_blocks: int = 2,
-                     local_shuffle_rows: int = 0,
-                     local_shuffle_seed: Optional[int] = None) -> Iterator[Batch]:
+def iter_ray_batches(
+    data,
+    spec: FeatureSpec,
+    batch_size: int,
+    *,
+    files: list[str] | None = None,
+    drop_last: bool = False,
+    prefetch_blocks: int = 2,
+    local_shuffle_rows: int = 0,
+    local_shuffle_seed: int | None = None,
+) -> Iterator[Batch]:
     """Batches from a ray.data.Dataset, a DataIterator, or (inside a Ray Train worker) the
     name of a dataset passed to the trainer, e.g. "train".
 
@@ -43,8 +50,9 @@ def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optiona
     # Whole blocks from Ray, cut into batches here (pipeline/data/rebatch.py says why); with
     # batch_size=None, Ray's prefetch_batches counts blocks.
     blocks = data.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=prefetch_blocks)
-    for table in rebatched(blocks, batch_size, drop_last=drop_last, shuffle_rows=local_shuffle_rows,
-                           seed=local_shuffle_seed):
+    for table in rebatched(
+        blocks, batch_size, drop_last=drop_last, shuffle_rows=local_shuffle_rows, seed=local_shuffle_seed
+    ):
         try:
             batch = collate(table, spec)
         except DataValidationError as e:
@@ -55,7 +63,7 @@ def iter_ray_batches(data, spec: FeatureSpec, batch_size: int, *, files: Optiona
         yield batch
 
 
-def find_bad_file(files: list[str], spec: FeatureSpec, batch_size: int = 65536) -> Optional[DataValidationError]:
+def find_bad_file(files: list[str], spec: FeatureSpec, batch_size: int = 65536) -> DataValidationError | None:
     """Deep validation: every value of every file through the collate, without Ray. Returns the
     first error (naming its file), or None. Slow path, for errors and for `jobs`-level checks."""
     try:
@@ -66,8 +74,9 @@ def find_bad_file(files: list[str], spec: FeatureSpec, batch_size: int = 65536) 
     return None
 
 
-def iter_file_batches(files: Union[str, list[str]], spec: FeatureSpec, batch_size: int, *,
-                      validate: bool = True) -> Iterator[Batch]:
+def iter_file_batches(
+    files: str | list[str], spec: FeatureSpec, batch_size: int, *, validate: bool = True
+) -> Iterator[Batch]:
     """Batches straight from Parquet files with pyarrow (no Ray): scoring and local runs.
     Each batch is collated with the file it came from, so errors name it."""
     files = [files] if isinstance(files, str) else list(files)

@@ -12,14 +12,20 @@ so a file of any size is mixed internally), seeded so that an epoch is reproduci
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 
-def rebatched(tables: Iterable[pa.Table], batch_size: int, *, drop_last: bool = False,
-              shuffle_rows: int = 0, seed: Optional[int] = None) -> Iterator[pa.Table]:
+def rebatched(
+    tables: Iterable[pa.Table],
+    batch_size: int,
+    *,
+    drop_last: bool = False,
+    shuffle_rows: int = 0,
+    seed: int | None = None,
+) -> Iterator[pa.Table]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     rng = np.random.default_rng(seed) if shuffle_rows else None
@@ -41,7 +47,7 @@ def rebatched(tables: Iterable[pa.Table], batch_size: int, *, drop_last: bool = 
             yield rest
 
 
-def _merged(tables: list[pa.Table], rng: Optional[np.random.Generator]) -> pa.Table:
+def _merged(tables: list[pa.Table], rng: np.random.Generator | None) -> pa.Table:
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return table.take(rng.permutation(table.num_rows)) if rng is not None else table
 

@@ -33,7 +33,6 @@ import datetime as dt
 import functools
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -59,22 +58,24 @@ class SyntheticConfig:
     max_history: int = 40
 
 
-SCHEMA = pa.schema([
-    ("impression_id", pa.int64()),  # unique row key (scoring joins outputs on it); not a feature
-    ("user_id", pa.int64()),
-    ("item_id", pa.int64()),
-    ("category", pa.string()),
-    ("device", pa.string()),
-    ("history", pa.list_(pa.int64())),
-    ("price", pa.float32()),
-    ("user_age_days", pa.float32()),
-    ("item_rating", pa.float32()),
-    ("hour", pa.float32()),
-    ("click", pa.int8()),
-    ("conversion", pa.int8()),
-    ("true_p_click", pa.float32()),
-    ("true_p_conv", pa.float32()),
-])
+SCHEMA = pa.schema(
+    [
+        ("impression_id", pa.int64()),  # unique row key (scoring joins outputs on it); not a feature
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("category", pa.string()),
+        ("device", pa.string()),
+        ("history", pa.list_(pa.int64())),
+        ("price", pa.float32()),
+        ("user_age_days", pa.float32()),
+        ("item_rating", pa.float32()),
+        ("hour", pa.float32()),
+        ("click", pa.int8()),
+        ("conversion", pa.int8()),
+        ("true_p_click", pa.float32()),
+        ("true_p_conv", pa.float32()),
+    ]
+)
 
 
 # -- hidden properties, derived from ids by hashing -----------------------------------------------
@@ -123,8 +124,9 @@ def _impression_ids(n: int, seed: int, stream: tuple[int, ...]) -> np.ndarray:
     return np.arange(base, base + n, dtype=np.int64)
 
 
-def generate_table(num_rows: int, seed: int = 0, config: SyntheticConfig = SyntheticConfig(),
-                   stream: tuple[int, ...] = ()) -> pa.Table:
+def generate_table(
+    num_rows: int, seed: int = 0, config: SyntheticConfig = SyntheticConfig(), stream: tuple[int, ...] = ()
+) -> pa.Table:
     """`num_rows` impressions in memory (for unit tests, demos, and as one chunk of a file).
     `stream` extends the seed so that chunks of different files/days differ."""
     c = config
@@ -159,28 +161,56 @@ def generate_table(num_rows: int, seed: int = 0, config: SyntheticConfig = Synth
     item_rating = 3.0 + 1.5 * quality + 0.5 * rating_noise
     category = (hash_int64(item * 16 + _SALT_CAT) % np.uint64(c.num_categories)).astype(np.int64)
 
-    p_click = _sigmoid(-1.8 + 0.9 * affinity + 0.5 * history_aff + 0.8 * clickbait
-                       + 0.3 * np.cos(2 * np.pi * hour / 24) + DEVICE_CLICK_EFFECT[device])
-    p_conv = _sigmoid(-1.3 + 0.9 * affinity + 0.5 * history_aff - 0.9 * clickbait + 0.7 * quality
-                      - 1.0 * price_sens * (np.log(price) - 2.5))
+    p_click = _sigmoid(
+        -1.8
+        + 0.9 * affinity
+        + 0.5 * history_aff
+        + 0.8 * clickbait
+        + 0.3 * np.cos(2 * np.pi * hour / 24)
+        + DEVICE_CLICK_EFFECT[device]
+    )
+    p_conv = _sigmoid(
+        -1.3
+        + 0.9 * affinity
+        + 0.5 * history_aff
+        - 0.9 * clickbait
+        + 0.7 * quality
+        - 1.0 * price_sens * (np.log(price) - 2.5)
+    )
     click = u_click < p_click
     conversion = click & (u_conv < p_conv)  # conversions only happen after a click
 
     history = pa.ListArray.from_arrays(pa.array(hist_offsets.astype(np.int32)), pa.array(hist_items))
-    return pa.Table.from_arrays([
-        pa.array(_impression_ids(n, seed, stream)), pa.array(user), pa.array(item),
-        _category_names(c.num_categories).take(pa.array(category)),
-        pa.array(DEVICES, pa.string()).take(pa.array(device)),
-        history,
-        pa.array(price.astype(np.float32)), pa.array(user_age_days.astype(np.float32)),
-        pa.array(item_rating.astype(np.float32)), pa.array(hour.astype(np.float32)),
-        pa.array(click.astype(np.int8)), pa.array(conversion.astype(np.int8)),
-        pa.array(p_click.astype(np.float32)), pa.array(p_conv.astype(np.float32)),
-    ], schema=SCHEMA)
+    return pa.Table.from_arrays(
+        [
+            pa.array(_impression_ids(n, seed, stream)),
+            pa.array(user),
+            pa.array(item),
+            _category_names(c.num_categories).take(pa.array(category)),
+            pa.array(DEVICES, pa.string()).take(pa.array(device)),
+            history,
+            pa.array(price.astype(np.float32)),
+            pa.array(user_age_days.astype(np.float32)),
+            pa.array(item_rating.astype(np.float32)),
+            pa.array(hour.astype(np.float32)),
+            pa.array(click.astype(np.int8)),
+            pa.array(conversion.astype(np.int8)),
+            pa.array(p_click.astype(np.float32)),
+            pa.array(p_conv.astype(np.float32)),
+        ],
+        schema=SCHEMA,
+    )
 
 
-def write_file(path: str, num_rows: int, seed: int, day_index: int, file_index: int,
-               config: SyntheticConfig = SyntheticConfig(), chunk_rows: int = 100_000) -> dict:
+def write_file(
+    path: str,
+    num_rows: int,
+    seed: int,
+    day_index: int,
+    file_index: int,
+    config: SyntheticConfig = SyntheticConfig(),
+    chunk_rows: int = 100_000,
+) -> dict:
     """Write one Parquet file chunk by chunk (memory bounded by chunk_rows), atomically: the
     file appears under its final name only when complete, so readers never see half a file."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
@@ -198,9 +228,16 @@ def day_names(start_day: str, days: int) -> list[str]:
     return [(first + dt.timedelta(days=d)).isoformat() for d in range(days)]
 
 
-def generate_dataset(out_dir: str, rows: int, days: int = 1, files_per_day: int = 1, seed: int = 0,
-                     start_day: str = "2024-01-01", config: Optional[SyntheticConfig] = None,
-                     chunk_rows: int = 100_000) -> list[dict]:
+def generate_dataset(
+    out_dir: str,
+    rows: int,
+    days: int = 1,
+    files_per_day: int = 1,
+    seed: int = 0,
+    start_day: str = "2024-01-01",
+    config: SyntheticConfig | None = None,
+    chunk_rows: int = 100_000,
+) -> list[dict]:
     """Write `rows` impressions as out_dir/dt=YYYY-MM-DD/part-NNNNN.parquet, one Ray task per
     file (uses the running Ray cluster, or starts a local one). Returns [{path, rows}]."""
     import ray

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 class DataValidationError(ValueError):
     """Bad input data. `file`, `column` and `count` say where and how much."""
 
-    def __init__(self, problem: str, *, file: Optional[str] = None, column: Optional[str] = None,
-                 count: Optional[int] = None):
+    def __init__(self, problem: str, *, file: str | None = None, column: str | None = None, count: int | None = None):
         self.problem, self.file, self.column, self.count = problem, file, column, count
         where = file or "<batch>"
         col = f" column '{column}':" if column else ""
@@ -79,19 +78,19 @@ def column_roles(spec: FeatureSpec, labels: bool = True) -> dict[str, tuple[str,
     roles: dict[str, tuple[str, str]] = {}
     for f in spec.sparse:
         roles[f.column] = ("sparse", f.type)
-    for f in spec.dense:
-        roles[f.column] = ("dense", "number")
+    for d in spec.dense:
+        roles[d.column] = ("dense", "number")
     for label in spec.labels if labels else ():
         roles[label] = ("label", "number")
     return roles
 
 
-def type_problem(t: pa.DataType, expected: str) -> Optional[str]:
+def type_problem(t: pa.DataType, expected: str) -> str | None:
     ok = {"int64": _is_int, "string": _is_str, "list<int64>": _is_int_list, "number": _is_number}[expected]
     return None if ok(t) else f"wrong type {t}, expected {expected}"
 
 
-def check_schema(schema: pa.Schema, spec: FeatureSpec, source: Optional[str], labels: bool = True) -> None:
+def check_schema(schema: pa.Schema, spec: FeatureSpec, source: str | None, labels: bool = True) -> None:
     for column, (role, expected) in column_roles(spec, labels).items():
         idx = schema.get_field_index(column)
         if idx < 0:
@@ -123,19 +122,19 @@ def _stat_problems(pf: pq.ParquetFile, spec: FeatureSpec, labels: bool = True) -
     """Columns whose row-group statistics prove a problem: column -> problem kind."""
     roles = column_roles(spec, labels)
     meta = pf.metadata
-    leaf = {}
+    leaf: dict[str, int] = {}
     for i in range(meta.num_columns):
         # Leaf paths are 'x' for flat columns, 'history.list.element' for lists.
         leaf.setdefault(meta.schema.column(i).path.split(".")[0], i)
     found: dict[str, str] = {}
     for column, (role, expected) in roles.items():
-        i = leaf.get(column)
+        index = leaf.get(column)
         # Leaf statistics of a list column count empty lists as nulls, so lists are left to the
         # batch checks.
-        if i is None or expected == "list<int64>":
+        if index is None or expected == "list<int64>":
             continue
         for rg in range(meta.num_row_groups):
-            st = meta.row_group(rg).column(i).statistics
+            st = meta.row_group(rg).column(index).statistics
             if st is None:
                 continue
             if st.null_count:
@@ -176,7 +175,7 @@ def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True)
     """Footer-only checks of every file; raises DataValidationError on the first bad file.
     labels=False checks the model's inputs only (scoring)."""
     report = ValidationReport()
-    reference: Optional[tuple[str, pa.Schema]] = None
+    reference: tuple[str, pa.Schema] | None = None
     wanted = list(column_roles(spec, labels))
     for path in paths:
         pf = _open(path)
@@ -186,11 +185,16 @@ def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True)
         if reference is None:
             reference = (path, sub)
         elif not sub.equals(reference[1]):
-            diffs = [f"{c}: {sub.field(c).type} here vs {reference[1].field(c).type}"
-                     for c in wanted if sub.field(c).type != reference[1].field(c).type]
+            diffs = [
+                f"{c}: {sub.field(c).type} here vs {reference[1].field(c).type}"
+                for c in wanted
+                if sub.field(c).type != reference[1].field(c).type
+            ]
             raise DataValidationError(
-                f"schema differs from {reference[0]} ({'; '.join(diffs)})", file=path,
-                column=", ".join(c for c in wanted if sub.field(c).type != reference[1].field(c).type))
+                f"schema differs from {reference[0]} ({'; '.join(diffs)})",
+                file=path,
+                column=", ".join(c for c in wanted if sub.field(c).type != reference[1].field(c).type),
+            )
         if pf.metadata.num_rows == 0:
             log.warning("skipping %s: valid Parquet file with 0 rows", path)
             report.skipped_empty.append(path)

@@ -21,8 +21,10 @@ taking over the same stale lock within that check-then-delete window could both 
 goes stale only after `stale_after_s` without heartbeat, so this needs a dead holder and two
 runs started within milliseconds of each other).
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -30,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from collections.abc import Callable
 
 STALE_AFTER_S = 600.0  # a lock without a heartbeat for this long is taken over (the retrain's default)
 
@@ -58,20 +60,25 @@ def _fmt_time(t: float) -> str:
 
 
 class FileLock:
-    def __init__(self, path: str, stale_after_s: float = STALE_AFTER_S, heartbeat_s: Optional[float] = None,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        path: str,
+        stale_after_s: float = STALE_AFTER_S,
+        heartbeat_s: float | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.path = path
         self.stale_after_s = stale_after_s
         # Several heartbeats per staleness period: one late beat on a loaded machine is harmless.
         self.heartbeat_s = heartbeat_s or max(0.5, min(60.0, stale_after_s / 4))
         self.log = log
-        self.token: Optional[str] = None
+        self.token: str | None = None
         self.record: dict = {}  # what we wrote when we took the lock
         self._stop = threading.Event()
-        self._beat: Optional[threading.Thread] = None
+        self._beat: threading.Thread | None = None
 
     # -- reading a lock --------------------------------------------------------------------
-    def read(self) -> Optional[dict]:
+    def read(self) -> dict | None:
         """The holder's record plus its heartbeat age ("age_s"), or None if there is no lock.
         An unreadable file (its creator was killed between create and write) reads as {}."""
         raw = self._read_raw()
@@ -86,7 +93,7 @@ class FileLock:
         return {**info, "age_s": time.time() - info.get("beat", mtime)}
 
     # The storage primitives (FsspecLock replaces them).
-    def _read_raw(self) -> Optional[tuple[str, float]]:
+    def _read_raw(self) -> tuple[str, float] | None:
         """(text, modification time), or None if there is no lock."""
         try:
             with open(self.path) as f:
@@ -111,9 +118,12 @@ class FileLock:
     def _remove(self) -> None:
         os.unlink(self.path)
 
-    def stale_reason(self, info: dict) -> Optional[str]:
-        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
-                and not _pid_alive(info["pid"]):
+    def stale_reason(self, info: dict) -> str | None:
+        if (
+            info.get("host") == socket.gethostname()
+            and isinstance(info.get("pid"), int)
+            and not _pid_alive(info["pid"])
+        ):
             return f"its process {info['pid']} on this host is gone"
         if info["age_s"] > self.stale_after_s:
             return f"no heartbeat for {info['age_s']:.0f}s (> {self.stale_after_s:.0f}s)"
@@ -124,11 +134,13 @@ class FileLock:
     @staticmethod
     def describe(info: dict) -> str:
         started = f"since {_fmt_time(info['started'])}" if "started" in info else "start time unknown"
-        return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, {started}, "
-                f"last heartbeat {info['age_s']:.0f}s ago" + (f": {info['command']}" if info.get("command") else ""))
+        return (
+            f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, {started}, "
+            f"last heartbeat {info['age_s']:.0f}s ago" + (f": {info['command']}" if info.get("command") else "")
+        )
 
     # -- acquire / release ------------------------------------------------------------------
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         for _ in range(10):  # each retry follows a takeover or a lost race; a few suffice
             if self._try_create():
                 self._start_heartbeat()
@@ -138,16 +150,23 @@ class FileLock:
                 continue  # released meanwhile: try again
             reason = self.stale_reason(info)
             if reason is None:
-                raise LockHeldError(f"another retrain holds the lock {self.path}: {self.describe(info)}. "
-                                    f"If that process is gone for good, the lock is taken over automatically "
-                                    f"after {self.stale_after_s:.0f}s without heartbeat (or delete the file).")
+                raise LockHeldError(
+                    f"another retrain holds the lock {self.path}: {self.describe(info)}. "
+                    f"If that process is gone for good, the lock is taken over automatically "
+                    f"after {self.stale_after_s:.0f}s without heartbeat (or delete the file)."
+                )
             self._take_over(info, reason)
         raise LockHeldError(f"could not acquire {self.path}: it keeps changing hands")
 
     def _try_create(self) -> bool:
         token = uuid.uuid4().hex
-        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                       "command": _shorten(" ".join(sys.argv), 200), "token": token}
+        self.record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": _shorten(" ".join(sys.argv), 200),
+            "token": token,
+        }
         if not self._create(self.record):
             return False
         self.token = token
@@ -178,10 +197,8 @@ class FileLock:
 
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
-                try:
+                with contextlib.suppress(OSError):
                     self._heartbeat(self.record)
-                except OSError:
-                    pass
 
         self._beat = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
         self._beat.start()
@@ -197,7 +214,7 @@ class FileLock:
             self._remove()
         self.token = None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -207,12 +224,18 @@ class FileLock:
 class FsspecLock(FileLock):
     """FileLock on an fsspec filesystem (a registry at a URL); see the module doc."""
 
-    def __init__(self, fs, path: str, stale_after_s: float = STALE_AFTER_S, heartbeat_s: Optional[float] = None,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        fs,
+        path: str,
+        stale_after_s: float = STALE_AFTER_S,
+        heartbeat_s: float | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         super().__init__(path, stale_after_s, heartbeat_s, log)
         self.fs = fs
 
-    def _read_raw(self) -> Optional[tuple[str, float]]:
+    def _read_raw(self) -> tuple[str, float] | None:
         try:
             text = self.fs.cat_file(self.path).decode()
         except FileNotFoundError:
@@ -237,10 +260,8 @@ class FsspecLock(FileLock):
             self.fs.pipe_file(self.path, json.dumps({**record, "beat": time.time()}).encode())
 
     def _remove(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path)
-        except FileNotFoundError:
-            pass
 
     def _take_over(self, info: dict, reason: str) -> None:
         now = self.read()

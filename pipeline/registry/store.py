@@ -15,15 +15,17 @@ its protocol relies only on what both kinds guarantee:
 A reader therefore sees a whole version or none on both. Versions are never modified once
 committed, so a downloaded copy of one (`fetch`) stays valid.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
 import shutil
 import tempfile
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 
 class RegistryError(ValueError):
@@ -73,7 +75,7 @@ class LocalStore:
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         try:
             with open(path) as f:
                 return f.read()
@@ -100,8 +102,9 @@ class LocalStore:
         os.makedirs(path)
         return path
 
-    def commit(self, staged: str, final: str, marker: str, marker_text: str,
-               before_commit: Optional[Callable[[], None]] = None) -> None:
+    def commit(
+        self, staged: str, final: str, marker: str, marker_text: str, before_commit: Callable[[], None] | None = None
+    ) -> None:
         with open(os.path.join(staged, marker), "w") as f:
             f.write(marker_text)
         fsync_tree(staged)
@@ -152,7 +155,7 @@ class FsspecStore:
     def makedirs(self, path: str) -> None:
         self.fs.makedirs(path, exist_ok=True)  # a no-op on object stores, needed by local ones
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         try:
             return self.fs.cat_file(path).decode()
         except FileNotFoundError:
@@ -177,8 +180,9 @@ class FsspecStore:
     def staging_dir(self, name: str) -> str:
         return tempfile.mkdtemp(prefix=f"ple-registry-{name}-")
 
-    def commit(self, staged: str, final: str, marker: str, marker_text: str,
-               before_commit: Optional[Callable[[], None]] = None) -> None:
+    def commit(
+        self, staged: str, final: str, marker: str, marker_text: str, before_commit: Callable[[], None] | None = None
+    ) -> None:
         try:
             for dirpath, _, files in os.walk(staged):
                 rel = os.path.relpath(dirpath, staged)
@@ -197,10 +201,8 @@ class FsspecStore:
         self.remove(path)
 
     def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
 
     def fetch(self, path: str, dest: str) -> str:
         """Download the tree at `path` into the local directory `dest` (replaced whole: it
@@ -211,7 +213,7 @@ class FsspecStore:
         os.makedirs(tmp)
         prefix = self.fs._strip_protocol(path).rstrip("/")  # find() returns protocol-less paths
         for remote in self.fs.find(path):
-            rel = self.fs._strip_protocol(remote)[len(prefix):].lstrip("/")
+            rel = self.fs._strip_protocol(remote)[len(prefix) :].lstrip("/")
             local = os.path.join(tmp, *rel.split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
             self.fs.get_file(remote, local)
@@ -228,15 +230,18 @@ def open_store(root: str):
     return FsspecStore(root) if is_url(root) else LocalStore(root)
 
 
-def fetched_copy(url: str, what: str, cache_root: Optional[str] = None) -> str:
+def fetched_copy(url: str, what: str, cache_root: str | None = None) -> str:
     """A local copy of the tree at `url` (an export or checkpoint of a committed, hence
     immutable, registry version), downloaded once per machine into a cache and then reused.
     Safe for concurrent callers (scoring actors on one node): each downloads to its own
     temporary name; the first rename wins and the others use its copy."""
     import hashlib
 
-    cache_root = cache_root or os.environ.get("PLE_REGISTRY_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "ple-pipeline", "registry")
+    cache_root = (
+        cache_root
+        or os.environ.get("PLE_REGISTRY_CACHE")
+        or os.path.join(os.path.expanduser("~"), ".cache", "ple-pipeline", "registry")
+    )
     dest = os.path.join(cache_root, hashlib.sha1(url.encode()).hexdigest()[:16], what)
     if os.path.isdir(dest):
         return dest

@@ -33,6 +33,7 @@ Consumers that need files on local disk (the warm start, scoring) get a download
 version on a URL (`fetch`, `resolve_model_ref`): committed versions never change, so copies
 stay valid.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,9 @@ import posixpath
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from pipeline.registry.lock import STALE_AFTER_S
 from pipeline.registry.store import RegistryError, is_url, open_store  # RegistryError: raised by both
@@ -65,10 +66,16 @@ def code_version() -> str:
         return os.environ["PLE_CODE_VERSION"]
     repo = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
@@ -108,7 +115,7 @@ class Registry:
         self.pointer_path = self.store.join(POINTER)
         self.lock_path = self.store.join(".retrain.lock")
 
-    def ensure(self) -> "Registry":
+    def ensure(self) -> Registry:
         self.store.makedirs(self.versions_dir)
         return self
 
@@ -117,7 +124,7 @@ class Registry:
         return self.store.lock(self.lock_path, stale_after_s, log)
 
     # -- reading ------------------------------------------------------------------------------
-    def pointer(self) -> Optional[dict]:
+    def pointer(self) -> dict | None:
         text = self.store.read_text(self.pointer_path)
         if text is None:
             return None
@@ -159,7 +166,7 @@ class Registry:
                 return v
         raise RegistryError(f"{self.root}: no version '{version_id}'")
 
-    def production(self) -> Optional[Version]:
+    def production(self) -> Version | None:
         pointer = self.pointer()
         return None if pointer is None else self.get(pointer["version"])
 
@@ -179,8 +186,9 @@ class Registry:
         """A fresh local directory to write version `version_id` into before `publish`."""
         return self.store.staging_dir(f"{version_id}-{os.getpid()}")
 
-    def publish(self, staged: str, version_id: str, record: dict, promote: bool,
-                before_commit: Optional[Callable[[], None]] = None) -> Version:
+    def publish(
+        self, staged: str, version_id: str, record: dict, promote: bool, before_commit: Callable[[], None] | None = None
+    ) -> Version:
         """Commit a staged version (its version.json last, see the module doc), then, if
         `promote`, switch the pointer. `before_commit` runs just before the commit (tests pause
         there to kill the process)."""
@@ -193,14 +201,16 @@ class Registry:
             self.set_production(version_id, by=record.get("promoted_by", "retrain"))
         return self.get(version_id)
 
-    def set_production(self, version_id: str, by: str, note: Optional[str] = None) -> None:
+    def set_production(self, version_id: str, by: str, note: str | None = None) -> None:
         """Switch the pointer to `version_id` (replaced whole), appending to its history."""
         if not self.store.isfile(self.store.join("versions", version_id, VERSION_FILE)):
             raise RegistryError(f"{self.root}: no version '{version_id}'")
         pointer = self.pointer() or {"history": []}
         entry = {"version": version_id, "at": now_iso(), "by": by, **({"note": note} if note else {})}
-        self.store.write_json(self.pointer_path, {"version": version_id, "updated": entry["at"],
-                                                  "history": pointer.get("history", []) + [entry]})
+        self.store.write_json(
+            self.pointer_path,
+            {"version": version_id, "updated": entry["at"], "history": pointer.get("history", []) + [entry]},
+        )
 
     def recover(self, log: Callable[[str], None] = print) -> list[str]:
         """Undo what killed runs left (call under the lock): staged directories, temporary
@@ -222,20 +232,18 @@ class Registry:
                 removed.append(f"versions/{name} (upload interrupted before its version.json)")
         pointer = self.pointer()
         # A pointer written by hand (no history) cannot tell an interrupted promotion from a
-        # version rolled back from: then nothing is deleted.
-        if pointer is None or "history" in pointer:
-            # Only the newest can be an interrupted promotion: the next run removes it before
-            # it publishes anything.
-            if versions and versions[-1].status == "incomplete":
-                v = versions[-1]
-                self.store.uncommit_and_remove(v.path, VERSION_FILE)
-                removed.append(f"versions/{v.id} (promotion interrupted before the pointer switch)")
+        # version rolled back from: then nothing is deleted. Only the newest can be an
+        # interrupted promotion: the next run removes it before it publishes anything.
+        if (pointer is None or "history" in pointer) and versions and versions[-1].status == "incomplete":
+            v = versions[-1]
+            self.store.uncommit_and_remove(v.path, VERSION_FILE)
+            removed.append(f"versions/{v.id} (promotion interrupted before the pointer switch)")
         for item in removed:
             log(f"[registry] removed {item}, left by an interrupted run")
         return removed
 
 
-def resolve_model_ref(ref: str) -> Optional[str]:
+def resolve_model_ref(ref: str) -> str | None:
     """Where the export of '<registry root>@<version>' or '<registry root>@production' is (a
     path, or a URL for a registry at a URL: see registry_store.fetched_copy), or None if `ref`
     is not of that form."""

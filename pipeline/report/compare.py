@@ -24,20 +24,22 @@ Variants (every expert width is rescaled so the dense parameter count matches th
 Each finished run leaves `compare_result.json` in its run directory; a re-run with the same
 config (hence the same run name) reads it instead of training again.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.common.config import ConfigError, read_config_dict, validated
-from pipeline.train.config import JobConfig, tasks_from_spec
 from pipeline.data.feature_spec import FeatureSpec, load_spec
+from pipeline.train.config import JobConfig, tasks_from_spec
 from ple_model import ModelConfig
 
 VariantKind = Literal["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
@@ -47,12 +49,15 @@ RESULT_FILE = "compare_result.json"
 class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    variants: list[VariantKind] = Field(default_factory=lambda: ["ple", "cgc", "mmoe", "shared_bottom", "single_task"],
-                                         min_length=1)
+    variants: list[VariantKind] = Field(default_factory=lambda: list(get_args(VariantKind)), min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     param_tolerance: float = Field(0.05, gt=0, description="allowed relative gap to the reference's dense parameters")
-    unused_gate_weight: float = Field(0.05, gt=0, lt=1, description=(
-        "an expert whose mean weight is below this in every gate that can pick it is flagged unused"))
+    unused_gate_weight: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description=("an expert whose mean weight is below this in every gate that can pick it is flagged unused"),
+    )
     gate_rows: int = Field(20_000, ge=1, description="validation rows the gate weights are averaged over")
 
 
@@ -61,7 +66,7 @@ class _CompareSection(BaseModel):
     compare: CompareConfig = CompareConfig()
 
 
-def load_compare_config(path: str | Path, overrides: list[str] = ()) -> tuple[JobConfig, CompareConfig]:
+def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[JobConfig, CompareConfig]:
     """(training config, comparison settings). Overrides: `compare.seeds=[0,1]` set the
     comparison, anything else (`train.epochs=3`) the training config, as in jobs.train."""
     data = read_config_dict(path, overrides)
@@ -75,14 +80,15 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> tuple[Jo
 
 # -- variants at a comparable parameter budget -------------------------------------------------
 
+
 @dataclass
 class Variant:
     key: str  # ple, cgc, mmoe, shared_bottom, single_<task>
     label: str  # as shown in the report
     kind: str
     model: ModelConfig
-    loss_weights: Optional[list[float]]  # None: the training config's
-    task: Optional[str]  # single-task models: the one task they learn and are judged on
+    loss_weights: list[float] | None  # None: the training config's
+    task: str | None  # single-task models: the one task they learn and are judged on
     params: int  # dense parameters that count toward the budget
     reference_params: int
 
@@ -96,7 +102,7 @@ def input_dim(spec: FeatureSpec) -> int:
     return sum(t.embedding_dim * len(t.feature_names) for t in spec.embedding_bag_configs()) + spec.num_dense
 
 
-def dense_params(cfg: ModelConfig, in_dim: int, towers_used: Optional[int] = None) -> int:
+def dense_params(cfg: ModelConfig, in_dim: int, towers_used: int | None = None) -> int:
     """Dense parameters of MultiTaskModel (experts, gates, towers); `towers_used`: count only
     that many of the task towers (a single-task model's other towers are never trained)."""
     import torch
@@ -118,7 +124,7 @@ def _scaled(cfg: ModelConfig, width: int) -> ModelConfig:
     return cfg.model_copy(update={"expert_hidden": [max(1, round(h * width / first)) for h in cfg.expert_hidden]})
 
 
-def match_budget(cfg: ModelConfig, in_dim: int, target: int, towers_used: Optional[int] = None) -> ModelConfig:
+def match_budget(cfg: ModelConfig, in_dim: int, target: int, towers_used: int | None = None) -> ModelConfig:
     """`cfg` with the expert width whose dense parameter count is closest to `target` (the
     count grows with the width, so a bisection finds it)."""
     count = lambda w: dense_params(_scaled(cfg, w), in_dim, towers_used)
@@ -150,16 +156,42 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
                 continue  # the same network as CGC: one row, labelled as both
             out.append(make("ple", f"PLE ({levels} level{'s' if levels > 1 else ''})", kind, ref))
         elif kind == "cgc":
-            out.append(make("cgc", "CGC (= PLE, 1 level)", kind, ref.model_copy(update={"architecture": "cgc", "num_levels": 1})))
+            out.append(
+                make(
+                    "cgc", "CGC (= PLE, 1 level)", kind, ref.model_copy(update={"architecture": "cgc", "num_levels": 1})
+                )
+            )
         elif kind == "mmoe":
-            out.append(make("mmoe", "MMoE", kind, ref.model_copy(
-                update={"architecture": "mmoe", "num_levels": 1, "task_experts": 0, "shared_experts": experts})))
+            out.append(
+                make(
+                    "mmoe",
+                    "MMoE",
+                    kind,
+                    ref.model_copy(
+                        update={"architecture": "mmoe", "num_levels": 1, "task_experts": 0, "shared_experts": experts}
+                    ),
+                )
+            )
         elif kind == "shared_bottom":
-            out.append(make("shared_bottom", "Shared-bottom", kind, ref.model_copy(
-                update={"architecture": "shared_bottom", "num_levels": 1, "task_experts": 0, "shared_experts": 1})))
+            out.append(
+                make(
+                    "shared_bottom",
+                    "Shared-bottom",
+                    kind,
+                    ref.model_copy(
+                        update={
+                            "architecture": "shared_bottom",
+                            "num_levels": 1,
+                            "task_experts": 0,
+                            "shared_experts": 1,
+                        }
+                    ),
+                )
+            )
         elif kind == "single_task":
-            bottom = ref.model_copy(update={"architecture": "shared_bottom", "num_levels": 1, "task_experts": 0,
-                                            "shared_experts": 1})
+            bottom = ref.model_copy(
+                update={"architecture": "shared_bottom", "num_levels": 1, "task_experts": 0, "shared_experts": 1}
+            )
             for i, task in enumerate(spec.task_names):
                 weights = [1.0 if j == i else 0.0 for j in range(t)]
                 out.append(make(f"single_{task}", f"Single-task {task}", kind, bottom, weights, task, towers=1))
@@ -167,6 +199,7 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
 
 
 # -- training runs -----------------------------------------------------------------------------
+
 
 @dataclass
 class RunRecord:
@@ -178,7 +211,7 @@ class RunRecord:
     export_dir: str
     run_dir: str
     seconds: float  # wall time of the run (training, export, gate weights)
-    utilisation: Optional[list[dict]] = field(default=None)  # per level: mean gate weights
+    utilisation: list[dict] | None = field(default=None)  # per level: mean gate weights
     reused: bool = False  # read back from an earlier comparison's finished run
 
 
@@ -202,9 +235,9 @@ def gate_utilisation(export_dir: str, job: JobConfig, rows: int) -> list[dict]:
     or not: the gates run on all of them at serving time."""
     import torch
 
-    from pipeline.train.export import load_export
     from pipeline.data.files import list_day_files
     from pipeline.data.reader import iter_file_batches
+    from pipeline.train.export import load_export
 
     model, spec, _ = load_export(export_dir)
     files = list_day_files(job.data.root, *job.data.val_days)
@@ -214,18 +247,29 @@ def gate_utilisation(export_dir: str, job: JobConfig, rows: int) -> list[dict]:
             n = len(batch)
             levels = model.dense.expert_utilisation(model.features(batch.sparse_features, batch.dense_features))
             weighted = [(g.task * n, None if g.shared is None else g.shared * n) for g in levels]
-            sums = weighted if sums is None else [
-                (a + b, None if s is None else s + u) for (a, s), (b, u) in zip(sums, weighted)]
+            sums = (
+                weighted
+                if sums is None
+                else [(a + b, None if s is None else s + u) for (a, s), (b, u) in zip(sums, weighted, strict=True)]
+            )
             seen += n
             if seen >= rows:
                 break
     cfg = model.dense.ple.cfg  # resolved: the expert counts the layers were built with
-    return [{"task": (task / seen).tolist(), "shared": None if shared is None else (shared / seen).tolist(),
-             "task_experts": cfg.task_experts, "shared_experts": cfg.shared_experts}
-            for task, shared in sums]
+    if sums is None:
+        raise ValueError(f"no validation rows in {files} to measure the gates on")
+    return [
+        {
+            "task": (task / seen).tolist(),
+            "shared": None if shared is None else (shared / seen).tolist(),
+            "task_experts": cfg.task_experts,
+            "shared_experts": cfg.shared_experts,
+        }
+        for task, shared in sums
+    ]
 
 
-def _cached_run(cfg: JobConfig, rerun: bool) -> Optional[RunRecord]:
+def _cached_run(cfg: JobConfig, rerun: bool) -> RunRecord | None:
     """The record of a finished earlier run of this exact config, unless `rerun`."""
     cached = Path(cfg.output_dir) / cfg.name / RESULT_FILE
     if cached.is_file() and not rerun:
@@ -234,15 +278,21 @@ def _cached_run(cfg: JobConfig, rerun: bool) -> Optional[RunRecord]:
     return None
 
 
-def run_seed(job: JobConfig, cc: CompareConfig, variants: list[Variant], seed: int, address: Optional[str] = None,
-             rerun: bool = False) -> list[RunRecord]:
+def run_seed(
+    job: JobConfig,
+    cc: CompareConfig,
+    variants: list[Variant],
+    seed: int,
+    address: str | None = None,
+    rerun: bool = False,
+) -> list[RunRecord]:
     """Every variant with one seed: the runs not finished earlier are trained one after the other
     in one Ray Train run (launch.run_training_group: each its own sharded model, evaluations,
     checkpoint and export; Ray Train's start-up is paid once per seed, not once per model)."""
     from pipeline.train.launch import run_training_group
 
     cfgs = {v.key: run_config(job, v, seed) for v in variants}
-    records = {key: _cached_run(cfg, rerun) for key, cfg in cfgs.items()}
+    records: dict[str, RunRecord | None] = {key: _cached_run(cfg, rerun) for key, cfg in cfgs.items()}
     todo = [v for v in variants if records[v.key] is None]
     if todo:
         print(f"[compare] seed {seed}: training {', '.join(v.label for v in todo)}", flush=True)
@@ -250,15 +300,16 @@ def run_seed(job: JobConfig, cc: CompareConfig, variants: list[Variant], seed: i
         group = f"{job.name}-s{seed}-group"
         results = run_training_group([cfgs[v.key] for v in todo], group, address)
         seconds = (time.perf_counter() - began) / len(todo)  # the group's wall time, shared out
-        for v, result in zip(todo, results):
+        for v, result in zip(todo, results, strict=True):
             cfg = cfgs[v.key]
-            record = RunRecord(v.key, seed, cfg.name, result.metrics, result.history, result.export_dir,
-                               result.run_dir, seconds)
+            record = RunRecord(
+                v.key, seed, cfg.name, result.metrics, result.history, result.export_dir, result.run_dir, seconds
+            )
             if v.kind not in ("shared_bottom", "single_task"):  # their one gate is constant 1
                 record.utilisation = gate_utilisation(result.export_dir, cfg, cc.gate_rows)
             Path(result.run_dir, RESULT_FILE).write_text(json.dumps(asdict(record), default=float))
             records[v.key] = record
-    return [records[v.key] for v in variants]
+    return [done for v in variants if (done := records[v.key]) is not None]  # every one, by now
 
 
 @dataclass
@@ -274,14 +325,16 @@ class Comparison:
         return sorted((r for r in self.runs if r.variant == key), key=lambda r: r.seed)
 
 
-def run_comparison(job: JobConfig, cc: CompareConfig, address: Optional[str] = None,
-                   rerun: bool = False) -> Comparison:
+def run_comparison(job: JobConfig, cc: CompareConfig, address: str | None = None, rerun: bool = False) -> Comparison:
     """Every variant x seed in one Ray session: one Ray Train run per seed (see run_seed)."""
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
     for v in variants:
-        print(f"[compare] {v.label}: {v.params:,} dense parameters ({v.budget_gap:+.1%} vs the PLE budget), "
-              f"experts {v.model.expert_hidden}", flush=True)
+        print(
+            f"[compare] {v.label}: {v.params:,} dense parameters ({v.budget_gap:+.1%} vs the PLE budget), "
+            f"experts {v.model.expert_hidden}",
+            flush=True,
+        )
     began = time.perf_counter()
     runs = [r for seed in cc.seeds for r in run_seed(job, cc, variants, seed, address, rerun)]
     return Comparison(job, cc, spec, variants, runs, time.perf_counter() - began)

@@ -7,6 +7,7 @@ spread is the larger of the two models' standard deviations over seeds. A differ
 spread is a win or a loss; within it, a tie. With one seed there is no spread: differences are
 reported, not judged.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,20 @@ PLE_OPPONENTS = ("mmoe", "shared_bottom")
 
 # -- numbers ---------------------------------------------------------------------------------
 
+
 def values(comp: Comparison, key: str, task: str, metric: str = "auc") -> list[float]:
     """The metric of every seed's run of a variant, in seed order, as the runs reported it."""
     return [float(r.metrics[f"val/{task}/{metric}"]) for r in comp.runs_of(key)]
 
 
 def stats(xs: list[float]) -> dict:
-    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else float("nan"),
-            "min": min(xs), "max": max(xs), "n": len(xs)}
+    return {
+        "mean": statistics.fmean(xs),
+        "std": statistics.stdev(xs) if len(xs) > 1 else float("nan"),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+    }
 
 
 def judged_tasks(comp: Comparison, key: str) -> list[str]:
@@ -42,15 +49,24 @@ def judged_tasks(comp: Comparison, key: str) -> list[str]:
 def difference(comp: Comparison, a: str, b: str, task: str) -> dict:
     """a minus b on the task's AUC: per seed, mean, the seed spread and the outcome."""
     xa, xb = values(comp, a, task), values(comp, b, task)
-    diffs = [p - q for p, q in zip(xa, xb)]
+    diffs = [p - q for p, q in zip(xa, xb, strict=False)]
     mean = statistics.fmean(diffs)
     spread = max(stats(xa)["std"], stats(xb)["std"])
     if math.isnan(spread):
         outcome = "higher" if mean > 0 else "lower" if mean < 0 else "equal"
     else:
         outcome = "beats" if mean > spread else "loses" if mean < -spread else "ties"
-    return {"task": task, "a": a, "b": b, "per_seed": diffs, "mean": mean, "spread": spread,
-            "a_higher_on": sum(d > 0 for d in diffs), "seeds": len(diffs), "outcome": outcome}
+    return {
+        "task": task,
+        "a": a,
+        "b": b,
+        "per_seed": diffs,
+        "mean": mean,
+        "spread": spread,
+        "a_higher_on": sum(d > 0 for d in diffs),
+        "seeds": len(diffs),
+        "outcome": outcome,
+    }
 
 
 def ple_verdict(comp: Comparison) -> list[dict]:
@@ -59,8 +75,9 @@ def ple_verdict(comp: Comparison) -> list[dict]:
     ple = "ple" if "ple" in keys else "cgc" if "cgc" in keys else None
     if ple is None:
         return []
-    return [difference(comp, ple, other, task) for task in comp.spec.task_names
-            for other in PLE_OPPONENTS if other in keys]
+    return [
+        difference(comp, ple, other, task) for task in comp.spec.task_names for other in PLE_OPPONENTS if other in keys
+    ]
 
 
 def seesaw(comp: Comparison) -> list[dict]:
@@ -78,7 +95,9 @@ def seesaw(comp: Comparison) -> list[dict]:
         elif down:
             verdict = f"loses on {', '.join(down)}" + (", ties on the rest" if len(down) < len(gains) else "")
         elif up:
-            verdict = f"gains on {' and '.join(up)}" + (", ties on the rest" if len(up) < len(gains) else "") + ": no seesaw"
+            verdict = (
+                f"gains on {' and '.join(up)}" + (", ties on the rest" if len(up) < len(gains) else "") + ": no seesaw"
+            )
         else:
             verdict = "ties with the single-task models on every task"
         rows.append({"variant": v.key, "gains": gains, "verdict": verdict})
@@ -95,8 +114,8 @@ def expert_matrix(level: dict, tasks: list[str]) -> tuple[list[str], list[str], 
     for ti, task in enumerate(tasks):
         row = [math.nan] * (t * k + s)
         w = level["task"][ti]
-        row[ti * k:(ti + 1) * k] = w[:k]
-        row[t * k:] = w[k:]
+        row[ti * k : (ti + 1) * k] = w[:k]
+        row[t * k :] = w[k:]
         rows.append(row)
         gates.append(f"{task} gate")
     if level["shared"] is not None:
@@ -108,30 +127,40 @@ def expert_matrix(level: dict, tasks: list[str]) -> tuple[list[str], list[str], 
 def unused_experts(level: dict, tasks: list[str], threshold: float) -> list[str]:
     _, experts, rows = expert_matrix(level, tasks)
     best = [max(r[j] for r in rows if not math.isnan(r[j])) for j in range(len(experts))]
-    return [e for e, w in zip(experts, best) if w < threshold]
+    return [e for e, w in zip(experts, best, strict=True) if w < threshold]
 
 
 def results(comp: Comparison) -> dict:
     """Everything report.md shows, as numbers (results.json)."""
     tasks = comp.spec.task_names
     first = comp.runs[0].metrics
-    summary = {v.key: {t: {m: stats(values(comp, v.key, t, m)) for m in METRICS} for t in judged_tasks(comp, v.key)}
-               for v in comp.variants}
-    unused = {r.name: [unused_experts(lvl, tasks, comp.compare.unused_gate_weight) for lvl in r.utilisation]
-              for r in comp.runs if r.utilisation}
+    summary = {
+        v.key: {t: {m: stats(values(comp, v.key, t, m)) for m in METRICS} for t in judged_tasks(comp, v.key)}
+        for v in comp.variants
+    }
+    unused = {
+        r.name: [unused_experts(lvl, tasks, comp.compare.unused_gate_weight) for lvl in r.utilisation]
+        for r in comp.runs
+        if r.utilisation
+    }
     return {
-        "config": comp.job.model_dump(mode="json"), "compare": comp.compare.model_dump(mode="json"),
+        "config": comp.job.model_dump(mode="json"),
+        "compare": comp.compare.model_dump(mode="json"),
         "seconds": comp.seconds,
-        "variants": [{**asdict(v), "model": v.model.model_dump(mode="json"), "budget_gap": v.budget_gap}
-                     for v in comp.variants],
+        "variants": [
+            {**asdict(v), "model": v.model.model_dump(mode="json"), "budget_gap": v.budget_gap} for v in comp.variants
+        ],
         "runs": [asdict(r) for r in comp.runs],
         "best_auc": {t: first[f"val/{t}/best_auc"] for t in tasks if f"val/{t}/best_auc" in first},
-        "summary": summary, "ple_verdict": ple_verdict(comp), "seesaw": seesaw(comp),
+        "summary": summary,
+        "ple_verdict": ple_verdict(comp),
+        "seesaw": seesaw(comp),
         "unused_experts": unused,
     }
 
 
 # -- Markdown ----------------------------------------------------------------------------------
+
 
 def _f(x: float, digits: int = 4, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -149,15 +178,20 @@ def _label(comp: Comparison, key: str) -> str:
 
 def _sentence(comp: Comparison, d: dict) -> str:
     a, b = _label(comp, d["a"]), _label(comp, d["b"])
-    how = (f"{_f(d['mean'], sign=True)} AUC (mean of the per-seed differences), seed spread {_f(d['spread'])}; "
-           f"higher on {d['a_higher_on']} of {d['seeds']} seeds")
+    how = (
+        f"{_f(d['mean'], sign=True)} AUC (mean of the per-seed differences), seed spread {_f(d['spread'])}; "
+        f"higher on {d['a_higher_on']} of {d['seeds']} seeds"
+    )
     if d["outcome"] == "beats":
         return f"{a} **beats** {b} by {how}."
     if d["outcome"] == "loses":
         return f"{a} **loses** to {b}: {how}."
     if d["outcome"] == "ties":
         return f"{a} **ties** with {b} within the seed spread: {how}."
-    return f"{a} is {d['outcome']} than {b}: {_f(d['mean'], sign=True)} AUC on the one seed (no spread measured, not judged)."
+    return (
+        f"{a} is {d['outcome']} than {b}: {_f(d['mean'], sign=True)} AUC on the one seed "
+        "(no spread measured, not judged)."
+    )
 
 
 def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
@@ -166,24 +200,34 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
     d = job.data
     lines = [f"# Multi-task quality report: {job.name}", ""]
     reused = sum(r.reused for r in comp.runs)
-    lines += [f"Trained {len(comp.variants)} models x {len(cc.seeds)} seeds ({', '.join(map(str, cc.seeds))}): "
-              f"{len(comp.runs)} runs, {sum(r.seconds for r in comp.runs) / 60:.1f} min in all"
-              + (f" ({reused} of them read back from an earlier comparison)" if reused else "")
-              + f", each through the training job's path (Ray Train, "
-              f"{job.cluster.num_workers} workers, sharded TorchRec tables; one Ray Train run per seed trains the "
-              f"models in turn), on the same data "
-              f"(`{d.root}`, train {d.train_days[0]}..{d.train_days[1]}, validation {d.val_days[0]}..{d.val_days[1]}), "
-              f"the same embedding tables (`{d.spec}`), the same training settings and the same seeds. "
-              f"Numbers are validation metrics of the final evaluation of each run."]
+    lines += [
+        f"Trained {len(comp.variants)} models x {len(cc.seeds)} seeds ({', '.join(map(str, cc.seeds))}): "
+        f"{len(comp.runs)} runs, {sum(r.seconds for r in comp.runs) / 60:.1f} min in all"
+        + (f" ({reused} of them read back from an earlier comparison)" if reused else "")
+        + f", each through the training job's path (Ray Train, "
+        f"{job.cluster.num_workers} workers, sharded TorchRec tables; one Ray Train run per seed trains the "
+        f"models in turn), on the same data "
+        f"(`{d.root}`, train {d.train_days[0]}..{d.train_days[1]}, validation {d.val_days[0]}..{d.val_days[1]}), "
+        f"the same embedding tables (`{d.spec}`), the same training settings and the same seeds. "
+        f"Numbers are validation metrics of the final evaluation of each run."
+    ]
     if best:
-        lines += ["", "The data is generated with a planted ground truth (`pipeline/data/synthetic.py`): some signals "
-                  "are shared by the tasks, and one conflicts (clickbait raises clicks and lowers conversions). "
-                  "*Best achievable* is the AUC of the true probabilities on the same validation rows."]
+        lines += [
+            "",
+            "The data is generated with a planted ground truth (`pipeline/data/synthetic.py`): some signals "
+            "are shared by the tasks, and one conflicts (clickbait raises clicks and lowers conversions). "
+            "*Best achievable* is the AUC of the true probabilities on the same validation rows.",
+        ]
 
-    lines += ["", "## Verdict: PLE against MMoE and shared-bottom", "",
-              "Difference: PLE's validation AUC minus the other model's on the same seed, averaged over seeds. "
-              "Seed spread: the larger of the two models' AUC standard deviations over seeds. A difference "
-              "beyond the spread is a win or a loss; within it, a tie.", ""]
+    lines += [
+        "",
+        "## Verdict: PLE against MMoE and shared-bottom",
+        "",
+        "Difference: PLE's validation AUC minus the other model's on the same seed, averaged over seeds. "
+        "Seed spread: the larger of the two models' AUC standard deviations over seeds. A difference "
+        "beyond the spread is a win or a loss; within it, a tie.",
+        "",
+    ]
     if not res["ple_verdict"]:
         lines.append("Not measured: the comparison's variants do not include PLE and MMoE or shared-bottom.")
     for task in tasks:
@@ -191,31 +235,46 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
             lines.append(f"- **{task}**: {_sentence(comp, v)}")
     if res["ple_verdict"] and len(cc.seeds) > 1:
         count = lambda word: sum(v["outcome"] == word for v in res["ple_verdict"])
-        lines += ["", f"Overall, over {len(tasks)} tasks x {len(res['ple_verdict']) // len(tasks)} opponents: PLE beats "
-                  f"the other model {count('beats')} times, ties {count('ties')} times and loses {count('loses')} times."]
+        lines += [
+            "",
+            f"Overall, over {len(tasks)} tasks x {len(res['ple_verdict']) // len(tasks)} opponents: PLE beats "
+            f"the other model {count('beats')} times, ties {count('ties')} times and loses {count('loses')} times.",
+        ]
     if len(cc.seeds) == 1:
         lines.append("- Only one seed was run: there is no seed spread to judge the differences against.")
 
     if res["seesaw"]:
-        lines += ["", "## Seesaw check: AUC gain over the single-task models", "",
-                  "Each multi-task model's AUC minus that of the single-task model of the same task (means over "
-                  "seeds; the seed spread in brackets). A model that gains on one task and loses on another "
-                  "shows the seesaw.", ""]
-        rows = [[_label(comp, s["variant"])]
-                + [f"{_f(g['mean'], sign=True)} ({_f(g['spread'])})" for g in s["gains"].values()] + [s["verdict"]]
-                for s in res["seesaw"]]
+        lines += [
+            "",
+            "## Seesaw check: AUC gain over the single-task models",
+            "",
+            "Each multi-task model's AUC minus that of the single-task model of the same task (means over "
+            "seeds; the seed spread in brackets). A model that gains on one task and loses on another "
+            "shows the seesaw.",
+            "",
+        ]
+        rows = [
+            [_label(comp, s["variant"])]
+            + [f"{_f(g['mean'], sign=True)} ({_f(g['spread'])})" for g in s["gains"].values()]
+            + [s["verdict"]]
+            for s in res["seesaw"]
+        ]
         lines += _table(["model"] + [f"{t} ΔAUC" for t in res["seesaw"][0]["gains"]] + ["verdict"], rows)
 
-    lines += ["", "## Per-task quality (mean ± std over seeds)", "",
-              "Calibration is mean prediction / observed rate (1 is calibrated). A single-task model is shown "
-              "only on its task.", ""]
+    lines += [
+        "",
+        "## Per-task quality (mean ± std over seeds)",
+        "",
+        "Calibration is mean prediction / observed rate (1 is calibrated). A single-task model is shown "
+        "only on its task.",
+        "",
+    ]
     rows = []
     for v in comp.variants:
         row = [v.label]
         for t in tasks:
             s = res["summary"][v.key].get(t)
-            row += ["—"] * 3 if s is None else [
-                f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in METRICS]
+            row += ["—"] * 3 if s is None else [f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in METRICS]
         rows.append(row)
     if best:
         rows.append(["Best achievable (planted truth)"] + sum(([_f(best[t]), "", ""] for t in tasks), []))
@@ -227,59 +286,96 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         for r in comp.runs_of(v.key):
             row = [v.label, str(r.seed), str(int(r.metrics.get("step", 0)))]
             for t in tasks:
-                row += [_f(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in METRICS]
+                row += [
+                    _f(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in METRICS
+                ]
             rows.append(row + [f"{r.seconds:.0f}", f"`{r.name}`"])
-    lines += _table(["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in METRICS] + ["seconds", "run"], rows)
+    lines += _table(
+        ["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in METRICS] + ["seconds", "run"], rows
+    )
 
-    lines += ["", f"## Parameter budget (dense parameters, tolerance ±{cc.param_tolerance:.0%})", "",
-              "Experts are rescaled so every model has about as many dense parameters (experts, gates, towers) "
-              "as the configured PLE; embeddings are identical for all. A single-task model counts its bottom "
-              "and its one trained tower: each task's model gets the whole budget.", ""]
-    rows = [[v.label, v.model.architecture, str(v.model.resolved().num_levels),
-             f"{v.model.resolved().task_experts} per task + {v.model.resolved().shared_experts} shared",
-             str(v.model.expert_hidden), f"{v.params:,}", f"{v.budget_gap:+.1%}"
-             + ("" if abs(v.budget_gap) <= cc.param_tolerance else " **outside tolerance**")]
-            for v in comp.variants]
-    lines += _table(["model", "architecture", "levels", "experts per level", "expert hidden", "dense params", "vs PLE"], rows)
+    lines += [
+        "",
+        f"## Parameter budget (dense parameters, tolerance ±{cc.param_tolerance:.0%})",
+        "",
+        "Experts are rescaled so every model has about as many dense parameters (experts, gates, towers) "
+        "as the configured PLE; embeddings are identical for all. A single-task model counts its bottom "
+        "and its one trained tower: each task's model gets the whole budget.",
+        "",
+    ]
+    rows = [
+        [
+            v.label,
+            v.model.architecture,
+            str(v.model.resolved().num_levels),
+            f"{v.model.resolved().task_experts} per task + {v.model.resolved().shared_experts} shared",
+            str(v.model.expert_hidden),
+            f"{v.params:,}",
+            f"{v.budget_gap:+.1%}" + ("" if abs(v.budget_gap) <= cc.param_tolerance else " **outside tolerance**"),
+        ]
+        for v in comp.variants
+    ]
+    lines += _table(
+        ["model", "architecture", "levels", "experts per level", "expert hidden", "dense params", "vs PLE"], rows
+    )
 
     gated = [v for v in comp.variants if any(r.utilisation for r in comp.runs_of(v.key))]
     if gated:
-        lines += ["", "## Expert utilisation", "",
-                  f"Mean gate weight per gate and expert over {cc.gate_rows:,} validation rows, per level "
-                  f"(seed {cc.seeds[0]}'s model; expert identities do not carry over between seeds). An expert "
-                  f"whose mean weight is below {cc.unused_gate_weight} in every gate that can pick it is flagged "
-                  f"**unused**; `·`: the gate cannot pick that expert."]
+        lines += [
+            "",
+            "## Expert utilisation",
+            "",
+            f"Mean gate weight per gate and expert over {cc.gate_rows:,} validation rows, per level "
+            f"(seed {cc.seeds[0]}'s model; expert identities do not carry over between seeds). An expert "
+            f"whose mean weight is below {cc.unused_gate_weight} in every gate that can pick it is flagged "
+            f"**unused**; `·`: the gate cannot pick that expert.",
+        ]
         for v in gated:
             runs = [r for r in comp.runs_of(v.key) if r.utilisation]
             lines += ["", f"### {v.label}", ""]
             if v.key in images:
                 lines += [f"![{v.label} gate weights]({images[v.key]})", ""]
-            for i, level in enumerate(runs[0].utilisation):
+            for i, level in enumerate(runs[0].utilisation or []):
                 gates, experts, matrix = expert_matrix(level, tasks)
                 unused = set(unused_experts(level, tasks, cc.unused_gate_weight))
                 lines += [f"Level {i + 1}:", ""]
-                lines += _table(["gate"] + [f"{e} **(unused)**" if e in unused else e for e in experts],
-                                [[g] + ["·" if math.isnan(w) else f"{w:.3f}" for w in row] for g, row in zip(gates, matrix)])
+                lines += _table(
+                    ["gate"] + [f"{e} **(unused)**" if e in unused else e for e in experts],
+                    [
+                        [g] + ["·" if math.isnan(w) else f"{w:.3f}" for w in row]
+                        for g, row in zip(gates, matrix, strict=True)
+                    ],
+                )
                 lines.append("")
             for r in runs:
                 flagged = [f"level {i + 1}: {', '.join(u)}" for i, u in enumerate(res["unused_experts"][r.name]) if u]
                 lines.append(f"- seed {r.seed}: unused experts: {'; '.join(flagged) if flagged else 'none'}")
 
     if "curves" in images:
-        lines += ["", "## Validation AUC during training", "",
-                  "Mean over seeds (band: lowest to highest seed); dashed: best achievable.", "",
-                  f"![validation AUC]({images['curves']})"]
-    lines += ["", "## How the models were built", "",
-              "- PLE with one level is the same network as CGC: it appears once, as *CGC (= PLE, 1 level)*.",
-              "- MMoE: one level of shared experts only (as many as a CGC level has), one gate per task.",
-              "- Shared-bottom: one shared expert feeding every task tower.",
-              "- Single-task models: a shared-bottom network trained on one task's loss alone (loss weight 1 "
-              "for it, 0 for the others); the other towers are never trained and their numbers are not shown.",
-              "- Raw numbers: `results.json` (every run's metrics and evaluation history)."]
+        lines += [
+            "",
+            "## Validation AUC during training",
+            "",
+            "Mean over seeds (band: lowest to highest seed); dashed: best achievable.",
+            "",
+            f"![validation AUC]({images['curves']})",
+        ]
+    lines += [
+        "",
+        "## How the models were built",
+        "",
+        "- PLE with one level is the same network as CGC: it appears once, as *CGC (= PLE, 1 level)*.",
+        "- MMoE: one level of shared experts only (as many as a CGC level has), one gate per task.",
+        "- Shared-bottom: one shared expert feeding every task tower.",
+        "- Single-task models: a shared-bottom network trained on one task's loss alone (loss weight 1 "
+        "for it, 0 for the others); the other towers are never trained and their numbers are not shown.",
+        "- Raw numbers: `results.json` (every run's metrics and evaluation history).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 # -- plots -------------------------------------------------------------------------------------
+
 
 def _pyplot():
     import matplotlib
@@ -294,7 +390,7 @@ def plot_curves(comp: Comparison, res: dict, path: Path) -> None:
     plt = _pyplot()
     tasks = comp.spec.task_names
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=False):
         for v in comp.variants:
             if task not in judged_tasks(comp, v.key):
                 continue
@@ -307,8 +403,13 @@ def plot_curves(comp: Comparison, res: dict, path: Path) -> None:
             mean = [statistics.fmean(by_step[s]) for s in steps]
             (line,) = ax.plot(steps, mean, marker=".", label=v.label)
             if len(comp.compare.seeds) > 1:
-                ax.fill_between(steps, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps],
-                                color=line.get_color(), alpha=0.15)
+                ax.fill_between(
+                    steps,
+                    [min(by_step[s]) for s in steps],
+                    [max(by_step[s]) for s in steps],
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
         if task in res["best_auc"]:
             ax.axhline(res["best_auc"][task], color="black", linestyle="--", linewidth=1, label="best achievable")
         ax.set_title(f"{task}: validation AUC")
@@ -326,10 +427,14 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
 
     plt = _pyplot()
     tasks, threshold = comp.spec.task_names, comp.compare.unused_gate_weight
-    fig, axes = plt.subplots(1, len(utilisation), figsize=(1.3 + 1.1 * max(len(expert_matrix(l, tasks)[1]) for l in utilisation)
-                                                          * len(utilisation), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(utilisation),
+        figsize=(1.3 + 1.1 * max(len(expert_matrix(level, tasks)[1]) for level in utilisation) * len(utilisation), 3.2),
+        squeeze=False,
+    )
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # grey: the gate cannot pick that expert
-    for i, (ax, level) in enumerate(zip(axes[0], utilisation)):
+    for i, (ax, level) in enumerate(zip(axes[0], utilisation, strict=False)):
         gates, experts, matrix = expert_matrix(level, tasks)
         unused = set(unused_experts(level, tasks, threshold))
         data = np.ma.masked_invalid(np.array(matrix, dtype=float))
@@ -337,17 +442,23 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
         for (r, c), w in np.ndenumerate(np.array(matrix, dtype=float)):
             if not math.isnan(w):
                 ax.text(c, r, f"{w:.2f}", ha="center", va="center", fontsize=8, color="white" if w < 0.6 else "black")
-        ax.set_xticks(range(len(experts)), [e + ("\nUNUSED" if e in unused else "") for e in experts],
-                      rotation=0, fontsize=8)
-        for tick, e in zip(ax.get_xticklabels(), experts):
+        ax.set_xticks(
+            range(len(experts)), [e + ("\nUNUSED" if e in unused else "") for e in experts], rotation=0, fontsize=8
+        )
+        for tick, e in zip(ax.get_xticklabels(), experts, strict=False):
             if e in unused:
                 tick.set_color("red")
         ax.set_yticks(range(len(gates)), gates, fontsize=8)
         ax.set_title(f"level {i + 1}", fontsize=10)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="mean gate weight")
     fig.suptitle(f"{_label(comp, key)}: expert utilisation (seed {comp.compare.seeds[0]})", fontsize=10, y=1.05)
-    fig.text(0.5, -0.08, f"grey: the gate cannot pick that expert; red UNUSED: mean weight < {threshold} in every "
-             f"gate that can", ha="center", fontsize=8)
+    fig.text(
+        0.5,
+        -0.08,
+        f"grey: the gate cannot pick that expert; red UNUSED: mean weight < {threshold} in every gate that can",
+        ha="center",
+        fontsize=8,
+    )
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
@@ -371,10 +482,10 @@ def write_report(comp: Comparison, out_dir: str | Path) -> Path:
     images: dict[str, str] = {"curves": "auc_curves.png"}
     plot_curves(comp, res, out / images["curves"])
     for v in comp.variants:
-        runs = [r for r in comp.runs_of(v.key) if r.utilisation]
-        if runs:
+        utilisations = [r.utilisation for r in comp.runs_of(v.key) if r.utilisation]
+        if utilisations:
             images[v.key] = f"gates_{v.key}.png"
-            plot_gates(comp, v.key, runs[0].utilisation, out / images[v.key])
+            plot_gates(comp, v.key, utilisations[0], out / images[v.key])
     (out / "results.json").write_text(json.dumps(_no_nan(res), indent=1, default=float))
     path = out / "report.md"
     path.write_text(markdown(comp, res, images))

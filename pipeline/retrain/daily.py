@@ -24,6 +24,7 @@ version, then the pointer switch) and Registry.recover; a run that fails or is k
 before leaves it as it was, and the next run removes what the killed one left (staged version,
 its Ray Train attempt directory, the stale lock).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,15 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import yaml
 
-from pipeline.train.config import JobConfig
 from pipeline.registry.versions import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain.config import RetrainConfig
+from pipeline.train.config import JobConfig
 
 # Test hook: PLE_RETRAIN_PAUSE_AT=<point>:<marker file> makes the run create the marker file at
 # that point and wait until it is deleted (a test kills the process meanwhile, or deletes the
@@ -64,8 +65,8 @@ class DayPlan:
 class RetrainOutcome:
     status: str  # "no_new_days" | "promoted" | "rejected"
     message: str
-    version: Optional[str] = None
-    record: Optional[dict] = None
+    version: str | None = None
+    record: dict | None = None
 
 
 def pause_point(point: str, log: Callable[[str], None] = print) -> None:
@@ -80,7 +81,7 @@ def pause_point(point: str, log: Callable[[str], None] = print) -> None:
 
 
 # -- days ----------------------------------------------------------------------------------------
-def available_days(root: str, ready_marker: Optional[str] = None) -> list[str]:
+def available_days(root: str, ready_marker: str | None = None) -> list[str]:
     """Sorted days under `root` that have Parquet files (and the ready marker, if set)."""
     if not os.path.isdir(root):
         return []
@@ -99,19 +100,24 @@ def available_days(root: str, ready_marker: Optional[str] = None) -> list[str]:
     return sorted(days)
 
 
-def plan_days(days: list[str], production: Optional[Version],
-              max_train_days: Optional[int] = None) -> tuple[Optional[DayPlan], str]:
+def plan_days(
+    days: list[str], production: Version | None, max_train_days: int | None = None
+) -> tuple[DayPlan | None, str]:
     """(plan, description), or (None, why there is nothing to do)."""
     if production is None:
         if len(days) < 2:
-            return None, (f"no production model yet and {len(days)} day(s) of logs: a first model needs "
-                          f"two (at least one to train on, the newest held out)")
+            return None, (
+                f"no production model yet and {len(days)} day(s) of logs: a first model needs "
+                f"two (at least one to train on, the newest held out)"
+            )
         train, eval_day = days[:-1], days[-1]
     else:
         trained_through, seen = production.record["train_days"][1], production.record["eval_day"]
         if not days or days[-1] <= seen:
-            return None, (f"no new days since {seen} (production {production.id} trained through "
-                          f"{trained_through}, evaluated on {seen})")
+            return None, (
+                f"no new days since {seen} (production {production.id} trained through "
+                f"{trained_through}, evaluated on {seen})"
+            )
         train, eval_day = [d for d in days if trained_through < d < days[-1]], days[-1]
     if max_train_days is not None:
         train = train[-max_train_days:]
@@ -121,8 +127,10 @@ def plan_days(days: list[str], production: Optional[Version],
 
     missing = sorted(set(day_range(train[0], train[-1])) - set(train))
     if missing:
-        raise RetrainError(f"training days {train[0]}..{train[-1]} are not contiguous: {missing} missing "
-                           f"or not ready; fix the partitions (a gap would silently drop a day)")
+        raise RetrainError(
+            f"training days {train[0]}..{train[-1]} are not contiguous: {missing} missing "
+            f"or not ready; fix the partitions (a gap would silently drop a day)"
+        )
     return DayPlan(train, eval_day), f"train on {train[0]}..{train[-1]}, hold out {eval_day}"
 
 
@@ -144,13 +152,24 @@ def remove_old_attempts(job: JobConfig, log: Callable[[str], None] = print) -> N
             log(f"[retrain] removed the attempt directory {os.path.join(out, name)} of an earlier run")
 
 
-def _run_config(job: JobConfig, plan: DayPlan, name: str, warm_start: Optional[str]) -> JobConfig:
-    data = job.data.model_copy(update={"train_days": (plan.train_days[0], plan.train_days[-1]),
-                                       "val_days": (plan.eval_day, plan.eval_day), "generate": None})
+def _run_config(job: JobConfig, plan: DayPlan, name: str, warm_start: str | None) -> JobConfig:
+    data = job.data.model_copy(
+        update={
+            "train_days": (plan.train_days[0], plan.train_days[-1]),
+            "val_days": (plan.eval_day, plan.eval_day),
+            "generate": None,
+        }
+    )
     train = job.train.model_copy(update={"init_from": warm_start})
     # Round-trip through validation: the copy is checked like a config file would be.
-    return JobConfig.model_validate({**job.model_dump(mode="json"), "name": name,
-                                     "data": data.model_dump(mode="json"), "train": train.model_dump(mode="json")})
+    return JobConfig.model_validate(
+        {
+            **job.model_dump(mode="json"),
+            "name": name,
+            "data": data.model_dump(mode="json"),
+            "train": train.model_dump(mode="json"),
+        }
+    )
 
 
 def _annotate_export(export_dir: str, reg: Registry, vid: str) -> None:
@@ -167,8 +186,9 @@ def _annotate_export(export_dir: str, reg: Registry, vid: str) -> None:
         f.write(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def retrain(cfg: RetrainConfig, address: Optional[str] = None,
-            log: Callable[[str], None] = lambda m: print(m, flush=True)) -> RetrainOutcome:
+def retrain(
+    cfg: RetrainConfig, address: str | None = None, log: Callable[[str], None] = lambda m: print(m, flush=True)
+) -> RetrainOutcome:
     """One daily run. Raises LockHeldError if another run holds the lock."""
     s = cfg.retrain
     reg = Registry(s.registry).ensure()
@@ -184,13 +204,20 @@ def retrain(cfg: RetrainConfig, address: Optional[str] = None,
         return _train_and_publish(cfg, reg, production, plan, what, address, log)
 
 
-def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[Version], plan: DayPlan,
-                       what: str, address: Optional[str], log: Callable[[str], None]) -> RetrainOutcome:
-    from pipeline.train.export import read_export_meta
+def _train_and_publish(
+    cfg: RetrainConfig,
+    reg: Registry,
+    production: Version | None,
+    plan: DayPlan,
+    what: str,
+    address: str | None,
+    log: Callable[[str], None],
+) -> RetrainOutcome:
     from pipeline.data.feature_spec import load_spec
-    from pipeline.retrain.gate import decide, evaluate_export
-    from pipeline.train.launch import run_training
     from pipeline.data.files import list_day_files
+    from pipeline.retrain.gate import decide, evaluate_export
+    from pipeline.train.export import read_export_meta
+    from pipeline.train.launch import run_training
 
     s, job = cfg.retrain, cfg.job
     vid = reg.next_version_id()
@@ -213,9 +240,15 @@ def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[V
     prod = evaluate(prod_export) if production else None
     decision = decide(cand, prod, tasks, s)
     for task in tasks:
-        vs = f" (production {production.id}: {prod[f'{task}/auc']:.4f} / {prod[f'{task}/logloss']:.4f})" if prod else ""
-        log(f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {cand[f'{task}/auc']:.4f} / "
-            f"{cand[f'{task}/logloss']:.4f}{vs}")
+        vs = (
+            f" (production {production.id}: {prod[f'{task}/auc']:.4f} / {prod[f'{task}/logloss']:.4f})"
+            if production and prod
+            else ""
+        )
+        log(
+            f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {cand[f'{task}/auc']:.4f} / "
+            f"{cand[f'{task}/logloss']:.4f}{vs}"
+        )
 
     staged = reg.stage(vid)
     try:
@@ -225,23 +258,37 @@ def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[V
         Path(staged, CONFIG).write_text(yaml.safe_dump(run_cfg.model_dump(mode="json"), sort_keys=False))
         shutil.copyfile(job.data.spec, os.path.join(staged, SPEC))
         record = {
-            "created": now_iso(), "decision": "accepted" if decision.accepted else "rejected",
+            "created": now_iso(),
+            "decision": "accepted" if decision.accepted else "rejected",
             "reason": None if decision.accepted else decision.reason,
-            "parent": production.id if production else None, "warm_start": production is not None,
-            "train_days": [plan.train_days[0], plan.train_days[-1]], "eval_day": plan.eval_day,
+            "parent": production.id if production else None,
+            "warm_start": production is not None,
+            "train_days": [plan.train_days[0], plan.train_days[-1]],
+            "eval_day": plan.eval_day,
             # First and last day the weights have seen, through the chain of warm starts.
-            "lineage_days": [production.record["lineage_days"][0] if production else plan.train_days[0],
-                             plan.train_days[-1]],
+            "lineage_days": [
+                production.record["lineage_days"][0] if production else plan.train_days[0],
+                plan.train_days[-1],
+            ],
             "data_root": os.path.abspath(job.data.root),
-            "metrics": {"candidate": cand, "production": prod, "production_version": production.id if production else None},
-            "gate": {"checks": decision.checks, "default_tolerance": s.default_tolerance.model_dump(),
-                     "tolerance": {k: v.model_dump() for k, v in s.tolerance.items()}},
+            "metrics": {
+                "candidate": cand,
+                "production": prod,
+                "production_version": production.id if production else None,
+            },
+            "gate": {
+                "checks": decision.checks,
+                "default_tolerance": s.default_tolerance.model_dump(),
+                "tolerance": {k: v.model_dump() for k, v in s.tolerance.items()},
+            },
             "training": {"run": attempt, "steps": result.metrics.get("step"), "history": result.history},
             "model_version": read_export_meta(os.path.join(staged, EXPORT))["version"],
-            "code_version": code_version(), "host": socket.gethostname(),
+            "code_version": code_version(),
+            "host": socket.gethostname(),
         }
-        version = reg.publish(staged, vid, record, promote=decision.accepted,
-                              before_commit=lambda: pause_point("promote", log))
+        version = reg.publish(
+            staged, vid, record, promote=decision.accepted, before_commit=lambda: pause_point("promote", log)
+        )
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # recover() would remove it next time anyway
         raise
@@ -250,6 +297,7 @@ def _train_and_publish(cfg: RetrainConfig, reg: Registry, production: Optional[V
     if decision.accepted:
         msg = f"promoted {vid} to production" + (f" (was {production.id})" if production else "")
     else:
+        assert production is not None  # without production there is nothing to be worse than
         msg = f"rejected {vid}, production stays {production.id}: {decision.reason}"
     log(f"[retrain] {msg}")
     return RetrainOutcome("promoted" if decision.accepted else "rejected", msg, vid, version.record)

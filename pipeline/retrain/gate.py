@@ -5,10 +5,10 @@ Both models go through `evaluate_export`, which streams the day's files with pya
 in a fixed order and batch size: the two see exactly the same rows, each mapped with its own
 feature spec (a candidate may have changed the spec; the labels are the same).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -19,9 +19,9 @@ from pipeline.retrain.config import RetrainSettings
 def evaluate_export(export_dir: str, files: list[str], settings: RetrainSettings) -> dict[str, float]:
     """{task}/auc|logloss|calibration|count of an exported model on `files` (at most
     settings.eval_max_rows rows, in batches of settings.eval_batch_size)."""
+    from pipeline.data.reader import iter_file_batches
     from pipeline.train.export import load_export
     from pipeline.train.metrics import TaskMetrics
-    from pipeline.data.reader import iter_file_batches
 
     model, spec, _ = load_export(export_dir)
     metrics, rows = TaskMetrics(spec.task_names), 0
@@ -44,8 +44,9 @@ class Decision:
         return "; ".join(self.reasons)
 
 
-def decide(candidate: dict[str, float], production: Optional[dict[str, float]], tasks: list[str],
-           settings: RetrainSettings) -> Decision:
+def decide(
+    candidate: dict[str, float], production: dict[str, float] | None, tasks: list[str], settings: RetrainSettings
+) -> Decision:
     """Accept unless, for some task, the candidate's AUC is lower than production's by more than
     the task's max_auc_drop, or (when set) its log loss higher by more than max_logloss_rise.
     Without a production model (first run) the candidate is accepted."""
@@ -61,10 +62,21 @@ def decide(candidate: dict[str, float], production: Optional[dict[str, float]], 
             cand, prod = candidate[f"{task}/{metric}"], production[f"{task}/{metric}"]
             worse_by = sign * (cand - prod)  # > 0: candidate worse
             ok = worse_by <= allowed
-            decision.checks.append({"task": task, "metric": metric, "candidate": cand, "production": prod,
-                                    "worse_by": worse_by, "tolerance": allowed, "ok": ok})
+            decision.checks.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "candidate": cand,
+                    "production": prod,
+                    "worse_by": worse_by,
+                    "tolerance": allowed,
+                    "ok": ok,
+                }
+            )
             if not ok:
                 decision.accepted = False
-                decision.reasons.append(f"{task} {metric} {cand:.4f} vs production {prod:.4f}: worse by "
-                                        f"{worse_by:.4f} > tolerance {allowed:.4f}")
+                decision.reasons.append(
+                    f"{task} {metric} {cand:.4f} vs production {prod:.4f}: worse by "
+                    f"{worse_by:.4f} > tolerance {allowed:.4f}"
+                )
     return decision

@@ -1,6 +1,7 @@
 """The scoring actor (pipeline/score/run.py runs a pool of them with Ray Data's map_batches):
 loads the export once, then turns Arrow batches of input rows into Arrow batches of scores.
 Imported in the actors' processes, so it keeps the driver's machinery out."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.score.allocator import RELEASE_EVERY_S, release_freed_memory
 from pipeline.data.files import PATH_COLUMN
+from pipeline.score.allocator import RELEASE_EVERY_S, release_freed_memory
 from pipeline.score.errors import ScoringError
 
 ROW_HASH = "row_hash"  # added by read_parquet(include_row_hash=True): hash of (file, row position)
@@ -23,9 +24,19 @@ class Scorer:
     """Ray Data actor (map_batches with a class): loads the export once, then turns Arrow
     batches of input rows into Arrow batches of scores."""
 
-    def __init__(self, model_dir: str, version: str, keys: list[str], products: dict[str, list[str]],
-                 file_index: dict[str, int], torch_threads: int, use_gpu: bool, batch_delay_s: float = 0.0,
-                 stats=None, model_url: str | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        version: str,
+        keys: list[str],
+        products: dict[str, list[str]],
+        file_index: dict[str, int],
+        torch_threads: int,
+        use_gpu: bool,
+        batch_delay_s: float = 0.0,
+        stats=None,
+        model_url: str | None = None,
+    ):
         import ray
         import torch
 
@@ -44,8 +55,10 @@ class Scorer:
         self.model, self.spec, meta = load_export(model_dir)
         if meta["version"] != version:
             # The export directory was replaced (a new training run) after the job was planned.
-            raise ScoringError(f"{model_dir}: export changed during the job (planned version {version}, "
-                               f"found {meta['version']}); rerun the job")
+            raise ScoringError(
+                f"{model_dir}: export changed during the job (planned version {version}, "
+                f"found {meta['version']}); rerun the job"
+            )
         if use_gpu and not torch.cuda.is_available():
             raise ScoringError("gpus_per_actor > 0 but this actor sees no CUDA device")
         self.device = torch.device("cuda" if use_gpu else "cpu")
@@ -58,8 +71,7 @@ class Scorer:
         self.peak_anon_mb = self.peak_shmem_mb = 0.0
         self.load_s, self.busy_s = time.perf_counter() - start, 0.0
         ctx = ray.get_runtime_context()
-        self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid(),
-                     "allocator": allocator}
+        self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid(), "allocator": allocator}
         self._report()  # listed from the start, even if it never gets a batch
 
     def _file_ids(self, paths: pa.ChunkedArray) -> np.ndarray:
@@ -112,10 +124,18 @@ class Scorer:
         anon, shmem = _resident_mb()
         self.peak_anon_mb, self.peak_shmem_mb = max(self.peak_anon_mb, anon), max(self.peak_shmem_mb, shmem)
         if self.stats is not None:  # fire and forget: a few bytes per batch
-            self.stats.report.remote({**self.info, "rows": self.rows, "batches": self.batches,
-                                      "load_s": self.load_s, "busy_s": self.busy_s, "peak_anon_mb": self.peak_anon_mb,
-                                      "peak_shmem_mb": self.peak_shmem_mb,
-                                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            self.stats.report.remote(
+                {
+                    **self.info,
+                    "rows": self.rows,
+                    "batches": self.batches,
+                    "load_s": self.load_s,
+                    "busy_s": self.busy_s,
+                    "peak_anon_mb": self.peak_anon_mb,
+                    "peak_shmem_mb": self.peak_shmem_mb,
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                }
+            )
 
 
 def _resident_mb() -> tuple[float, float]:

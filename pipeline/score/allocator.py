@@ -43,7 +43,6 @@ import ctypes.util
 import functools
 import os
 import sys
-from typing import Optional
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
 # No eager-purging arena for large allocations, no time-based purging: the actor returns freed
@@ -53,7 +52,7 @@ RELEASE_EVERY_S = 2.0
 _ALL_ARENAS = 4096  # MALLCTL_ARENAS_ALL in jemalloc.h
 
 
-def jemalloc_path() -> Optional[str]:
+def jemalloc_path() -> str | None:
     """The jemalloc shared library of the installed Ray (ray/core/libjemalloc.so, in its Linux
     wheels), or None where there is none."""
     if not sys.platform.startswith("linux"):

@@ -1,13 +1,13 @@
 """The scoring job's output directory, written by the driver only: per-file outputs committed
 by atomic rename, the manifest of completed files, the lock, and the clean-up of temporary
 files a killed run left. See pipeline/score/run.py for how they give exactly-once output."""
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,7 @@ MANIFEST, LOCK = "_manifest.json", "_lock"
 TMP_MARK = ".tmp-"
 
 
-def read_manifest(out: Path) -> Optional[dict]:
+def read_manifest(out: Path) -> dict | None:
     path = out / MANIFEST
     if not path.exists():
         return None
@@ -61,7 +61,7 @@ class FileOutput:
         self.buffer: list[pa.Table] = []
         self.buffered = self.received = 0
         self.hashes: list[np.ndarray] = []
-        self.writer: Optional[pq.ParquetWriter] = None
+        self.writer: pq.ParquetWriter | None = None
 
     def add(self, table: pa.Table, hashes: np.ndarray) -> None:
         self.buffer.append(table)
@@ -91,6 +91,7 @@ class FileOutput:
         """Write what is buffered, drop duplicates, rename to the final name; returns the
         number of duplicate rows dropped."""
         self._flush()
+        assert self.writer is not None  # _flush opens it, even for a file of no rows
         self.writer.close()
         duplicates = self.received - self.expected
         if duplicates:

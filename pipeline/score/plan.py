@@ -4,40 +4,42 @@ files and check their footers against the model's own feature spec (columns, typ
 needed) and the key columns, and read the output's manifest: what is already done, and whether
 the output belongs to another model version. Every problem fails here, naming what is wrong.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.train.export import ExportError, check_export, read_export_meta
 from pipeline.data.feature_spec import FeatureSpec
 from pipeline.data.files import day_range, list_day_files
-from pipeline.score.config import ScoreConfig
-from pipeline.score.output import MANIFEST, lock_output, output_parquet_files, read_manifest, remove_result
-from pipeline.score.errors import ScoringError
 from pipeline.data.validation import DataValidationError, validate_files
+from pipeline.score.config import ScoreConfig
+from pipeline.score.errors import ScoringError
+from pipeline.score.output import MANIFEST, lock_output, output_parquet_files, read_manifest, remove_result
+from pipeline.train.export import ExportError, check_export, read_export_meta
 
 MANIFEST_FORMAT = 1
 VERSION_COLUMN = "model_version"
 
 
 # -- model references ------------------------------------------------------------------------------
-def resolve_model(ref: str) -> tuple[str, Optional[str]]:
+def resolve_model(ref: str) -> tuple[str, str | None]:
     """(local export directory, its URL or None) for `ref`: an export directory itself, or a
     registry reference ('<registry root>@production', '<registry root>@v0003'; the root may be
     a URL, whose export is downloaded once per machine). Raises ExportError naming it."""
-    from pipeline.registry.versions import resolve_model_ref
     from pipeline.registry.store import fetched_copy, is_url
+    from pipeline.registry.versions import resolve_model_ref
 
     path = ref if os.path.isdir(ref) else resolve_model_ref(ref)
     if path is None:
-        raise ExportError(f"model '{ref}': neither an export directory nor a registry reference "
-                          f"('<registry root>@production' or '<registry root>@vNNNN')")
+        raise ExportError(
+            f"model '{ref}': neither an export directory nor a registry reference "
+            f"('<registry root>@production' or '<registry root>@vNNNN')"
+        )
     url = path if is_url(path) else None
     if url:
         path = fetched_copy(url, "export")
@@ -55,7 +57,7 @@ def _parse_days(days: str) -> tuple[str, str]:
         raise ScoringError(f"days '{days}': expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD ({e})") from None
 
 
-def list_input_files(root: str, days: Optional[str] = None, exclude: Optional[str] = None) -> list[str]:
+def list_input_files(root: str, days: str | None = None, exclude: str | None = None) -> list[str]:
     """Absolute paths of the Parquet files to score, sorted. `days` ("2026-01-01" or
     "2026-01-01..2026-01-03") restricts to those dt=... partitions; otherwise every .parquet
     under root is taken (names starting with '.' or '_' skipped, and the `exclude` directory,
@@ -67,7 +69,7 @@ def list_input_files(root: str, days: Optional[str] = None, exclude: Optional[st
         start, end = _parse_days(days)
         return [os.path.abspath(f) for f in list_day_files(root, start, end)]
     exclude = os.path.abspath(exclude) if exclude else None
-    files = []
+    files: list[str] = []
     for d, subdirs, names in os.walk(root):
         subdirs[:] = sorted(s for s in subdirs if s[0] not in "._" and os.path.join(d, s) != exclude)
         files.extend(os.path.join(d, n) for n in sorted(names) if n.endswith(".parquet") and n[0] not in "._")
@@ -97,7 +99,7 @@ class ScorePlan:
     files: list[InputFile]  # all input files of this run
     pending: list[InputFile]  # still to score
     manifest: dict  # as it will be written; `files` holds completed entries
-    model_url: Optional[str] = None  # where model_dir was downloaded from: actors on other nodes fetch it too
+    model_url: str | None = None  # where model_dir was downloaded from: actors on other nodes fetch it too
 
     @property
     def rows_pending(self) -> int:
@@ -118,8 +120,9 @@ def _check_keys(files: list[str], keys: list[str]) -> tuple[list[InputFile], dic
             if k not in types:
                 types[k] = (t, path)
             elif t != types[k][0]:
-                raise DataValidationError(f"key column type {t} differs from {types[k][0]} in {types[k][1]}",
-                                          file=path, column=k)
+                raise DataValidationError(
+                    f"key column type {t} differs from {types[k][0]} in {types[k][1]}", file=path, column=k
+                )
         out.append(InputFile(path, "", pf.metadata.num_rows, os.path.getsize(path)))
     return out, {k: t for k, (t, _) in types.items()}
 
@@ -128,8 +131,15 @@ def output_columns(spec: FeatureSpec, cfg: ScoreConfig) -> list[str]:
     return [f"p_{t}" for t in spec.task_names] + [f"p_{name}" for name in cfg.products]
 
 
-def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreConfig, *,
-                 days: Optional[str] = None, overwrite: bool = False) -> ScorePlan:
+def plan_scoring(
+    model_ref: str,
+    input_root: str,
+    output_dir: str,
+    cfg: ScoreConfig,
+    *,
+    days: str | None = None,
+    overwrite: bool = False,
+) -> ScorePlan:
     """Every check that can fail before work starts; the list of files still to score.
     Reads only the export's metadata and the inputs' footers. Removes nothing unless
     overwrite=True and the output belongs to another model or input."""
@@ -140,8 +150,10 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
     for name, parts in cfg.products.items():
         unknown = [t for t in parts if t not in tasks]
         if unknown:
-            raise ScoringError(f"products.{name} uses tasks {unknown} that model {model_dir} does not have "
-                               f"(its tasks: {spec.task_names}); change `products` in the score config")
+            raise ScoringError(
+                f"products.{name} uses tasks {unknown} that model {model_dir} does not have "
+                f"(its tasks: {spec.task_names}); change `products` in the score config"
+            )
     produced = output_columns(spec, cfg) + [VERSION_COLUMN]
     clash = [k for k in cfg.key_columns if k in produced]
     if clash:
@@ -156,19 +168,27 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
     root = os.path.abspath(input_root)
     for f in files:
         f.rel = os.path.relpath(f.path, root)
-    schema = pa.schema([pa.field(k, key_types[k]) for k in cfg.key_columns]
-                       + [pa.field(c, pa.float32()) for c in output_columns(spec, cfg)]
-                       + [pa.field(VERSION_COLUMN, pa.string())],
-                       metadata={"model_version": version, "model_dir": model_dir})
+    schema = pa.schema(
+        [pa.field(k, key_types[k]) for k in cfg.key_columns]
+        + [pa.field(c, pa.float32()) for c in output_columns(spec, cfg)]
+        + [pa.field(VERSION_COLUMN, pa.string())],
+        metadata={"model_version": version, "model_dir": model_dir},
+    )
 
-    identity = {"model_version": version, "input_root": root, "key_columns": list(cfg.key_columns),
-                "columns": schema.names}
+    identity = {
+        "model_version": version,
+        "input_root": root,
+        "key_columns": list(cfg.key_columns),
+        "columns": schema.names,
+    }
     manifest = read_manifest(out) if out.exists() else None
     if manifest is None and out.exists():
         stray = output_parquet_files(out)
         if stray:
-            raise ScoringError(f"output {out} holds Parquet files ({stray[0]}, ...) but no {MANIFEST}: not "
-                               f"written by this job; choose an empty or new output directory")
+            raise ScoringError(
+                f"output {out} holds Parquet files ({stray[0]}, ...) but no {MANIFEST}: not "
+                f"written by this job; choose an empty or new output directory"
+            )
     if manifest is not None:
         differs = {k: (manifest.get(k), v) for k, v in identity.items() if manifest.get(k) != v}
         if differs:
@@ -176,9 +196,11 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
             what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differs.items())
             if held and not overwrite:
                 state = "a complete" if manifest.get("complete") else "a partial"
-                raise ScoringError(f"output {out} holds {state} result ({held} files) of another run ({what}); "
-                                   f"refusing to mix them. Use a new output directory, or overwrite=True "
-                                   f"(--overwrite) to delete that result first")
+                raise ScoringError(
+                    f"output {out} holds {state} result ({held} files) of another run ({what}); "
+                    f"refusing to mix them. Use a new output directory, or overwrite=True "
+                    f"(--overwrite) to delete that result first"
+                )
             if held:
                 lock = lock_output(out)  # not while another job is writing there
                 try:
@@ -191,14 +213,34 @@ def plan_scoring(model_ref: str, input_root: str, output_dir: str, cfg: ScoreCon
     pending = []
     for f in files:
         entry = done.get(f.rel)
-        if entry and entry.get("input_rows") == f.rows and entry.get("input_size") == f.size \
-                and (out / entry["output"]).is_file():
+        if (
+            entry
+            and entry.get("input_rows") == f.rows
+            and entry.get("input_size") == f.size
+            and (out / entry["output"]).is_file()
+        ):
             continue
         done.pop(f.rel, None)  # changed input or lost output: rescored
         pending.append(f)
-    manifest = {"format": MANIFEST_FORMAT, **identity, "model_dir": model_dir,
-                "model": {k: meta.get(k) for k in ("step", "created", "checkpoint") if k in meta},
-                "files": done, "complete": False}
-    return ScorePlan(model_dir=model_dir, version=version, spec=spec, model_meta=meta, input_root=root,
-                     output_dir=str(out), keys=list(cfg.key_columns), schema=schema, files=files,
-                     pending=pending, manifest=manifest, model_url=model_url)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        **identity,
+        "model_dir": model_dir,
+        "model": {k: meta.get(k) for k in ("step", "created", "checkpoint") if k in meta},
+        "files": done,
+        "complete": False,
+    }
+    return ScorePlan(
+        model_dir=model_dir,
+        version=version,
+        spec=spec,
+        model_meta=meta,
+        input_root=root,
+        output_dir=str(out),
+        keys=list(cfg.key_columns),
+        schema=schema,
+        files=files,
+        pending=pending,
+        manifest=manifest,
+        model_url=model_url,
+    )

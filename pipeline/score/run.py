@@ -39,24 +39,26 @@ from every node (shared storage), as for training.
 Modules: pipeline/score/plan.py plans, this one runs; pipeline/score/actor.py is the actor,
 pipeline/score/output.py the output directory (per-file commit, manifest, lock).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.data.validation import DataValidationError
+from pipeline.score.actor import FILE_COLUMN, ROW_HASH, ActorStats, Scorer
 from pipeline.score.config import ScoreConfig
+from pipeline.score.errors import ScoringError
 from pipeline.score.output import MANIFEST, FileOutput, lock_output, remove_temp_files, write_json_atomic
 from pipeline.score.plan import VERSION_COLUMN, InputFile, ScorePlan, output_columns, plan_scoring
-from pipeline.score.actor import FILE_COLUMN, ROW_HASH, ActorStats, Scorer
-from pipeline.score.errors import ScoringError
-from pipeline.data.validation import DataValidationError
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -69,8 +71,8 @@ class ScoreSummary:
     files_skipped: int  # complete from an earlier run
     rows_scored: int
     seconds: float
-    first_output_s: Optional[float]  # start-up: actors created, model loaded, first batch back
-    steady_rows_per_s: Optional[float]  # after the first batch came back (start-up excluded)
+    first_output_s: float | None  # start-up: actors created, model loaded, first batch back
+    steady_rows_per_s: float | None  # after the first batch came back (start-up excluded)
     duplicates_dropped: int
     actors: list[dict]
 
@@ -83,15 +85,24 @@ class ScoreSummary:
         anon = [a["peak_anon_mb"] for a in self.actors]
         nodes = len({a["node"] for a in self.actors})
         allocators = "/".join(sorted({a["allocator"] for a in self.actors}))
-        mem = (f", peak RSS per actor {min(peaks):.0f}-{max(peaks):.0f} MB (private {min(anon):.0f}-{max(anon):.0f} MB, "
-               f"{allocators} malloc)" if peaks else "")
-        steady = (f" ({self.steady_rows_per_s:,.0f} rows/s after the first batch at {self.first_output_s:.1f} s)"
-                  if self.steady_rows_per_s else "")
+        mem = (
+            f", peak RSS per actor {min(peaks):.0f}-{max(peaks):.0f} MB (private {min(anon):.0f}-{max(anon):.0f} MB, "
+            f"{allocators} malloc)"
+            if peaks
+            else ""
+        )
+        steady = (
+            f" ({self.steady_rows_per_s:,.0f} rows/s after the first batch at {self.first_output_s:.1f} s)"
+            if self.steady_rows_per_s
+            else ""
+        )
         dup = f"; {self.duplicates_dropped} rows delivered twice dropped" if self.duplicates_dropped else ""
-        return (f"scored {self.rows_scored:,} rows in {self.files_scored} files "
-                f"({self.files_skipped} of {self.files_total} already complete) in {self.seconds:.1f} s: "
-                f"{self.rows_per_s:,.0f} rows/s{steady}; {len(self.actors)} actor processes on {nodes} nodes"
-                f"{mem}{dup}; model {self.model_version}; output {self.output_dir}")
+        return (
+            f"scored {self.rows_scored:,} rows in {self.files_scored} files "
+            f"({self.files_skipped} of {self.files_total} already complete) in {self.seconds:.1f} s: "
+            f"{self.rows_per_s:,.0f} rows/s{steady}; {len(self.actors)} actor processes on {nodes} nodes"
+            f"{mem}{dup}; model {self.model_version}; output {self.output_dir}"
+        )
 
 
 class _Commits:
@@ -115,9 +126,14 @@ class _Commits:
             self.last_save = now
 
     def _record(self, f: InputFile) -> None:
-        self.manifest["files"][f.rel] = {"input": f.path, "input_rows": f.rows, "input_size": f.size,
-                                         "output": f.rel, "rows": f.rows,
-                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.manifest["files"][f.rel] = {
+            "input": f.path,
+            "input_rows": f.rows,
+            "input_size": f.size,
+            "output": f.rel,
+            "rows": f.rows,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         self.files_done += 1
         self.save_manifest()
 
@@ -134,11 +150,13 @@ class _Commits:
             f = self.files[i]
             w = self.writers.get(i)
             if w is None:
-                w = self.writers[i] = FileOutput(self.out / f.rel, self.plan.schema, f.rows, self.run_id,
-                                                 self.cfg.write_rows)
+                w = self.writers[i] = FileOutput(
+                    self.out / f.rel, self.plan.schema, f.rows, self.run_id, self.cfg.write_rows
+                )
             hashes = part.column(ROW_HASH).to_numpy()
-            part = part.select(columns).append_column(VERSION_COLUMN, pa.repeat(pa.scalar(self.plan.version),
-                                                                                part.num_rows))
+            part = part.select(columns).append_column(
+                VERSION_COLUMN, pa.repeat(pa.scalar(self.plan.version), part.num_rows)
+            )
             w.add(part, hashes)
             self.rows += part.num_rows
             if w.complete():
@@ -148,10 +166,13 @@ class _Commits:
 
     def check_all_committed(self) -> None:
         if self.writers:
-            short = ", ".join(f"{self.files[i].rel} ({w.received} of {w.expected} rows received)"
-                              for i, w in list(self.writers.items())[:3])
-            raise ScoringError(f"{len(self.writers)} files incomplete when the input ended: {short}; "
-                               f"rerun the job to finish them")
+            short = ", ".join(
+                f"{self.files[i].rel} ({w.received} of {w.expected} rows received)"
+                for i, w in list(self.writers.items())[:3]
+            )
+            raise ScoringError(
+                f"{len(self.writers)} files incomplete when the input ended: {short}; rerun the job to finish them"
+            )
 
     def abort(self) -> None:
         for w in self.writers.values():
@@ -160,8 +181,13 @@ class _Commits:
         self.save_manifest(force=True)
 
 
-def run_scoring(plan: ScorePlan, cfg: ScoreConfig, *, on_progress: Optional[Callable[[dict], None]] = None,
-                log: Callable[[str], None] = print) -> ScoreSummary:
+def run_scoring(
+    plan: ScorePlan,
+    cfg: ScoreConfig,
+    *,
+    on_progress: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> ScoreSummary:
     """Score plan.pending (Ray must be initialised when it has rows: pipeline/ray_utils.connect)
     and commit file by file. Raises if the job fails; what was committed stays committed."""
     out = Path(plan.output_dir)
@@ -180,21 +206,25 @@ def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> Scor
     todo = [f for f in plan.pending if f.rows > 0]
     commits = _Commits(plan, cfg, out, todo)
     commits.save_manifest(force=True)  # the model version is on disk before any output file is
-    log(f"[score] model {plan.version} ({plan.model_dir}); {len(plan.pending)} of {len(plan.files)} files "
-        f"({plan.rows_pending:,} rows) to score into {out}")
+    log(
+        f"[score] model {plan.version} ({plan.model_dir}); {len(plan.pending)} of {len(plan.files)} files "
+        f"({plan.rows_pending:,} rows) to score into {out}"
+    )
     for f in plan.pending:
         if f.rows == 0:
             commits.write_empty(f)
 
-    first_output = first_rows = None
+    first_output: float | None = None  # seconds until the first scores came back
+    first_rows = 0  # rows in that first block
     actors: list[dict] = []
     if todo:
         import ray
 
-        stats = ray.remote(num_cpus=0)(ActorStats).remote()
+        # Any: Ray's typing of remote classes does not follow ray.remote(**options)(cls).remote().
+        stats: Any = ray.remote(num_cpus=0)(ActorStats).remote()
         ctx = ray.data.DataContext.get_current()
         saved = {k: getattr(ctx, k) for k in ("wait_for_min_actors_s", "raise_original_map_exception")}
-        ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s
+        ctx.wait_for_min_actors_s = cfg.actor_start_timeout_s  # type: ignore[assignment]  # Ray says int; it takes seconds
         ctx.raise_original_map_exception = True  # a DataValidationError from the collate stays one
         try:
             last_progress = time.perf_counter()
@@ -224,11 +254,18 @@ def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> Scor
     seconds = time.perf_counter() - start
     after_first = seconds - first_output if first_output is not None else 0.0
     summary = ScoreSummary(
-        model_version=plan.version, output_dir=str(out), files_total=len(plan.files),
-        files_scored=len(plan.pending), files_skipped=len(plan.files) - len(plan.pending),
-        rows_scored=commits.rows - commits.duplicates, seconds=seconds, first_output_s=first_output,
+        model_version=plan.version,
+        output_dir=str(out),
+        files_total=len(plan.files),
+        files_scored=len(plan.pending),
+        files_skipped=len(plan.files) - len(plan.pending),
+        rows_scored=commits.rows - commits.duplicates,
+        seconds=seconds,
+        first_output_s=first_output,
         steady_rows_per_s=(commits.rows - first_rows) / after_first if after_first > 0 else None,
-        duplicates_dropped=commits.duplicates, actors=actors)
+        duplicates_dropped=commits.duplicates,
+        actors=actors,
+    )
     commits.manifest["last_run"] = {**dataclasses.asdict(summary), "rows_per_s": summary.rows_per_s}
     commits.save_manifest(force=True)
     log(f"[score] {summary.format()}")
@@ -239,8 +276,8 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
     """The Ray Data pipeline: streaming Parquet reads of `todo` -> a fixed pool of Scorer actors."""
     import ray
 
-    from pipeline.score.allocator import jemalloc_env
     from pipeline.data.files import dictionary_columns, read_parquet_files
+    from pipeline.score.allocator import jemalloc_env
 
     columns = list(dict.fromkeys(plan.keys + plan.spec.input_columns()))
     # String ids decode as dictionaries, except key columns: they are written out as they came.
@@ -249,30 +286,45 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
     ds = read_parquet_files([f.path for f in todo], columns, as_dictionary, include_paths=True, include_row_hash=True)
     env = jemalloc_env() if cfg.actor_allocator == "jemalloc" else {}
     return ds.map_batches(
-        Scorer, batch_size=cfg.batch_size, batch_format="pyarrow",
+        Scorer,
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None, resources=cfg.actor_resources or None,
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor or None,
+        resources=cfg.actor_resources or None,
         runtime_env={"env_vars": env} if env else None,  # merged into the job's own runtime_env
         fn_constructor_kwargs=dict(
-            model_dir=plan.model_dir, model_url=plan.model_url, version=plan.version, keys=plan.keys, products=cfg.products,
+            model_dir=plan.model_dir,
+            model_url=plan.model_url,
+            version=plan.version,
+            keys=plan.keys,
+            products=cfg.products,
             file_index={f.path: i for i, f in enumerate(todo)},
             torch_threads=cfg.torch_threads or max(1, int(cfg.cpus_per_actor)),
-            use_gpu=cfg.gpus_per_actor > 0, batch_delay_s=cfg.debug_batch_delay_s, stats=stats))
+            use_gpu=cfg.gpus_per_actor > 0,
+            batch_delay_s=cfg.debug_batch_delay_s,
+            stats=stats,
+        ),
+    )
 
 
 def _warn_if_not_jemalloc(cfg: ScoreConfig, actors: list[dict], log) -> None:
     system = [a for a in actors if a["allocator"] != "jemalloc"]
     if cfg.actor_allocator == "jemalloc" and system:
-        log(f"[score] warning: {len(system)} of {len(actors)} scoring actors ran without jemalloc (Ray installed "
+        log(
+            f"[score] warning: {len(system)} of {len(actors)} scoring actors ran without jemalloc (Ray installed "
             f"without ray/core/libjemalloc.so, or elsewhere on their node than on this one): their peak "
-            f"memory can creep up with the input (pipeline/score/allocator.py)")
+            f"memory can creep up with the input (pipeline/score/allocator.py)"
+        )
 
 
-def _user_error(exc: BaseException) -> Optional[BaseException]:
+def _user_error(exc: BaseException) -> BaseException | None:
     """The DataValidationError or ScoringError inside Ray's exception chain, if any."""
     from ray.exceptions import RayError  # RayTaskError(X) subclasses X: skip the wrappers
 
-    seen, todo = set(), [exc]
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
@@ -293,7 +345,7 @@ def _split_by_file(block: pa.Table):
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ids)]):
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ids)], strict=True):
         yield int(sorted_ids[lo]), block.take(pa.array(order[lo:hi]))
 
 
@@ -305,18 +357,36 @@ def _progress(start: float, commits: _Commits, files: int, total_rows: int, stat
         actors = ray.get(stats.get.remote(), timeout=5)
     except ray.exceptions.GetTimeoutError:
         actors = []
-    info = {"elapsed_s": elapsed, "files_done": commits.files_done, "files": files, "rows": commits.rows,
-            "rows_total": total_rows, "rows_per_s": commits.rows / elapsed if elapsed else 0.0, "actors": actors}
+    info = {
+        "elapsed_s": elapsed,
+        "files_done": commits.files_done,
+        "files": files,
+        "rows": commits.rows,
+        "rows_total": total_rows,
+        "rows_per_s": commits.rows / elapsed if elapsed else 0.0,
+        "actors": actors,
+    }
     peak = max((a["peak_rss_mb"] for a in actors), default=0.0)
-    log(f"[score] {commits.files_done}/{files} files, {commits.rows:,}/{total_rows:,} rows, "
-        f"{info['rows_per_s']:,.0f} rows/s, {elapsed:.0f} s, {len(actors)} actors (peak RSS {peak:.0f} MB)")
+    log(
+        f"[score] {commits.files_done}/{files} files, {commits.rows:,}/{total_rows:,} rows, "
+        f"{info['rows_per_s']:,.0f} rows/s, {elapsed:.0f} s, {len(actors)} actors (peak RSS {peak:.0f} MB)"
+    )
     if on_progress is not None:
         on_progress(info)
 
 
-def score(model: str, input_root: str, output_dir: str, cfg: ScoreConfig, *, days: Optional[str] = None,
-          overwrite: bool = False, address: Optional[str] = None,
-          on_progress: Optional[Callable[[dict], None]] = None, log: Callable[[str], None] = print) -> ScoreSummary:
+def score(
+    model: str,
+    input_root: str,
+    output_dir: str,
+    cfg: ScoreConfig,
+    *,
+    days: str | None = None,
+    overwrite: bool = False,
+    address: str | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> ScoreSummary:
     """The whole job: plan (all checks, before Ray starts), connect to Ray, score, commit."""
     from pipeline.common.ray_cluster import connect
 

@@ -1,6 +1,7 @@
 """What runs after a training step besides the step itself: a progress line, an evaluation, a
 checkpoint. One place decides, from the train config, so that the worker loop only carries
 out what it is told (and later schedules, early stopping or trackers plug in here)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,12 @@ class Cadence:
     def at(self, step: int) -> StepActions:
         t = self.train
         return StepActions(
-            log=step % t.log_every_steps == 0,
-            evaluate=bool(t.eval_every_steps) and step % t.eval_every_steps == 0,
-            checkpoint=bool(t.checkpoint_every_steps) and step % t.checkpoint_every_steps == 0,
+            log=_every(step, t.log_every_steps),
+            evaluate=_every(step, t.eval_every_steps),
+            checkpoint=_every(step, t.checkpoint_every_steps),
         )
+
+
+def _every(step: int, period: int | None) -> bool:
+    """Whether `step` is a multiple of `period` (None: never)."""
+    return period is not None and step % period == 0

@@ -20,6 +20,7 @@ column-wise table's state only loads into the same number of column shards; and 
 state is named differently when fused (sharded) and data-parallel. `load_checkpoint` checks
 shapes and names first and raises CheckpointMismatchError saying which and why.
 """
+
 from __future__ import annotations
 
 import json
@@ -185,20 +186,22 @@ def _check_compatible(path: str, state: dict[str, Any]) -> None:
             continue
         if key not in saved:
             missing.append(key)
-        elif isinstance(saved[key], TensorStorageMetadata):
+        elif isinstance(meta := saved[key], TensorStorageMetadata):
             size = value.size() if isinstance(value, (ShardedTensor, DTensor)) else value.shape
-            if tuple(saved[key].size) != tuple(size):
-                wrong.append(f"{key}: saved {tuple(saved[key].size)}, here {tuple(size)}")
+            if tuple(meta.size) != tuple(size):
+                wrong.append(f"{key}: saved {tuple(meta.size)}, here {tuple(size)}")
     if wrong:
         raise CheckpointMismatchError(
             f"{path}: tensor shapes differ: {'; '.join(wrong[:5])}. Row-wise Adagrad state has one "
             f"accumulator per row per column shard, so column-wise sharded tables only load into a plan "
-            f"with the same column shards (same sharding type and shard widths).{plan_note}")
+            f"with the same column shards (same sharding type and shard widths).{plan_note}"
+        )
     if missing:
         raise CheckpointMismatchError(
             f"{path}: not in the checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}. Optimizer "
             f"state of a table is stored under different names when the table is fused (sharded) and when it "
-            f"is data_parallel, and the model/tasks must be the same.{plan_note}")
+            f"is data_parallel, and the model/tasks must be the same.{plan_note}"
+        )
 
 
 def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:

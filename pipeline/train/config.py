@@ -1,9 +1,11 @@
 """The training job's configuration: one YAML file validated into typed objects, plus
 dotted command-line overrides (`train.batch_size=2048`). Errors name the bad key."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -31,31 +33,48 @@ class DataConfig(StrictModel):
     spec: str = "configs/features/synthetic.yaml"
     train_days: tuple[str, str] = ("2026-01-01", "2026-01-02")
     val_days: tuple[str, str] = ("2026-01-03", "2026-01-03")
-    generate: Optional[GenerateConfig] = None
+    generate: GenerateConfig | None = None
 
 
 class TrainConfig(StrictModel):
     batch_size: int = Field(1024, ge=1, description="per worker")
     epochs: int = Field(1, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many steps (all epochs)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (all epochs)")
     sparse_optimizer: Literal["rowwise_adagrad", "adam", "sgd"] = "rowwise_adagrad"
     sparse_lr: float = Field(0.05, gt=0)
     dense_lr: float = Field(2e-3, gt=0)
-    loss_weights: Optional[list[float]] = None
-    loss_weight_decay: float = Field(0.0, ge=0.0, lt=1.0, description=(
-        "per-step decay of every task weight after the first toward its floor (PLE paper's schedule)"))
+    loss_weights: list[float] | None = None
+    loss_weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=("per-step decay of every task weight after the first toward its floor (PLE paper's schedule)"),
+    )
     esmm: bool = False
-    sharding_type: Optional[str] = None
-    log_every_steps: int = Field(50, ge=1, description="a progress line (losses, rows/s) from rank 0 every this many steps")
-    eval_every_steps: Optional[int] = Field(None, ge=1, description="also evaluate mid-epoch")
-    eval_at_start: bool = Field(False, description="evaluate before the first step (e.g. a warm start's starting point)")
-    val_cache_rows: int = Field(2_000_000, ge=0, description=(
-        "keep a worker's validation batches in memory after the first evaluation when its shard has at most "
-        "this many rows (0: stream them from Parquet every time)"))
-    checkpoint_every_steps: Optional[int] = Field(None, ge=1)
-    init_from: Optional[str] = Field(None, description=(
-        "warm start: a training checkpoint directory (readable by every worker) whose weights and "
-        "optimizer state a new run starts from; a resumed run ignores it"))
+    sharding_type: str | None = None
+    log_every_steps: int = Field(
+        50, ge=1, description="a progress line (losses, rows/s) from rank 0 every this many steps"
+    )
+    eval_every_steps: int | None = Field(None, ge=1, description="also evaluate mid-epoch")
+    eval_at_start: bool = Field(
+        False, description="evaluate before the first step (e.g. a warm start's starting point)"
+    )
+    val_cache_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description=(
+            "keep a worker's validation batches in memory after the first evaluation when its shard has at most "
+            "this many rows (0: stream them from Parquet every time)"
+        ),
+    )
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    init_from: str | None = Field(
+        None,
+        description=(
+            "warm start: a training checkpoint directory (readable by every worker) whose weights and "
+            "optimizer state a new run starts from; a resumed run ignores it"
+        ),
+    )
     seed: int = 0
 
 
@@ -67,7 +86,7 @@ class ClusterConfig(StrictModel):
     max_failures: int = Field(2, ge=0)
     # SPREAD puts the workers on different nodes where it can (one worker per host, say).
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    local_num_cpus: Optional[int] = Field(None, ge=1, description="logical CPUs of the embedded local cluster")
+    local_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the embedded local cluster")
     # Ray Train's controller takes workers' reports (metrics, checkpoints) only when it polls
     # them: at Ray's default of 2 s every evaluation and checkpoint stalled the workers ~0.8 s.
     # An explicit RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment wins.
@@ -83,7 +102,7 @@ class JobConfig(StrictModel):
     cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "JobConfig":
+    def _check(self) -> JobConfig:
         w = self.train.loss_weights
         if w is not None and len(w) != self.model.num_tasks:
             raise ValueError(f"train.loss_weights has {len(w)} entries for model.num_tasks={self.model.num_tasks}")
@@ -104,12 +123,14 @@ def tasks_from_spec(data: dict, path) -> None:
         raise ConfigError(f"{path or '<defaults>'}: data.spec: {err}") from None
     model = data.setdefault("model", {}) or {}
     if model.get("num_tasks", n) != n:
-        raise ConfigError(f"{path or '<defaults>'}: model.num_tasks={model['num_tasks']} but the feature spec "
-                          f"{spec_path} defines {n} tasks")
+        raise ConfigError(
+            f"{path or '<defaults>'}: model.num_tasks={model['num_tasks']} but the feature spec "
+            f"{spec_path} defines {n} tasks"
+        )
     data["model"] = {**model, "num_tasks": n}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> JobConfig:
     data = read_config_dict(path, overrides)
     tasks_from_spec(data, path)
     return validated(JobConfig, data, path)

@@ -10,6 +10,7 @@ Written to a temporary sibling and renamed, so an existing export is never half-
 config + feature spec, so re-exporting the same weights gives the same version and any change
 to weights or feature mapping gives another. Scoring stamps it on every output row.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -42,19 +42,29 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_export(out_dir: str, state: dict[str, torch.Tensor], model_cfg: ModelConfig, spec: FeatureSpec,
-                 metrics: Optional[dict] = None, extra: Optional[dict] = None) -> str:
+def write_export(
+    out_dir: str,
+    state: dict[str, torch.Tensor],
+    model_cfg: ModelConfig,
+    spec: FeatureSpec,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> str:
     final = Path(out_dir)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / WEIGHTS)
     model_json, spec_json = model_cfg.model_dump(mode="json"), spec.model_dump(mode="json")
-    meta = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model_config": model_json, "spec": spec_json,
-            "version": content_version(tmp / WEIGHTS, model_json, spec_json),
-            "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))},
-            **(extra or {})}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model_config": model_json,
+        "spec": spec_json,
+        "version": content_version(tmp / WEIGHTS, model_json, spec_json),
+        "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))},
+        **(extra or {}),
+    }
     (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _replace_dir(tmp, final)
     return str(final)
@@ -103,8 +113,10 @@ def check_export(path: str) -> tuple[FeatureSpec, dict]:
         cfg = ModelConfig.model_validate(meta["model_config"])
     except ValueError as e:
         raise ExportError(f"{path}: invalid model_config in {META}: {e}") from None
-    expected = {k: tuple(v.shape) for k, v in
-                RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg, device="meta").state_dict().items()}
+    expected = {
+        k: tuple(v.shape)
+        for k, v in RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg, device="meta").state_dict().items()
+    }
     try:
         state = torch.load(Path(path) / WEIGHTS, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises several types for a corrupt or truncated file
@@ -113,8 +125,10 @@ def check_export(path: str) -> tuple[FeatureSpec, dict]:
     if got != expected:
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         shapes = [f"{k}: {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
-        raise ExportError(f"{path}: {WEIGHTS} does not match {META} (missing {missing[:3]}, unexpected "
-                          f"{extra[:3]}, shape mismatches {shapes[:3]})")
+        raise ExportError(
+            f"{path}: {WEIGHTS} does not match {META} (missing {missing[:3]}, unexpected "
+            f"{extra[:3]}, shape mismatches {shapes[:3]})"
+        )
     return spec, meta
 
 
@@ -132,7 +146,7 @@ def load_export(path: str):
     return model.eval(), spec, meta
 
 
-def export_model(checkpoint_dir: str, out_dir: str, metrics: Optional[dict] = None) -> str:
+def export_model(checkpoint_dir: str, out_dir: str, metrics: dict | None = None) -> str:
     """Gather a sharded training checkpoint into unsharded tensors (in this process, no
     process group: DCP reassembles every shard) and write it as an export."""
     import torch.distributed.checkpoint as dcp
@@ -148,7 +162,12 @@ def export_model(checkpoint_dir: str, out_dir: str, metrics: Optional[dict] = No
     # The checkpoint holds TrainModule's state: RecModel's keys under "model.".
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     dcp.load({"model": state}, checkpoint_id=checkpoint_dir)
-    weights = {k[len("model."):]: v for k, v in state.items()}
-    return write_export(out_dir, weights, model_cfg, spec, metrics,
-                        extra={"step": extra["step"], "checkpoint": str(checkpoint_dir),
-                               "trained_days": list(cfg.data.train_days)})
+    weights = {k[len("model.") :]: v for k, v in state.items()}
+    return write_export(
+        out_dir,
+        weights,
+        model_cfg,
+        spec,
+        metrics,
+        extra={"step": extra["step"], "checkpoint": str(checkpoint_dir), "trained_days": list(cfg.data.train_days)},
+    )

@@ -1,19 +1,20 @@
 """Single-process training on in-memory generated data (`python -m jobs.train --in-memory`): the
 smallest end-to-end check of the model, the collate, the masked losses and the metrics working
 together, with no Ray and no sharding."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from pipeline.data.collate import collate
 from pipeline.data.feature_spec import FeatureSpec
-from pipeline.train.losses import masked_bce_per_task
-from pipeline.train.metrics import TaskMetrics
 from pipeline.data.synthetic import best_achievable_auc, generate_table
 from pipeline.train.config import GenerateConfig, JobConfig
+from pipeline.train.losses import masked_bce_per_task
+from pipeline.train.metrics import TaskMetrics
 from ple_model import RecModel
 
 
@@ -35,13 +36,17 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
         model.train()
         for b in batches:
             loss = masked_bce_per_task(model(b.sparse_features, b.dense_features), b.labels, b.label_masks).sum()
-            opt_sparse.zero_grad(); opt_dense.zero_grad()
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
             loss.backward()
-            opt_sparse.step(); opt_dense.step()
+            opt_sparse.step()
+            opt_dense.step()
             step += 1
             if step % 50 == 0:
-                log(f"epoch {epoch} step {step} loss {loss.item():.4f} "
-                    f"{step * batch_size / (time.perf_counter() - start):,.0f} rows/s")
+                log(
+                    f"epoch {epoch} step {step} loss {loss.item():.4f} "
+                    f"{step * batch_size / (time.perf_counter() - start):,.0f} rows/s"
+                )
     metrics = TaskMetrics(spec.task_names)
     model.eval()
     with torch.no_grad():

@@ -1,16 +1,17 @@
 """Driver side of the training job: connect to (or start) Ray, make sure the data exists,
 build the Ray Data datasets and the TorchTrainer, run it, export the model."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
-from pipeline.train.config import JobConfig
 from pipeline.data.feature_spec import FeatureSpec, load_spec
+from pipeline.train.config import JobConfig
 
 _HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # see ClusterConfig.health_check_interval_s
 _HEALTH_CHECK_FROM_USER = _HEALTH_CHECK_ENV in os.environ
@@ -25,7 +26,7 @@ class TrainingResult:
     run_dir: str
 
 
-def connect_ray(cfg: JobConfig, address: Optional[str] = None) -> None:
+def connect_ray(cfg: JobConfig, address: str | None = None) -> None:
     """Join the cluster named by `address` / RAY_ADDRESS (set by `ray job submit`), else
     start an embedded local one sized by `cluster.local_num_cpus`."""
     from pipeline.common.ray_cluster import connect
@@ -41,13 +42,28 @@ def ensure_data(cfg: JobConfig) -> None:
     from pipeline.data.synthetic import SyntheticConfig, generate_dataset
 
     print(f"[data] generating {gen.rows:,} rows over {gen.days} days into {root}", flush=True)
-    generate_dataset(str(root), gen.rows, days=gen.days, files_per_day=gen.files_per_day, seed=gen.seed,
-                     start_day=gen.start_day, config=SyntheticConfig(num_users=gen.num_users, num_items=gen.num_items))
+    generate_dataset(
+        str(root),
+        gen.rows,
+        days=gen.days,
+        files_per_day=gen.files_per_day,
+        seed=gen.seed,
+        start_day=gen.start_day,
+        config=SyntheticConfig(num_users=gen.num_users, num_items=gen.num_items),
+    )
 
 
-def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path: str,
-                 train_loop: Optional[Callable[[dict], None]] = None, *, name: Optional[str] = None,
-                 loop_config: Optional[dict] = None, num_to_keep: Optional[int] = 2):
+def make_trainer(
+    cfg: JobConfig,
+    spec: FeatureSpec,
+    datasets: dict,
+    storage_path: str,
+    train_loop: Callable[[dict], None] | None = None,
+    *,
+    name: str | None = None,
+    loop_config: dict | None = None,
+    num_to_keep: int | None = 2,
+):
     """Re-running with the same name and storage path resumes the run from its latest
     checkpoint (Ray Train restores its checkpoint manager from storage)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -61,14 +77,21 @@ def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop or train_loop_per_worker,
-        train_loop_config={**(loop_config or {"job": cfg.model_dump(mode="json")}),
-                           "spec": spec.model_dump(mode="json"),
-                           "files": {key: ds.input_files() for key, ds in datasets.items()}},
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources,
-                                     placement_strategy=c.placement_strategy),
+        train_loop_config={
+            **(loop_config or {"job": cfg.model_dump(mode="json")}),
+            "spec": spec.model_dump(mode="json"),
+            "files": {key: ds.input_files() for key, ds in datasets.items()},
+        },
+        scaling_config=ScalingConfig(
+            num_workers=c.num_workers,
+            use_gpu=c.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=c.placement_strategy,
+        ),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
         run_config=RunConfig(
-            name=name or cfg.name, storage_path=storage_path,
+            name=name or cfg.name,
+            storage_path=storage_path,
             failure_config=FailureConfig(max_failures=c.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
         ),
@@ -76,7 +99,7 @@ def make_trainer(cfg: JobConfig, spec: FeatureSpec, datasets: dict, storage_path
     )
 
 
-def _prepare(cfg: JobConfig, address: Optional[str]) -> tuple[FeatureSpec, dict]:
+def _prepare(cfg: JobConfig, address: str | None) -> tuple[FeatureSpec, dict]:
     from pipeline.data.files import read_days
 
     spec = load_spec(cfg.data.spec)
@@ -106,12 +129,18 @@ def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict) -> Train
     run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
     export_dir = os.path.join(run_dir, "export")
     export_model(checkpoint.path, export_dir, metrics=metrics)
-    return TrainingResult(metrics=metrics, history=extra["history"], checkpoint_dir=checkpoint.path,
-                          export_dir=export_dir, run_dir=run_dir)
+    return TrainingResult(
+        metrics=metrics,
+        history=extra["history"],
+        checkpoint_dir=checkpoint.path,
+        export_dir=export_dir,
+        run_dir=run_dir,
+    )
 
 
-def run_training(cfg: JobConfig, address: Optional[str] = None,
-                 train_loop: Optional[Callable[[dict], None]] = None) -> TrainingResult:
+def run_training(
+    cfg: JobConfig, address: str | None = None, train_loop: Callable[[dict], None] | None = None
+) -> TrainingResult:
     """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it)."""
     spec, datasets = _prepare(cfg, address)
     result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
@@ -120,7 +149,7 @@ def run_training(cfg: JobConfig, address: Optional[str] = None,
     return _finish(cfg, result.checkpoint, result.metrics, _best_aucs(datasets))
 
 
-def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] = None) -> list[TrainingResult]:
+def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = None) -> list[TrainingResult]:
     """Several runs on the same data and cluster (models, seeds or loss weights differ) trained
     one after the other inside ONE Ray Train run: each is a full run (its own sharded model,
     optimizers, evaluations and final checkpoint, exported to <output_dir>/<its name>/export),
@@ -130,9 +159,14 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: Optional[str] 
     base = cfgs[0]
     for c in cfgs[1:]:
         if (c.data, c.cluster, c.output_dir, c.train.batch_size) != (
-                base.data, base.cluster, base.output_dir, base.train.batch_size):
-            raise ValueError(f"run group {name}: {c.name} differs from {base.name} in data, cluster, output_dir "
-                             f"or train.batch_size")
+            base.data,
+            base.cluster,
+            base.output_dir,
+            base.train.batch_size,
+        ):
+            raise ValueError(
+                f"run group {name}: {c.name} differs from {base.name} in data, cluster, output_dir or train.batch_size"
+            )
     if len({c.name for c in cfgs}) != len(cfgs):
         raise ValueError(f"run group {name}: run names must differ")
     spec, datasets = _prepare(base, address)

@@ -1,5 +1,6 @@
 """Multi-task losses: binary cross-entropy per task, each restricted to its sample space, and
 the ESMM form of the (ctr, cvr) pair."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Built from torchmetrics so that, under torch.distributed, `compute()` gathers the state of
 every worker: the numbers are those of the whole validation set, not of one shard.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,12 +16,17 @@ class TaskMetrics:
     def __init__(self, task_names: list[str], device: torch.device | str = "cpu") -> None:
         self.task_names = list(task_names)
         self.per_task = [
-            MetricCollection({
-                # exact AUC (thresholds=None) would keep every prediction; 1,000 bins is
-                # exact to ~1e-3 and costs constant memory however large the set.
-                "auc": BinaryAUROC(thresholds=1000),
-                "loss_sum": SumMetric(), "pred_sum": SumMetric(), "label_sum": SumMetric(), "count": SumMetric(),
-            }).to(device)
+            MetricCollection(
+                {
+                    # exact AUC (thresholds=None) would keep every prediction; 1,000 bins is
+                    # exact to ~1e-3 and costs constant memory however large the set.
+                    "auc": BinaryAUROC(thresholds=1000),
+                    "loss_sum": SumMetric(),
+                    "pred_sum": SumMetric(),
+                    "label_sum": SumMetric(),
+                    "count": SumMetric(),
+                }
+            ).to(device)
             for _ in self.task_names
         ]
 
@@ -41,7 +47,7 @@ class TaskMetrics:
     def compute(self) -> dict[str, float]:
         """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`."""
         out: dict[str, float] = {}
-        for name, metrics in zip(self.task_names, self.per_task):
+        for name, metrics in zip(self.task_names, self.per_task, strict=True):
             m = {k: float(v) for k, v in metrics.compute().items()}
             count = max(m["count"], 1.0)
             out[f"{name}/auc"] = m["auc"]

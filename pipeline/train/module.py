@@ -1,8 +1,9 @@
 """The training step's module: RecModel + multi-task loss, in the (loss, output) form that
 torchrec's TrainPipelineSparseDist expects from `model(batch)`."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -21,12 +22,13 @@ class TrainModule(nn.Module):
     (e.g. a decay schedule) and checkpoints do not pin it.
     """
 
+    loss_weights: torch.Tensor  # a buffer (register_buffer), typed here for the type checker
+
     def __init__(self, model: RecModel, loss_weights: Sequence[float], esmm: bool = False) -> None:
         super().__init__()
         self.model = model
         self.esmm = esmm
-        self.register_buffer("loss_weights", torch.as_tensor(list(loss_weights), dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("loss_weights", torch.as_tensor(list(loss_weights), dtype=torch.float32), persistent=False)
         if esmm and len(self.loss_weights) != 2:
             raise ValueError(f"esmm needs exactly two tasks [ctr, cvr], got {len(self.loss_weights)} loss weights")
 
@@ -40,7 +42,9 @@ class TrainModule(nn.Module):
     def features(self, batch: Batch) -> torch.Tensor:
         return self.model.features(batch.sparse_features, batch.dense_features)
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, batch: Batch
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         logits = self.model.dense(self.features(batch))
         if self.esmm:
             per_task = esmm_losses(logits, batch.labels)

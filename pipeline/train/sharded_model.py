@@ -17,11 +17,12 @@ over its own batch; DDP averages dense gradients across ranks and torchrec's spa
 divide embedding gradients by the world size (torchrec.distributed.comm_ops.GRADIENT_DIVISION,
 on by default), so every parameter sees d/dθ of mean_over_ranks(rank loss).
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -34,8 +35,8 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 
 from pipeline.data.feature_spec import FeatureSpec
 from pipeline.train.config import TrainConfig
-from pipeline.train.sharding import make_plan, sharders
 from pipeline.train.module import TrainModule
+from pipeline.train.sharding import make_plan, sharders
 from ple_model.config import ModelConfig
 from ple_model.rec_model import RecModel
 
@@ -50,8 +51,9 @@ def check_sparse_optimizer(name: str, device: torch.device) -> None:
     if name not in SPARSE_OPTIMIZERS:
         raise ValueError(f"sparse_optimizer must be one of {SPARSE_OPTIMIZERS}, got {name!r}")
     if device.type == "cpu" and name not in CPU_SPARSE_OPTIMIZERS:
-        raise ValueError(f"sparse_optimizer {name!r} needs CUDA: fbgemm's CPU kernels implement only "
-                         f"{CPU_SPARSE_OPTIMIZERS}")
+        raise ValueError(
+            f"sparse_optimizer {name!r} needs CUDA: fbgemm's CPU kernels implement only {CPU_SPARSE_OPTIMIZERS}"
+        )
 
 
 def _fused_optimizer(name: str, lr: float) -> tuple[type, dict]:
@@ -95,11 +97,11 @@ class TableOptimizer(torch.optim.Optimizer):
         super().__init__([p for p, _ in tables], {"lr": lr, "eps": TABLE_EPS, "betas": ADAM_BETAS})
 
     def _views(self, flat: torch.Tensor, layout: TableLayout) -> list[torch.Tensor]:
-        table = flat.view(-1)[layout.offset: layout.offset + layout.rows * layout.dim].view(layout.rows, layout.dim)
+        table = flat.view(-1)[layout.offset : layout.offset + layout.rows * layout.dim].view(layout.rows, layout.dim)
         return list(table.split(list(layout.col_blocks), dim=1))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch.optim signature
+    def step(self, closure=None):
         for group in self.param_groups:
             lr, eps = group["lr"], group["eps"]
             for p in group["params"]:
@@ -115,8 +117,8 @@ class TableOptimizer(torch.optim.Optimizer):
                         state["momentum1"] = torch.zeros(n, dtype=p.dtype, device=p.device)
                     start = 0
                     for t in layouts:
-                        for w, g in zip(self._views(p, t), self._views(p.grad, t)):
-                            m = state["momentum1"][start: start + t.rows]
+                        for w, g in zip(self._views(p, t), self._views(p.grad, t), strict=True):
+                            m = state["momentum1"][start : start + t.rows]
                             m.add_(g.pow(2).mean(dim=1))
                             w.addcdiv_(g, (m.sqrt() + eps).unsqueeze(1), value=-lr)
                             start += t.rows
@@ -133,6 +135,7 @@ class TableOptimizer(torch.optim.Optimizer):
         (b1, b2), step = group["betas"], state["step"].item()
         for t in layouts:
             whole = TableLayout(t.offset, t.rows, t.dim, (t.dim,))  # Adam is element-wise: blocks do not matter
+            assert p.grad is not None  # step() skips parameters without a gradient
             w, g, m, v = (self._views(x, whole)[0] for x in (p, p.grad, state["exp_avg"], state["exp_avg_sq"]))
             rows = g.ne(0).any(dim=1).nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -147,9 +150,12 @@ class TableOptimizer(torch.optim.Optimizer):
 def data_parallel_tables(dmp: DistributedModelParallel, plan: ShardingPlan) -> dict[str, nn.Parameter]:
     """{name: weight} of the data-parallel tables. torchrec exposes each as a per-table view of
     fbgemm's flat dense weight (TableBatchedEmbeddingSlice) whose `.grad` views the flat grad."""
-    names = {f"{path}.embedding_bags.{table}.weight"
-             for path, module_plan in plan.plan.items()
-             for table, ps in module_plan.items() if ps.sharding_type == "data_parallel"}
+    names = {
+        f"{path}.embedding_bags.{table}.weight"
+        for path, module_plan in plan.plan.items()
+        for table, ps in module_plan.items()
+        if ps.sharding_type == "data_parallel"
+    }
     return {n: p for n, p in dmp.named_parameters() if n in names}
 
 
@@ -178,13 +184,20 @@ def _task_weights(spec: FeatureSpec, model_cfg: ModelConfig, train: TrainConfig)
     return weights
 
 
-def _keyed(params: dict[str, nn.Parameter], factory) -> KeyedOptimizerWrapper:  # noqa: ANN001
+def _keyed(params: dict[str, nn.Parameter], factory) -> KeyedOptimizerWrapper:
     return KeyedOptimizerWrapper(params, factory)
 
 
-def build_sharded_model(spec: FeatureSpec, model_cfg: ModelConfig, train: TrainConfig, device: torch.device, *,
-                        sharding_type: str | dict[str, str] | None = None, pg: dist.ProcessGroup | None = None,
-                        min_column_shard_dim: int | None = None) -> ShardedModel:
+def build_sharded_model(
+    spec: FeatureSpec,
+    model_cfg: ModelConfig,
+    train: TrainConfig,
+    device: torch.device,
+    *,
+    sharding_type: str | dict[str, str] | None = None,
+    pg: dist.ProcessGroup | None = None,
+    min_column_shard_dim: int | None = None,
+) -> ShardedModel:
     """Needs an initialised default process group (Ray Train's, or the caller's); `pg` defaults to it.
     Every rank must call this with the same arguments. Dense weights start as rank 0's (DDP
     broadcasts them); tables are initialised per shard (data-parallel ones broadcast from rank 0).
@@ -196,17 +209,26 @@ def build_sharded_model(spec: FeatureSpec, model_cfg: ModelConfig, train: TrainC
     check_sparse_optimizer(train.sparse_optimizer, device)
     pg = pg or dist.group.WORLD
     weights = _task_weights(spec, model_cfg, train)
-    module = TrainModule(RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device="meta"), weights,
-                         train.esmm)
+    module = TrainModule(
+        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device="meta"), weights, train.esmm
+    )
     opt_cls, opt_kwargs = _fused_optimizer(train.sparse_optimizer, train.sparse_lr)
     with warnings.catch_warnings():  # torchrec's wrapper warns that it forwards to torch's private API
         warnings.simplefilter("ignore", DeprecationWarning)
         apply_optimizer_in_backward(opt_cls, module.model.ebc.parameters(), opt_kwargs)
 
-    plan = make_plan(module, dist.get_world_size(pg), device, sharding_type or train.sharding_type, train.batch_size,
-                     pg, min_column_shard_dim)
-    dmp = DistributedModelParallel(module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan,
-                                   sharders=sharders())
+    plan = make_plan(
+        module,
+        dist.get_world_size(pg),
+        device,
+        sharding_type or train.sharding_type,
+        train.batch_size,
+        pg,
+        min_column_shard_dim,
+    )
+    dmp = DistributedModelParallel(
+        module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan, sharders=sharders()
+    )
 
     # torchrec marks every parameter its fused optimizer updates with `_in_backward_optimizers`.
     named = {n: p for n, p in dmp.named_parameters() if not hasattr(p, "_in_backward_optimizers")}
@@ -214,8 +236,9 @@ def build_sharded_model(spec: FeatureSpec, model_cfg: ModelConfig, train: TrainC
     optims: list[tuple[str, KeyedOptimizer]] = [("", dmp.fused_optimizer)]
     if dp_tables:
         layouts = [(p, [TableLayout(0, p.shape[0], p.shape[1], (p.shape[1],))]) for p in dp_tables.values()]
-        optims.append(("", _keyed(dp_tables, lambda _params: TableOptimizer(layouts, train.sparse_optimizer,
-                                                                            train.sparse_lr))))
+        optims.append(
+            ("", _keyed(dp_tables, lambda _params: TableOptimizer(layouts, train.sparse_optimizer, train.sparse_lr)))
+        )
     dense = {n: p for n, p in named.items() if n not in dp_tables}
     optims.append(("", _keyed(dense, lambda params: torch.optim.Adam(params, lr=train.dense_lr))))
     return ShardedModel(model=dmp, optimizer=CombinedOptimizer(optims), plan=plan)
@@ -237,9 +260,14 @@ class UnshardedModel:
         self.dense_optimizer.step()
 
 
-def build_unsharded_model(spec: FeatureSpec, model_cfg: ModelConfig, train: TrainConfig,
-                          device: torch.device | str = "cpu", *,
-                          column_blocks: dict[str, Sequence[int]] | None = None) -> UnshardedModel:
+def build_unsharded_model(
+    spec: FeatureSpec,
+    model_cfg: ModelConfig,
+    train: TrainConfig,
+    device: torch.device | str = "cpu",
+    *,
+    column_blocks: dict[str, Sequence[int]] | None = None,
+) -> UnshardedModel:
     """One process, no DMP: tables updated by TableOptimizer (fbgemm's rule in plain torch),
     the rest by Adam, stepped explicitly (not in backward) after `loss.backward()`; `train`
     as for build_sharded_model.
@@ -249,8 +277,9 @@ def build_unsharded_model(spec: FeatureSpec, model_cfg: ModelConfig, train: Trai
     """
     check_sparse_optimizer(train.sparse_optimizer, torch.device(device))
     weights = _task_weights(spec, model_cfg, train)
-    module = TrainModule(RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device=device), weights,
-                         train.esmm)
+    module = TrainModule(
+        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device=device), weights, train.esmm
+    )
     module.to(device)
     blocks = column_blocks or {}
     tables = []

@@ -3,6 +3,7 @@
 gloo (CPU) has no reduce-scatter, which row-wise sharding needs for its output distribution,
 so on CPU only the sharding types whose collectives are all-to-all / all-reduce are allowed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,10 +43,15 @@ def embedding_tables(module: nn.Module) -> list[str]:
     return names
 
 
-def make_plan(ebc_module: nn.Module, world_size: int, device: torch.device,
-              sharding_type: str | dict[str, str] | None = None,
-              batch_size: int = 512, pg: dist.ProcessGroup | None = None,
-              min_column_shard_dim: int | None = None) -> ShardingPlan:
+def make_plan(
+    ebc_module: nn.Module,
+    world_size: int,
+    device: torch.device,
+    sharding_type: str | dict[str, str] | None = None,
+    batch_size: int = 512,
+    pg: dist.ProcessGroup | None = None,
+    min_column_shard_dim: int | None = None,
+) -> ShardingPlan:
     """Plan the sharding of every embedding table in `ebc_module`.
 
     `ebc_module` is the module that will be given to DistributedModelParallel (the plan is keyed
@@ -60,14 +66,16 @@ def make_plan(ebc_module: nn.Module, world_size: int, device: torch.device,
     """
     allowed = allowed_sharding_types(device.type)
     tables = embedding_tables(ebc_module)
-    per_table = sharding_type if isinstance(sharding_type, dict) else {t: sharding_type for t in tables}
+    per_table = sharding_type if isinstance(sharding_type, dict) else dict.fromkeys(tables, sharding_type)
     for kind in {k for k in per_table.values() if k is not None}:
         if kind not in allowed:
             why = " (row_wise needs reduce-scatter, which gloo lacks; use CUDA/NCCL)" if "row" in kind else ""
             raise ValueError(f"sharding type {kind!r} is not allowed on {device.type}{why}; allowed: {allowed}")
     constraints = {
-        name: ParameterConstraints(sharding_types=[per_table[name]] if per_table.get(name) else list(allowed),
-                                   min_partition=min_column_shard_dim)
+        name: ParameterConstraints(
+            sharding_types=[per_table[name]] if per_table.get(name) else list(allowed),
+            min_partition=min_column_shard_dim,
+        )
         for name in tables
     }
     planner = EmbeddingShardingPlanner(
@@ -87,8 +95,11 @@ def describe_plan(plan: ShardingPlan) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for module_path, module_plan in plan.plan.items():
         out[module_path] = {
-            table: {"sharding_type": ps.sharding_type, "compute_kernel": ps.compute_kernel,
-                    "ranks": list(ps.ranks) if ps.ranks is not None else None}
+            table: {
+                "sharding_type": ps.sharding_type,
+                "compute_kernel": ps.compute_kernel,
+                "ranks": list(ps.ranks) if ps.ranks is not None else None,
+            }
             for table, ps in module_plan.items()
         }
     return out

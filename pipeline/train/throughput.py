@@ -5,6 +5,7 @@ evaluation and checkpoints do not. The first step of each epoch also waits for R
 start that epoch's reads (seconds on a busy small machine), so it is counted apart: the
 steady rate says whether the data path keeps up.
 """
+
 from __future__ import annotations
 
 
@@ -42,8 +43,9 @@ class ThroughputMeter:
         out) and train/epoch_start_s (the time those first steps took)."""
         return {
             "train/rows_per_s": self._rate(self.steps, self.seconds),
-            "train/rows_per_s_steady": self._rate(self.steps - self.epoch_start_steps,
-                                                  self.seconds - self.epoch_start_seconds),
+            "train/rows_per_s_steady": self._rate(
+                self.steps - self.epoch_start_steps, self.seconds - self.epoch_start_seconds
+            ),
             "train/epoch_start_s": self.epoch_start_seconds,
         }
 

@@ -4,12 +4,13 @@ checkpoint. Ray Train owns the process group (it is already initialised here).
 torchrec and fbgemm are imported inside the worker function: the driver never needs them
 and workers on other nodes import them in their own process.
 """
+
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -80,8 +81,9 @@ class WorkerTrainer:
 
     early_first_batch = True  # see _EarlyFirstBatch (benchmarks' in-memory trainer turns it off)
 
-    def __init__(self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None,
-                 group_run: str | None = None) -> None:
+    def __init__(
+        self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None, group_run: str | None = None
+    ) -> None:
         import ray.train
 
         # torchrec logs its planner's tables and its pipeline's per-batch states at INFO: hundreds
@@ -100,12 +102,14 @@ class WorkerTrainer:
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
         # A resumed run starts mid-epoch at a position known only after loading: no early start.
-        self._early = _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None \
-            else None
+        self._early = (
+            _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None else None
+        )
         from pipeline.train.sharded_model import build_sharded_model  # imports torchrec and fbgemm (seconds)
 
-        self.sm = build_sharded_model(spec, cfg.model, cfg.train, self.device,
-                                      sharding_type=cfg.train.sharding_type or self._saved_sharding())
+        self.sm = build_sharded_model(
+            spec, cfg.model, cfg.train, self.device, sharding_type=cfg.train.sharding_type or self._saved_sharding()
+        )
         self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
@@ -141,8 +145,10 @@ class WorkerTrainer:
         self.history = extra.get("history", [])
         self.resumed_at = extra.get("resumed_at", []) + [self.step]
         if self.rank == 0:
-            log.info(f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
-                     f"{extra['world_size']} workers then, {self.world} now)")
+            log.info(
+                f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
+                f"{extra['world_size']} workers then, {self.world} now)"
+            )
 
     def _warm_start(self) -> None:
         """A new run starting from another run's weights and optimizer state (daily retraining):
@@ -158,6 +164,7 @@ class WorkerTrainer:
 
     def report(self, metrics: dict, with_checkpoint: bool) -> None:
         import ray.train
+
         from pipeline.train.checkpoint import save_shards
 
         metrics = {**metrics, "step": self.step, "epoch": self.epoch}
@@ -166,17 +173,27 @@ class WorkerTrainer:
         if not with_checkpoint:
             ray.train.report(metrics)
             return
-        extra = {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
-                 "world_size": self.world, "history": self.history,
-                 "resumed_at": self.resumed_at, "config": self.cfg.model_dump(mode="json"),
-                 "spec": self.spec.model_dump(mode="json"), "plan": str(self.sm.plan)}
+        extra = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "world_size": self.world,
+            "history": self.history,
+            "resumed_at": self.resumed_at,
+            "config": self.cfg.model_dump(mode="json"),
+            "spec": self.spec.model_dump(mode="json"),
+            "plan": str(self.sm.plan),
+        }
         # Each worker writes its own shards locally; Ray merges the workers' directories in
         # storage and registers the checkpoint only once every worker has reported, so a
         # worker dying mid-write never replaces the last good checkpoint.
         with tempfile.TemporaryDirectory(prefix="ple-ckpt-") as tmp:
             save_shards(tmp, self.sm.model, self.sm.optimizer, extra)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                             checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}")
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}",
+            )
 
     # -- loops --------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -209,8 +226,9 @@ class WorkerTrainer:
         limit = self.cfg.train.val_cache_rows
         cache: list | None = [] if limit else None
         rows = 0
-        for batch in iter_ray_batches("val", self.spec, self.cfg.train.batch_size, drop_last=False,
-                                      files=self.files.get("val")):
+        for batch in iter_ray_batches(
+            "val", self.spec, self.cfg.train.batch_size, drop_last=False, files=self.files.get("val")
+        ):
             if cache is not None:
                 rows += len(batch)
                 if rows <= limit:
@@ -226,8 +244,15 @@ class WorkerTrainer:
 
         t = self.cfg.train
         # drop_last: every worker must take the same number of steps (collectives).
-        return iter_ray_batches("train", self.spec, t.batch_size, drop_last=True, files=self.files.get("train"),
-                                local_shuffle_rows=8 * t.batch_size, local_shuffle_seed=t.seed + self.epoch)
+        return iter_ray_batches(
+            "train",
+            self.spec,
+            t.batch_size,
+            drop_last=True,
+            files=self.files.get("train"),
+            local_shuffle_rows=8 * t.batch_size,
+            local_shuffle_seed=t.seed + self.epoch,
+        )
 
     def fit(self) -> None:
         """Train to the end of the configured epochs (or train.max_steps), then evaluate and
@@ -235,8 +260,7 @@ class WorkerTrainer:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         t = self.cfg.train
-        self.pipeline = TrainPipelineSparseDist(self.sm.model, self.sm.optimizer, self.device,
-                                                execute_all_batches=True)
+        self.pipeline = TrainPipelineSparseDist(self.sm.model, self.sm.optimizer, self.device, execute_all_batches=True)
         rows_per_step = t.batch_size * self.world
         meter, cadence = ThroughputMeter(rows_per_step), Cadence(t)
         self._carry_out(cadence.at_start(self.step))
@@ -254,9 +278,18 @@ class WorkerTrainer:
             self.epoch += 1
             self.batches_in_epoch = 0
         final = self.evaluate()
-        self.report({**final, "train/rows": self.step * rows_per_step, **meter.summary(),
-                     "resumed_at": self.resumed_at, "cluster/workers": self.world, "cluster/nodes": self.num_nodes,
-                     "done": 1}, with_checkpoint=True)
+        self.report(
+            {
+                **final,
+                "train/rows": self.step * rows_per_step,
+                **meter.summary(),
+                "resumed_at": self.resumed_at,
+                "cluster/workers": self.world,
+                "cluster/nodes": self.num_nodes,
+                "done": 1,
+            },
+            with_checkpoint=True,
+        )
 
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
@@ -284,14 +317,16 @@ class WorkerTrainer:
         self.batches_in_epoch += 1
         return per_task
 
-    def _carry_out(self, actions: StepActions, per_task: torch.Tensor | None = None,
-                   meter: ThroughputMeter | None = None) -> None:
+    def _carry_out(
+        self, actions: StepActions, per_task: torch.Tensor | None = None, meter: ThroughputMeter | None = None
+    ) -> None:
         """What the cadence decided for this step: a progress line (rank 0), an evaluation, a
         checkpoint (an evaluation and a checkpoint at the same step are one report)."""
         if actions.log and self.rank == 0 and per_task is not None and meter is not None:
-            losses = " ".join(f"{n}={v:.4f}" for n, v in zip(self.spec.task_names, per_task.tolist()))
-            log.info(f"[train] epoch {self.epoch} step {self.step} loss {losses} "
-                     f"{meter.window_rows_per_s():,.0f} rows/s")
+            losses = " ".join(f"{n}={v:.4f}" for n, v in zip(self.spec.task_names, per_task.tolist(), strict=True))
+            log.info(
+                f"[train] epoch {self.epoch} step {self.step} loss {losses} {meter.window_rows_per_s():,.0f} rows/s"
+            )
         if actions.report:
             self.report(self.evaluate() if actions.evaluate else {}, with_checkpoint=actions.checkpoint)
 
@@ -301,15 +336,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     after the other on the same data, sharing the cached validation batches."""
     if "job" in loop_config:
         cfg = JobConfig.model_validate(loop_config["job"])
-        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files"))
+        trainer = WorkerTrainer(
+            cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files")
+        )
         trainer.resume()
         trainer.fit()
         return
     val_cache = None
     for job in loop_config["jobs"]:
         cfg = JobConfig.model_validate(job)
-        trainer = WorkerTrainer(cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec),
-                                loop_config.get("files"), group_run=cfg.name)
+        trainer = WorkerTrainer(
+            cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files"), group_run=cfg.name
+        )
         trainer.val_cache = val_cache  # the same validation days for every run
         trainer.resume()  # a warm start (train.init_from) if configured
         trainer.fit()

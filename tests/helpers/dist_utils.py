@@ -4,12 +4,14 @@ ranks and plain full tensors. Test helpers only: no Ray.
 `fn(rank, world_size, *args)` must be importable (a module-level function); its return value
 comes back through a file (a queue would deadlock on large results while mp.spawn joins).
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,8 +27,14 @@ def _free_port() -> int:
 
 
 def _entry(rank: int, world_size: int, port: int, out_dir: str, fn: Callable, args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )
     torch.set_num_threads(1)  # N ranks share a few cores
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
@@ -40,8 +48,13 @@ def _entry(rank: int, world_size: int, port: int, out_dir: str, fn: Callable, ar
 def run_on_ranks(fn: Callable, world_size: int, *args: Any) -> list[Any]:
     """[fn's return value on rank 0, rank 1, ...]; an exception on any rank fails the call."""
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.start_processes(_entry, args=(world_size, _free_port(), out_dir, fn, args), nprocs=world_size,
-                           join=True, start_method="spawn")
+        mp.start_processes(
+            _entry,
+            args=(world_size, _free_port(), out_dir, fn, args),
+            nprocs=world_size,
+            join=True,
+            start_method="spawn",
+        )
         return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]
 
 
@@ -88,7 +101,7 @@ def assemble(per_rank: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             full = out.setdefault(key, torch.zeros(size, dtype=shards[0][1].dtype if shards else torch.float32))
             count = covered.setdefault(key, torch.zeros(size, dtype=torch.int32))
             for offsets, t in shards:
-                region = tuple(slice(o, o + n) for o, n in zip(offsets, t.shape))
+                region = tuple(slice(o, o + n) for o, n in zip(offsets, t.shape, strict=True))
                 full[region] = t
                 count[region] += 1
     for key, count in covered.items():
@@ -102,7 +115,8 @@ def load_full_into(state: dict, full: dict[str, torch.Tensor]) -> None:
         for key, v in _flatten(state).items():
             if isinstance(v, ShardedTensor):
                 for s in v.local_shards():
-                    region = tuple(slice(o, o + n) for o, n in zip(s.metadata.shard_offsets, s.tensor.shape))
+                    offsets = s.metadata.shard_offsets
+                    region = tuple(slice(o, o + n) for o, n in zip(offsets, s.tensor.shape, strict=True))
                     s.tensor.copy_(full[key][region])
             elif isinstance(v, torch.Tensor) and not isinstance(v, DTensor):
                 v.copy_(full[key])

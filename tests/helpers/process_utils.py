@@ -1,16 +1,18 @@
 """Helpers for tests that start, find and kill real processes (Ray heads, Ray Train workers).
 Everything is found through this test's own process tree and stopped by pid: never a kill by
 name, which could hit another user's Ray on the same machine."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import psutil
 
@@ -50,7 +52,7 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def find_descendant(pid: int, cmdline_part: str) -> Optional[psutil.Process]:
+def find_descendant(pid: int, cmdline_part: str) -> psutil.Process | None:
     for proc in descendants(pid):
         try:
             if cmdline_part in " ".join(proc.cmdline()):
@@ -68,8 +70,6 @@ def stop_tree(popen: subprocess.Popen, grace: float = 30.0) -> None:
         popen.send_signal(signal.SIGTERM)
     _, alive = psutil.wait_procs(tree, timeout=grace)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace)

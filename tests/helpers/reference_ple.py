@@ -4,6 +4,7 @@ Used only to prove that the batched implementation in `ple_model` computes the s
 (and as the baseline of benchmarks/bench_ple.py). One nn.Sequential per expert, per gate
 and per tower; Python loops over tasks and experts.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,9 @@ class RefLevel(nn.Module):
         self.t, self.k, self.s = t, k, s
         self.task_experts = nn.ModuleList(nn.ModuleList(_mlp(in_dim, h, cfg) for _ in range(k)) for _ in range(t))
         self.shared_experts = nn.ModuleList(_mlp(in_dim, h, cfg) for _ in range(s))
-        gate = lambda n: nn.Sequential(_mlp(in_dim, [*cfg.gate_hidden, n], cfg, activate_last=False), nn.Softmax(dim=-1))
+        gate = lambda n: nn.Sequential(
+            _mlp(in_dim, [*cfg.gate_hidden, n], cfg, activate_last=False), nn.Softmax(dim=-1)
+        )
         self.task_gates = nn.ModuleList(gate(k + s) for _ in range(t))
         self.shared_gate = None if last else gate(t * k + s)
 
@@ -64,14 +67,16 @@ class ReferenceModel(nn.Module):
         self.levels = nn.ModuleList(
             RefLevel(cfg, in_dim if i == 0 else d, last=i == cfg.num_levels - 1) for i in range(cfg.num_levels)
         )
-        self.towers = nn.ModuleList(_mlp(d, [*cfg.tower_hidden, 1], cfg, activate_last=False) for _ in range(cfg.num_tasks))
+        self.towers = nn.ModuleList(
+            _mlp(d, [*cfg.tower_hidden, 1], cfg, activate_last=False) for _ in range(cfg.num_tasks)
+        )
 
     def forward_with_gates(self, x: torch.Tensor):
         task_inputs, shared, gates = [x] * self.cfg.num_tasks, x, []
         for level in self.levels:
             task_inputs, shared, task_w, shared_w = level(task_inputs, shared)
             gates.append((task_w, shared_w))
-        logits = torch.cat([tower(h) for tower, h in zip(self.towers, task_inputs)], dim=1)
+        logits = torch.cat([tower(h) for tower, h in zip(self.towers, task_inputs, strict=True)], dim=1)
         return logits, gates
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +84,7 @@ class ReferenceModel(nn.Module):
 
 
 # ---- copying weights from the batched model into the reference -------------------------
+
 
 def _linears_and_norms(seq: nn.Sequential):
     linears = [m for m in seq.modules() if isinstance(m, nn.Linear)]
@@ -96,15 +102,17 @@ def _copy_mlp(dst: nn.Sequential, src: StackedMLP, index: int) -> None:
         d = src.hidden[layer]
         sl = slice(index * d, (index + 1) * d)
         src_bn = src.norms[layer]
-        bn.weight.copy_(src_bn.weight[sl]); bn.bias.copy_(src_bn.bias[sl])
-        bn.running_mean.copy_(src_bn.running_mean[sl]); bn.running_var.copy_(src_bn.running_var[sl])
+        bn.weight.copy_(src_bn.weight[sl])
+        bn.bias.copy_(src_bn.bias[sl])
+        bn.running_mean.copy_(src_bn.running_mean[sl])
+        bn.running_var.copy_(src_bn.running_var[sl])
 
 
 def reference_from(fast: MultiTaskModel) -> ReferenceModel:
     """A ReferenceModel holding exactly the weights of `fast`."""
     ref = ReferenceModel(fast.cfg, fast.in_dim)
     t, k = ref.cfg.num_tasks, ref.cfg.task_experts
-    for ref_level, level in zip(ref.levels, fast.ple.levels):
+    for ref_level, level in zip(ref.levels, fast.ple.levels, strict=True):
         for i in range(t):
             for j in range(k):
                 src = level.experts if level.first else level.task_experts

@@ -1,4 +1,5 @@
 """Days of synthetic logs for the retraining tests, written one by one as a log pipeline would."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ def write_day(root: Path, index: int, shuffle_labels: bool = False, rows: int = 
     permuted across rows, so labels no longer depend on the features (conversion still implies
     click)."""
     path = root / f"dt={DAYS[index]}" / "part-00000.parquet"
-    write_file(str(path), rows, seed=7, day_index=index, file_index=0,
-               config=SyntheticConfig(num_users=300, num_items=100))
+    write_file(
+        str(path), rows, seed=7, day_index=index, file_index=0, config=SyntheticConfig(num_users=300, num_items=100)
+    )
     if shuffle_labels:
         table = pq.read_table(path)
         perm = np.random.default_rng(index).permutation(table.num_rows)

@@ -1,6 +1,7 @@
 """A tiny model and feature spec shared by the sharding, optimizer and checkpoint tests: ids hash
 into few rows, so rows are shared by many examples (gradients accumulate), and dim 8 tables
 split into two column shards."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,8 +14,9 @@ from pipeline.score.allocator import jemalloc_env, keep_freed_memory
 REPO = str(Path(__file__).resolve().parents[2])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="mallopt thresholds are glibc's")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's"
+)
 def test_glibc_takes_the_thresholds():
     assert keep_freed_memory() is True
 
@@ -26,8 +27,9 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD
 def _run_in_a_new_process(code: str, env: dict) -> tuple[str, str]:
     """(stdout, stderr) of `code` in a new Python process started with `env`."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    out = subprocess.run([sys.executable, "-c", code], env={**inherited, **env}, cwd=REPO, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**inherited, **env}, cwd=REPO, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip(), out.stderr
 
 

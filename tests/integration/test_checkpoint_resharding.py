@@ -1,6 +1,7 @@
 """Sharded checkpoints: save on 2 ranks, load on 1 and on 2 (DCP resharding) with every value
 (tables, dense weights, optimizer state) equal to what was saved; atomic publication; clear
 errors where a plan cannot take the saved state."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,16 @@ import torch
 
 from helpers.dist_utils import assemble, local_pieces, run_on_ranks
 from helpers.tiny_model import MODEL, global_batch, tiny_spec
-from pipeline.train import checkpoint
-from pipeline.train.checkpoint import (CheckpointMismatchError, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                 save_shards, step_dir)
 from pipeline.data.collate import collate
+from pipeline.train import checkpoint
+from pipeline.train.checkpoint import (
+    CheckpointMismatchError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_shards,
+    step_dir,
+)
 from pipeline.train.config import TrainConfig
 from pipeline.train.sharded_model import build_sharded_model
 
@@ -23,8 +30,14 @@ SAVED_TYPES = ["table_wise", "column_wise"]
 
 def _build(sharding_type: str, seed: int, min_column_shard_dim: int = 4):
     torch.manual_seed(seed)  # a different init from the saved run, so loading has to change values
-    return build_sharded_model(tiny_spec(), MODEL, TrainConfig(batch_size=32), torch.device("cpu"),
-                               sharding_type=sharding_type, min_column_shard_dim=min_column_shard_dim)
+    return build_sharded_model(
+        tiny_spec(),
+        MODEL,
+        TrainConfig(batch_size=32),
+        torch.device("cpu"),
+        sharding_type=sharding_type,
+        min_column_shard_dim=min_column_shard_dim,
+    )
 
 
 def _load_error(path: str, sm) -> str | None:
@@ -58,14 +71,13 @@ def _save_worker(rank: int, world_size: int, root: str) -> dict:
         save_checkpoint(os.path.join(root, sharding_type), sm.model, sm.optimizer, {"step": 2, "type": sharding_type})
         out[sharding_type] = _pieces(sm)
         if sharding_type == "table_wise":  # Ray Train's way: rank-local directories, merged by Ray
-            save_shards(os.path.join(root, f"rank{rank}"), sm.model, sm.optimizer,
-                        {"step": 2, "type": sharding_type})
+            save_shards(os.path.join(root, f"rank{rank}"), sm.model, sm.optimizer, {"step": 2, "type": sharding_type})
     return out
 
 
 def _load_worker(rank: int, world_size: int, root: str) -> dict:
     out = {}
-    for name, sharding_type in [*zip(SAVED_TYPES, SAVED_TYPES), ("merged", "table_wise")]:
+    for name, sharding_type in [*zip(SAVED_TYPES, SAVED_TYPES, strict=True), ("merged", "table_wise")]:
         sm = _build(sharding_type, seed=100 + rank)
         _train(sm, rank, world_size, range(5, 7))  # optimizer state exists and differs too
         before = _pieces(sm)
@@ -74,8 +86,9 @@ def _load_worker(rank: int, world_size: int, root: str) -> dict:
     # Fused (table_wise) row-wise Adagrad state has other names than the data-parallel tables'.
     out["names_mismatch"] = _load_error(os.path.join(root, "table_wise"), _build("data_parallel", seed=0))
     # Saved with two column shards per dim-8 table; unsplit tables keep half the accumulators.
-    out["shape_mismatch"] = _load_error(os.path.join(root, "column_wise"),
-                                        _build("column_wise", seed=0, min_column_shard_dim=8))
+    out["shape_mismatch"] = _load_error(
+        os.path.join(root, "column_wise"), _build("column_wise", seed=0, min_column_shard_dim=8)
+    )
     return out
 
 
@@ -145,9 +158,18 @@ def _crash_worker(rank: int, world_size: int, root: str) -> dict:
     newer = _pieces(sm)
     fresh2 = _build("table_wise", seed=8)
     extra_replaced = load_checkpoint(path, fresh2.model, fresh2.optimizer)
-    return {"crashed": crashed, "leftover": leftover, "latest": latest, "final_listing": sorted(os.listdir(root)),
-            "good": good, "after_crash": after_crash, "extra_after_crash": extra_after_crash,
-            "newer": newer, "replaced": _pieces(fresh2), "extra_replaced": extra_replaced}
+    return {
+        "crashed": crashed,
+        "leftover": leftover,
+        "latest": latest,
+        "final_listing": sorted(os.listdir(root)),
+        "good": good,
+        "after_crash": after_crash,
+        "extra_after_crash": extra_after_crash,
+        "newer": newer,
+        "replaced": _pieces(fresh2),
+        "extra_replaced": extra_replaced,
+    }
 
 
 def test_crash_before_publication_keeps_the_previous_checkpoint(tmp_path):

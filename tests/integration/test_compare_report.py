@@ -1,6 +1,7 @@
 """The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
 the real training path, the report has a row per model, valid PNG plots, the numbers the runs
 reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,22 @@ VARIANTS = ALL_VARIANTS
 
 
 def _config(tmp: Path, *extra: str):
-    return load_compare_config(REPO / "configs/jobs/compare_local.yaml", [
-        f"data.root={tmp}/data", f"output_dir={tmp}/runs", f"data.spec={REPO}/configs/features/synthetic.yaml",
-        "data.generate.rows=6000", "train.epochs=1", "train.batch_size=256", "train.eval_every_steps=4",
-        f"compare.seeds={SEEDS}", f"compare.variants=[{','.join(VARIANTS)}]", "compare.gate_rows=1000", *extra])
+    return load_compare_config(
+        REPO / "configs/jobs/compare_local.yaml",
+        [
+            f"data.root={tmp}/data",
+            f"output_dir={tmp}/runs",
+            f"data.spec={REPO}/configs/features/synthetic.yaml",
+            "data.generate.rows=6000",
+            "train.epochs=1",
+            "train.batch_size=256",
+            "train.eval_every_steps=4",
+            f"compare.seeds={SEEDS}",
+            f"compare.variants=[{','.join(VARIANTS)}]",
+            "compare.gate_rows=1000",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +56,9 @@ def _section(text: str, title: str) -> str:
 
 
 def _table(section: str) -> list[dict]:
-    lines = [l for l in section.splitlines() if l.startswith("|")]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+    return [dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)) for row in lines[2:]]
 
 
 def test_report_files_and_png_plots(report):
@@ -70,7 +83,7 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
     assert len(labels) == len(VARIANTS) + len(TASKS) - 1  # one single-task model per task
 
     every = _table(_section(text, "Every run"))
-    assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((l, s) for l in labels for s in SEEDS)
+    assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((label, s) for label in labels for s in SEEDS)
     runs = {(v.label, r.seed): (v, r) for v in comp.variants for r in comp.runs_of(v.key)}
     for row in every:
         v, run = runs[(row["model"], int(row["seed"]))]
@@ -88,7 +101,7 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
     summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
     assert set(labels) <= set(summary)
     for v in comp.variants:
-        for task in ([v.task] if v.task else TASKS):
+        for task in [v.task] if v.task else TASKS:
             aucs = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(v.key)]
             mean, std = summary[v.label][f"{task} AUC"].split(" ± ")
             assert float(mean) == pytest.approx(statistics.fmean(aucs), abs=5e-5)
@@ -98,8 +111,9 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
         assert float(best[f"{task} AUC"]) == pytest.approx(comp.runs[0].metrics[f"val/{task}/best_auc"], abs=5e-5)
 
     results = json.loads((path.parent / "results.json").read_text())
-    assert {(r["variant"], r["seed"]): r["metrics"] for r in results["runs"]} == \
-           {(r.variant, r.seed): json.loads(json.dumps(r.metrics)) for r in comp.runs}
+    assert {(r["variant"], r["seed"]): r["metrics"] for r in results["runs"]} == {
+        (r.variant, r.seed): json.loads(json.dumps(r.metrics)) for r in comp.runs
+    }
     for r in comp.runs:  # the curves' history: every evaluation, the last one being the final metrics
         assert r.history[-1]["val/ctr/auc"] == r.metrics["val/ctr/auc"] and len(r.history) >= 2
 
@@ -109,10 +123,10 @@ def test_verdict_states_ple_against_mmoe_and_shared_bottom_per_task(report):
     verdict = _section(path.read_text(), "Verdict")
     for task in TASKS:
         for key, label in (("mmoe", "MMoE"), ("shared_bottom", "Shared-bottom")):
-            line = next(l for l in verdict.splitlines() if l.startswith(f"- **{task}**") and label in l)
+            line = next(x for x in verdict.splitlines() if x.startswith(f"- **{task}**") and label in x)
             ple = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of("ple")]
             other = [r.metrics[f"val/{task}/auc"] for r in comp.runs_of(key)]
-            diff = statistics.fmean(p - o for p, o in zip(ple, other))
+            diff = statistics.fmean(p - o for p, o in zip(ple, other, strict=True))
             spread = max(statistics.stdev(ple), statistics.stdev(other))
             word = "beats" if diff > spread else "loses" if diff < -spread else "ties"
             assert f"**{word}**" in line, line
@@ -142,5 +156,3 @@ def test_same_comparison_again_reads_the_finished_runs(report):
     again = run_comparison(job, cc)
     assert all(r.reused for r in again.runs) and not any(r.reused for r in comp.runs)
     assert [r.metrics for r in again.runs] == [json.loads(json.dumps(r.metrics)) for r in comp.runs]
-
-

@@ -4,13 +4,24 @@ import sys
 import pyarrow.parquet as pq
 
 
-
-
 def test_convert_cli(tmp_path, samples_dir, repo_root):
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.convert", "aliexpress", "--csv", str(samples_dir / "aliexpress_test_sample.csv"),
-         "--out", str(tmp_path), "--day", "2018-01-03"],
-        cwd=repo_root, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "jobs.convert",
+            "aliexpress",
+            "--csv",
+            str(samples_dir / "aliexpress_test_sample.csv"),
+            "--out",
+            str(tmp_path),
+            "--day",
+            "2018-01-03",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "20 rows -> 1 files" in proc.stdout

@@ -62,8 +62,13 @@ def _probe(reader, root, spec_path, end_day, cwd) -> dict:
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    proc = subprocess.run([sys.executable, "-c", PROBE, reader, root, str(spec_path), end_day, address],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, reader, root, str(spec_path), end_day, address],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -80,8 +85,10 @@ def test_peak_memory_does_not_grow_with_rows(data, repo_root, reader):
     extra = list_day_files(data, "2024-01-02", "2024-01-04")
     extra_bytes = sum(pq.read_table(f, columns=spec.columns()).nbytes for f in extra)
     growth = four["peak"] - one["peak"]
-    print(f"{reader}: peak private memory {one['peak'] / 2**20:.0f} MiB for 1 day, {four['peak'] / 2**20:.0f} MiB "
-          f"for {DAYS} days; the extra rows hold {extra_bytes / 2**20:.0f} MiB")
+    print(
+        f"{reader}: peak private memory {one['peak'] / 2**20:.0f} MiB for 1 day, {four['peak'] / 2**20:.0f} MiB "
+        f"for {DAYS} days; the extra rows hold {extra_bytes / 2**20:.0f} MiB"
+    )
     # A reader that accumulated rows grows by about all of extra_bytes (Ray's V2 datasource did:
     # +115 MiB per 900k rows). A streaming one still varies by a few blocks between runs, with
     # where the prefetcher happens to peak: measured growth 0-6 MiB (local) and 7-20 MiB (Ray,

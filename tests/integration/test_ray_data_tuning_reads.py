@@ -49,7 +49,9 @@ def test_training_reads_wait_for_tasks_with_our_timeout(ray_local, stock_delays,
 def test_ray_defaults_are_the_pinned_rays_own():
     import subprocess
 
-    code = ("from ray.data._internal.execution import resource_manager as m, streaming_executor_state as s;"
-            "print(s.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, m.ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S)")
+    code = (
+        "from ray.data._internal.execution import resource_manager as m, streaming_executor_state as s;"
+        "print(s.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, m.ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert tuple(float(v) for v in out) == ray_data_tuning.RAY_DEFAULTS

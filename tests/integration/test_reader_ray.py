@@ -27,8 +27,9 @@ def root(tmp_path_factory):
     for d, day in enumerate(DAYS):
         (root / f"dt={day}").mkdir()
         for f in range(2):
-            pq.write_table(generate_table(ROWS_PER_FILE, seed=7, stream=(d, f)),
-                           root / f"dt={day}" / f"part-{f:05d}.parquet")
+            pq.write_table(
+                generate_table(ROWS_PER_FILE, seed=7, stream=(d, f)), root / f"dt={day}" / f"part-{f:05d}.parquet"
+            )
     (root / f"dt={DAYS[0]}" / "part-99999.parquet").write_text("not parquet")
     (root / f"dt={DAYS[1]}" / "_SUCCESS").write_text("")
     (root / f"dt={DAYS[1]}" / ".part-00002.parquet.tmp").write_text("half written")
@@ -36,8 +37,9 @@ def root(tmp_path_factory):
 
 
 def _expected(root, days, column):
-    return np.concatenate([pq.read_table(p, columns=[column])[column].to_numpy()
-                           for p in list_day_files(str(root), days[0], days[-1])])
+    return np.concatenate(
+        [pq.read_table(p, columns=[column])[column].to_numpy() for p in list_day_files(str(root), days[0], days[-1])]
+    )
 
 
 def test_ray_reader_reads_every_row_of_the_range_once(ray_local, root, spec):
@@ -67,7 +69,9 @@ def test_shards_from_streaming_split_and_ray_train(ray_local, root, spec, monkey
     import threading
 
     counts = {}
-    t = threading.Thread(target=lambda: counts.__setitem__(1, sum(len(b) for b in iter_ray_batches(shards[1], spec, 500))))
+    t = threading.Thread(
+        target=lambda: counts.__setitem__(1, sum(len(b) for b in iter_ray_batches(shards[1], spec, 500)))
+    )
     t.start()
     counts[0] = sum(len(b) for b in iter_ray_batches("train", spec, 500))
     t.join()
@@ -88,8 +92,11 @@ def test_value_error_in_a_ray_batch_names_the_file(ray_local, tmp_path, spec):
     for include_paths in (False, True):
         ds = read_days(str(tmp_path), "2024-01-01", "2024-01-01", spec, include_paths=include_paths)
         with pytest.raises(DataValidationError) as err:
-            list(iter_ray_batches(ds, spec, batch_size=1000,
-                                  files=list_day_files(str(tmp_path), "2024-01-01", "2024-01-01")))
+            list(
+                iter_ray_batches(
+                    ds, spec, batch_size=1000, files=list_day_files(str(tmp_path), "2024-01-01", "2024-01-01")
+                )
+            )
         assert "part-00001.parquet" in str(err.value) and "part-00000" not in str(err.value)
         assert err.value.column == "conversion" and err.value.count == 4
 

@@ -14,8 +14,10 @@ sequence of days on one registry; those tests run in file order and build on eac
 Killed runs are `python -m jobs.retrain` subprocesses in their own process group, killed by
 pid with SIGKILL (their whole tree), as a scheduler's node failure or OOM killer would.
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,17 +30,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.retrain.gate import evaluate_export
-from pipeline.registry.versions import Registry, Version
-from pipeline.retrain.daily import PAUSE_ENV, retrain
-from pipeline.retrain.config import load_retrain_config
-from helpers.retrain_days import DAYS, write_day
 from helpers.process_utils import child_env, descendants, find_descendant, wait_for
-
-
-
-
-
+from helpers.retrain_days import DAYS, write_day
+from pipeline.registry.versions import Registry, Version
+from pipeline.retrain.config import load_retrain_config
+from pipeline.retrain.daily import PAUSE_ENV, retrain
+from pipeline.retrain.gate import evaluate_export
 
 
 def _version(train, eval_day) -> Version:
@@ -57,22 +54,33 @@ def registry_files(root) -> dict[str, str]:
     return out
 
 
-
-
 # -- the simulated days ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, repo_root):
     os.chdir(repo_root)
     base = tmp_path_factory.mktemp("retrain")
     (base / "data").mkdir()
-    overrides = [f"retrain.registry={base}/registry", f"output_dir={base}/runs", f"data.root={base}/data",
-                 "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}", "retrain.tolerance={}",
-                 "train.batch_size=512", "train.sparse_lr=0.2", "train.dense_lr=0.01",
-                 # One training worker: half the processes to start on a 2-core machine
-                 # (warm starts across worker counts are covered by test_train_recovery.py).
-                 "cluster.num_workers=1", "cluster.max_failures=0"]
-    return {"base": base, "data": base / "data", "registry": base / "registry", "runs": base / "runs",
-            "overrides": overrides}
+    overrides = [
+        f"retrain.registry={base}/registry",
+        f"output_dir={base}/runs",
+        f"data.root={base}/data",
+        "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}",
+        "retrain.tolerance={}",
+        "train.batch_size=512",
+        "train.sparse_lr=0.2",
+        "train.dense_lr=0.01",
+        # One training worker: half the processes to start on a 2-core machine
+        # (warm starts across worker counts are covered by test_train_recovery.py).
+        "cluster.num_workers=1",
+        "cluster.max_failures=0",
+    ]
+    return {
+        "base": base,
+        "data": base / "data",
+        "registry": base / "registry",
+        "runs": base / "runs",
+        "overrides": overrides,
+    }
 
 
 def _config(world, *extra):
@@ -81,10 +89,15 @@ def _config(world, *extra):
 
 def start_retrain(world, name: str, *extra: str, **env) -> subprocess.Popen:
     """`python -m jobs.retrain` as a scheduler would run it, in its own process group."""
-    log = open(world["base"] / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "jobs.retrain", "--config", "configs/jobs/retrain_local.yaml",
-                             *world["overrides"], *extra], env=child_env(**env), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    command = [sys.executable, "-m", "jobs.retrain", "--config", "configs/jobs/retrain_local.yaml"]
+    with open(world["base"] / f"{name}.log", "w") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(
+            [*command, *world["overrides"], *extra],
+            env=child_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def output(world, name: str) -> str:
@@ -96,10 +109,8 @@ def kill_tree(proc: subprocess.Popen) -> None:
     tree = [psutil.Process(proc.pid), *descendants(proc.pid)]
     os.killpg(proc.pid, signal.SIGKILL)
     for p in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(tree, timeout=60)
     proc.wait(timeout=60)
 
@@ -115,18 +126,32 @@ def test_first_run_trains_from_scratch_and_promotes(ray_local, world):
     assert v.id == "v0001" and r["parent"] is None and not r["warm_start"]
     assert r["train_days"] == [DAYS[0], DAYS[0]] and r["eval_day"] == DAYS[1] and r["metrics"]["production"] is None
     assert r["metrics"]["candidate"]["ctr/auc"] > 0.6 and r["code_version"]
-    for f in ("export/weights.pt", "export/model.json", "checkpoint/extra.json", "checkpoint/.metadata",
-              "config.yaml", "feature_spec.yaml", "version.json"):
+    for f in (
+        "export/weights.pt",
+        "export/model.json",
+        "checkpoint/extra.json",
+        "checkpoint/.metadata",
+        "config.yaml",
+        "feature_spec.yaml",
+        "version.json",
+    ):
         assert (Path(v.path) / f).is_file(), f
     assert not list(world["runs"].iterdir())  # the attempt's Ray Train directory was removed
     # The registry's checkpoint holds optimizer state too (what tomorrow's warm start loads).
     import torch.distributed.checkpoint as dcp
+
     saved = dcp.FileSystemReader(v.checkpoint_dir).read_metadata().state_dict_metadata
     assert any(k.startswith("model.") for k in saved) and any(k.startswith("optim.") for k in saved)
 
     from jobs.registry import main as registry_cli
-    listing = subprocess.run([sys.executable, "-m", "jobs.registry", "list", "--registry", str(world["registry"])],
-                             capture_output=True, text=True, env=child_env(), check=True).stdout
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "jobs.registry", "list", "--registry", str(world["registry"])],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=True,
+    ).stdout
     assert "v0001    production" in listing and "production: v0001" in listing, listing
     assert registry_cli(["show", "--registry", str(world["registry"]), "v0001"]) == 0
 
@@ -167,8 +192,9 @@ def test_retrain_killed_during_training_leaves_registry_unchanged(world):
     proc = start_retrain(world, "killed-training", "train.checkpoint_every_steps=10")
     try:
         # Training is under way once the attempt's Ray Train directory holds a checkpoint.
-        wait_for(lambda: any(world["runs"].glob("*/checkpoint_manager_snapshot.json")), "the first checkpoint",
-                 timeout=400)
+        wait_for(
+            lambda: any(world["runs"].glob("*/checkpoint_manager_snapshot.json")), "the first checkpoint", timeout=400
+        )
         assert find_descendant(proc.pid, "RayTrainWorker") is not None
     finally:
         kill_tree(proc)
@@ -196,8 +222,8 @@ def _cold_start_metrics(world, files: list[str]) -> dict:
     as the training workers), evaluated by the same code as the gate."""
     import torch
 
-    from pipeline.train.export import write_export
     from pipeline.data.feature_spec import load_spec
+    from pipeline.train.export import write_export
     from ple_model import RecModel
 
     retrain_cfg = _config(world)
@@ -217,12 +243,15 @@ def test_next_run_recovers_warm_starts_and_promotes(world):
     assert any("removed .staging/" in m for m in logs) or not any((world["registry"] / ".staging").iterdir())
     r = Registry(str(world["registry"])).production().record
     assert r["parent"] == "v0001" and r["warm_start"]
-    assert r["train_days"] == [DAYS[1], DAYS[1]] and r["eval_day"] == DAYS[2] and r["lineage_days"] == [DAYS[0], DAYS[1]]
+    assert (
+        r["train_days"] == [DAYS[1], DAYS[1]] and r["eval_day"] == DAYS[2] and r["lineage_days"] == [DAYS[0], DAYS[1]]
+    )
     assert r["metrics"]["production_version"] == "v0001"
     # Starting point on the new (held-out) day: the warm start's step-0 evaluation vs a cold start.
     start = r["training"]["history"][0]
     assert start["step"] == 0
     from pipeline.data.files import list_day_files
+
     cold = _cold_start_metrics(world, list_day_files(str(world["data"]), DAYS[2], DAYS[2]))
     for task in ("ctr", "cvr"):
         warm_loss, cold_loss = start[f"val/{task}/logloss"], cold[f"{task}/logloss"]

@@ -3,36 +3,39 @@ filesystem"). memory:// stands in for an object store: it has no rename, so vers
 committed by their version.json uploaded last, the pointer is one object replaced whole, and
 the lock is an exclusive create. A file:// registry (the same code path, visible to Ray's
 worker processes) runs two real retrains: from scratch, then a warm start downloaded from it."""
+
 from __future__ import annotations
 
-
-
-from pipeline.registry.versions import Registry
 from pipeline.registry.store import FsspecStore
-
-
-
-
-
-
+from pipeline.registry.versions import Registry
 
 
 # -- two real retrains on a file:// registry ------------------------------------------------------
-def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(ray_local, tmp_path, repo_root,
-                                                                              monkeypatch):
-    from pipeline.train.export import load_export
-    from pipeline.retrain.daily import retrain
-    from pipeline.retrain.config import load_retrain_config
-    from pipeline.score.plan import resolve_model
+def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(
+    ray_local, tmp_path, repo_root, monkeypatch
+):
     from helpers.retrain_days import write_day
+    from pipeline.retrain.config import load_retrain_config
+    from pipeline.retrain.daily import retrain
+    from pipeline.score.plan import resolve_model
+    from pipeline.train.export import load_export
 
     monkeypatch.chdir(repo_root)
     monkeypatch.setenv("PLE_REGISTRY_CACHE", str(tmp_path / "cache"))
     url = f"file://{tmp_path}/registry"
-    cfg = lambda: load_retrain_config("configs/jobs/retrain_local.yaml", [  # noqa: E731
-        f"retrain.registry={url}", f"output_dir={tmp_path}/runs", f"data.root={tmp_path}/data",
-        "retrain.default_tolerance={max_auc_drop: 1.0}", "retrain.tolerance={}", "train.batch_size=512",
-        "cluster.num_workers=1", "cluster.max_failures=0"])
+    cfg = lambda: load_retrain_config(
+        "configs/jobs/retrain_local.yaml",
+        [
+            f"retrain.registry={url}",
+            f"output_dir={tmp_path}/runs",
+            f"data.root={tmp_path}/data",
+            "retrain.default_tolerance={max_auc_drop: 1.0}",
+            "retrain.tolerance={}",
+            "train.batch_size=512",
+            "cluster.num_workers=1",
+            "cluster.max_failures=0",
+        ],
+    )
     for day in (0, 1):
         write_day(tmp_path / "data", day, rows=6000)
     first = retrain(cfg(), log=lambda m: None)

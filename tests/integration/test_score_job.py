@@ -1,6 +1,7 @@
 """Offline batch scoring (pipeline/score/run.py, jobs/score.py): scores equal the model's own
 forward pass, every input row gets exactly one score row even when the job or an actor is
 killed, bad input and foreign outputs fail before any work, and a 2-node cluster works."""
+
 from __future__ import annotations
 
 import json
@@ -21,22 +22,23 @@ import torch
 import yaml
 
 from pipeline.data.collate import collate
-from pipeline.train.export import load_export, write_export
 from pipeline.data.feature_spec import load_spec
-from pipeline.score.config import ScoreConfig
-from pipeline.score.output import MANIFEST
-from pipeline.score.errors import ScoringError
-from pipeline.score.plan import plan_scoring
-from pipeline.score.run import score
 from pipeline.data.synthetic import write_file
 from pipeline.data.validation import DataValidationError
+from pipeline.score.config import ScoreConfig
+from pipeline.score.errors import ScoringError
+from pipeline.score.output import MANIFEST
+from pipeline.score.plan import plan_scoring
+from pipeline.score.run import score
+from pipeline.train.export import load_export, write_export
 from ple_model import ModelConfig, RecModel
 
 DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
 KEYS = ["impression_id", "user_id", "item_id"]
 # Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
-BASE = dict(batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2,
-            manifest_every_s=0)
+BASE = dict(
+    batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2, manifest_every_s=0
+)
 
 
 def _cfg(**kw) -> ScoreConfig:
@@ -45,7 +47,9 @@ def _cfg(**kw) -> ScoreConfig:
 
 def _export(path: Path, repo_root: Path, seed: int) -> str:
     spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
-    cfg = ModelConfig.model_validate(yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"])
+    cfg = ModelConfig.model_validate(
+        yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
+    )
     torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
     return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
@@ -61,8 +65,14 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("logs")
     for d in range(DAYS):
         for f in range(FILES_PER_DAY):
-            write_file(str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"), ROWS_PER_FILE, seed=3,
-                       day_index=d, file_index=f, chunk_rows=ROWS_PER_FILE // 2)
+            write_file(
+                str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"),
+                ROWS_PER_FILE,
+                seed=3,
+                day_index=d,
+                file_index=f,
+                chunk_rows=ROWS_PER_FILE // 2,
+            )
     return root
 
 
@@ -80,7 +90,7 @@ def assert_exactly_once(out: Path, data: Path) -> pa.Table:
     inputs = _inputs(data)
     assert [p.relative_to(out) for p in _outputs(out)] == [p.relative_to(data) for p in inputs]
     assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
-    for i, o in zip(inputs, _outputs(out)):
+    for i, o in zip(inputs, _outputs(out), strict=True):
         ids_in = pq.read_table(i, columns=["impression_id"])["impression_id"]
         ids_out = pq.read_table(o, columns=["impression_id"])["impression_id"]
         assert len(ids_out) == len(ids_in) == ROWS_PER_FILE
@@ -96,8 +106,10 @@ def _forward(export: str, data: Path) -> pa.Table:
     model, spec, _ = load_export(export)
     tables = [pq.read_table(p) for p in _inputs(data)]
     with torch.no_grad():
-        probs = [torch.sigmoid(model(b.sparse_features, b.dense_features)).numpy()
-                 for b in (collate(t, spec, with_labels=False) for t in tables)]
+        probs = [
+            torch.sigmoid(model(b.sparse_features, b.dense_features)).numpy()
+            for b in (collate(t, spec, with_labels=False) for t in tables)
+        ]
     p = np.concatenate(probs)
     keys = pa.concat_tables(t.select(KEYS) for t in tables)
     return keys.append_column("ref_ctr", pa.array(p[:, 0])).append_column("ref_cvr", pa.array(p[:, 1]))
@@ -117,8 +129,9 @@ def scored(ray_local, export, data, tmp_path_factory):
             os.kill(busy[0]["pid"], signal.SIGKILL)
             killed.append(busy[0]["pid"])
 
-    summary = score(export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2),
-                    on_progress=kill_one_actor)
+    summary = score(
+        export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
+    )
     return out, summary, killed
 
 
@@ -184,8 +197,9 @@ def test_bad_value_found_while_scoring_names_the_file(ray_local, export, data, t
     table = pq.read_table(_inputs(data)[0])
     price = table["price"].to_numpy().copy()
     price[[5, 9]] = np.nan
-    pq.write_table(table.set_column(table.schema.get_field_index("price"), "price", pa.array(price)),
-                   bad / "part-00000.parquet")
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("price"), "price", pa.array(price)), bad / "part-00000.parquet"
+    )
     with pytest.raises(DataValidationError) as err:
         score(export, str(tmp_path / "bad"), str(tmp_path / "out"), _cfg(num_actors=1))
     assert (err.value.file, err.value.column, err.value.count) == (str(bad / "part-00000.parquet"), "price", 2)
@@ -197,11 +211,14 @@ def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data,
     the same command again."""
     out = tmp_path / "out"
     address = ray_local.get_runtime_context().gcs_address
-    log = open(tmp_path / "killed.log", "w")
-    cmd = [sys.executable, "-m", "jobs.score", "--model", export, "--input", str(data), "--output", str(out),
-           "--address", address] + [f"{k}={v}" for k, v in {**BASE, "batch_size": 400,
-                                                             "debug_batch_delay_s": 0.3}.items()]
-    proc = subprocess.Popen(cmd, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [sys.executable, "-m", "jobs.score", "--model", export, "--input", str(data), "--output", str(out)]
+    cmd += [
+        "--address",
+        address,
+        *(f"{k}={v}" for k, v in {**BASE, "batch_size": 400, "debug_batch_delay_s": 0.3}.items()),
+    ]
+    with open(tmp_path / "killed.log", "w") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(cmd, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while not (out / MANIFEST).exists() or not json.loads((out / MANIFEST).read_text())["files"]:
             assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -209,7 +226,6 @@ def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data,
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        log.close()
     committed = len(json.loads((out / MANIFEST).read_text())["files"])
     assert 0 < committed < 6, "the job was not killed mid-way"
 
@@ -228,8 +244,14 @@ def test_scoring_on_a_two_node_cluster(export, data, tmp_path, repo_root):
     script = repo_root / "tests" / "helpers" / "two_node_scoring.py"
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     # timeout: a hang guard only (a cluster that cannot place a task waits forever), not a limit.
-    result = subprocess.run([sys.executable, str(script), export, str(data), str(out)], cwd=repo_root, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(script), export, str(data), str(out)],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["nodes"] == 2 and len({a["node"] for a in report["actors"]}) == 2

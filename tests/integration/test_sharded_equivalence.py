@@ -12,8 +12,8 @@ with one accumulator per row per column shard where the plan splits a table by c
 fbgemm does. Data-parallel tables run fbgemm's dense kernel, whose op warns that it has "no
 autograd kernel"; matching the reference after several steps proves their gradients are right.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
@@ -42,8 +42,9 @@ DENSE_LR = 0.01
 
 
 def train_config(opt: str, loss: str, batch_size: int) -> TrainConfig:
-    return TrainConfig(sparse_optimizer=opt, sparse_lr=SPARSE_LR[opt], dense_lr=DENSE_LR, batch_size=batch_size,
-                       **LOSS[loss])
+    return TrainConfig(
+        sparse_optimizer=opt, sparse_lr=SPARSE_LR[opt], dense_lr=DENSE_LR, batch_size=batch_size, **LOSS[loss]
+    )
 
 
 def rank_slice(table, rank: int):
@@ -66,8 +67,14 @@ def _train_sharded(rank: int, world_size: int, initial: dict[str, torch.Tensor])
     spec = tiny_spec()
     results = {}
     for sharding_type, opt, loss in CASES:
-        sm = build_sharded_model(spec, MODEL, train_config(opt, loss, GLOBAL_BATCH // world_size), torch.device("cpu"),
-                                 sharding_type=sharding_type, min_column_shard_dim=4)
+        sm = build_sharded_model(
+            spec,
+            MODEL,
+            train_config(opt, loss, GLOBAL_BATCH // world_size),
+            torch.device("cpu"),
+            sharding_type=sharding_type,
+            min_column_shard_dim=4,
+        )
         load_full_into(sm.model.state_dict(), initial)
         for step in range(STEPS):
             total, _ = sm.model(collate(rank_slice(global_batch(step), rank), spec))
@@ -82,8 +89,9 @@ def _train_sharded(rank: int, world_size: int, initial: dict[str, torch.Tensor])
     return results
 
 
-def _train_reference(initial: dict[str, torch.Tensor], opt: str, loss: str,
-                     blocks: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+def _train_reference(
+    initial: dict[str, torch.Tensor], opt: str, loss: str, blocks: dict[str, list[int]]
+) -> dict[str, torch.Tensor]:
     spec = tiny_spec()
     ref = build_unsharded_model(spec, MODEL, train_config(opt, loss, GLOBAL_BATCH), column_blocks=blocks)
     ref.model.load_state_dict(initial)
@@ -99,7 +107,10 @@ def _train_reference(initial: dict[str, torch.Tensor], opt: str, loss: str,
 @pytest.fixture(scope="module")
 def runs():
     torch.manual_seed(0)
-    initial = {k: v.detach().clone() for k, v in build_unsharded_model(tiny_spec(), MODEL, TrainConfig()).model.state_dict().items()}
+    initial = {
+        k: v.detach().clone()
+        for k, v in build_unsharded_model(tiny_spec(), MODEL, TrainConfig()).model.state_dict().items()
+    }
     per_rank = run_on_ranks(_train_sharded, WORLD, initial)
     return initial, per_rank
 
@@ -114,7 +125,7 @@ def test_sharded_training_matches_unsharded(runs, sharding_type, opt, loss):
 
     assert sharded.keys() == reference.keys()
     for key, want in reference.items():
-        torch.testing.assert_close(sharded[key], want, rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(sharded[key], want, rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
         # Every parameter moved, so the comparison above is not between two untouched copies.
         assert not torch.allclose(want, initial[key]), f"{key} did not train"
 

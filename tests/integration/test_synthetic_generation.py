@@ -6,10 +6,6 @@ import pyarrow.parquet as pq
 from pipeline.data.synthetic import generate_dataset
 
 
-
-
-
-
 def test_generate_dataset_with_ray_tasks(ray_local, tmp_path):
     out = tmp_path / "syn"
     written = generate_dataset(str(out), rows=10_001, days=2, files_per_day=3, seed=5, chunk_rows=1000)
@@ -22,16 +18,32 @@ def test_generate_dataset_with_ray_tasks(ray_local, tmp_path):
     # deterministic: a second run writes identical tables, and files of a run all differ
     again = generate_dataset(str(tmp_path / "again"), rows=10_001, days=2, files_per_day=3, seed=5, chunk_rows=1000)
     first = [pq.read_table(w["path"]) for w in written]
-    assert all(pq.read_table(a["path"]).equals(t) for a, t in zip(again, first))
+    assert all(pq.read_table(a["path"]).equals(t) for a, t in zip(again, first, strict=True))
     assert not first[0].equals(first[1])
 
 
 def test_generate_cli(tmp_path, repo_root):
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.generate", "--out", str(out), "--rows", "3000", "--days", "2",
-         "--files-per-day", "2", "--seed", "0"],
-        cwd=repo_root, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "jobs.generate",
+            "--out",
+            str(out),
+            "--rows",
+            "3000",
+            "--days",
+            "2",
+            "--files-per-day",
+            "2",
+            "--seed",
+            "0",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "wrote 3000 rows in 4 files" in proc.stdout

@@ -2,6 +2,7 @@
 two nodes (`ray.cluster_utils.Cluster`), and `ray job submit` to a head started with
 `ray start --head`. Each cluster runs in child processes, so the session's `ray_local`
 instance in this process is left alone."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,21 @@ def test_two_node_cluster_trains_end_to_end(tmp_path, repo_root):
     # STRICT_SPREAD: one training worker per node, so the gloo collectives and the sharded
     # tables really cross processes on different Ray nodes.
     proc = subprocess.run(
-        [sys.executable, "-c", TWO_NODE_SCRIPT, f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs",
-         "name=two-node", "cluster.placement_strategy=STRICT_SPREAD", *SMALL_RUN],
-        cwd=repo_root, env=child_env(), capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            TWO_NODE_SCRIPT,
+            f"data.root={tmp_path}/data",
+            f"output_dir={tmp_path}/runs",
+            "name=two-node",
+            "cluster.placement_strategy=STRICT_SPREAD",
+            *SMALL_RUN,
+        ],
+        cwd=repo_root,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert result["metrics"]["cluster/nodes"] == 2 and result["metrics"]["cluster/workers"] == 2
@@ -57,24 +70,63 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
     tmp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
     env = child_env(RAY_AUTH_MODE="token")
     dashboard = f"http://127.0.0.1:{(dash_port := free_port())}"
-    head = subprocess.Popen(
-        [RAY_CLI, "start", "--head",
-         "--block", f"--port={free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-         f"--temp-dir={tmp}/ray",
-         # Every port this head listens on is a free one: another Ray on the machine (a second
-         # test session, a user's) must not make this one's job agent fail to bind.
-         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-         f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-         f"--ray-client-server-port={free_port()}"],
-        env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    # Every port this head listens on is a free one: another Ray on the machine (a second test
+    # session, a user's) must not make this one's job agent fail to bind.
+    ports = {
+        flag: free_port()
+        for flag in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+        )
+    }
+    head_command = [
+        RAY_CLI,
+        "start",
+        "--head",
+        "--block",
+        f"--port={free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=4",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash_port}",
+        f"--temp-dir={tmp}/ray",
+        *(f"--{flag}={port}" for flag, port in ports.items()),
+    ]
+    with open(tmp / "head.log", "w") as log:  # the child keeps its own copy of the fd
+        head = subprocess.Popen(head_command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: subprocess.run([RAY_CLI, "job", "list", "--address", dashboard], env=env,
-                                        capture_output=True).returncode == 0,
-                 "the Ray head's Jobs API")
-        command = [RAY_CLI, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
-                   "python", "-m", "jobs.train", "--config", "configs/jobs/train_local.yaml",
-                   f"data.root={tmp}/data", f"output_dir={tmp}/runs", "name=submitted", *SMALL_RUN]
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    [RAY_CLI, "job", "list", "--address", dashboard], env=env, capture_output=True
+                ).returncode
+                == 0
+            ),
+            "the Ray head's Jobs API",
+        )
+        command = [
+            RAY_CLI,
+            "job",
+            "submit",
+            "--address",
+            dashboard,
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "jobs.train",
+            "--config",
+            "configs/jobs/train_local.yaml",
+            f"data.root={tmp}/data",
+            f"output_dir={tmp}/runs",
+            "name=submitted",
+            *SMALL_RUN,
+        ]
 
         def submit():  # the head's job agent starts a little after its Jobs API answers
             done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)

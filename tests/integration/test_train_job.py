@@ -1,31 +1,40 @@
 """The distributed training job end to end on a local Ray cluster: 2 Ray Train workers,
 sharded tables, checkpoints, and an export that reproduces the reported metrics."""
+
 from __future__ import annotations
 
 import json
-import os
+from pathlib import Path
 
 import torch
 
+from pipeline.data.files import list_day_files
+from pipeline.data.reader import iter_file_batches
 from pipeline.train.checkpoint import EXTRA_FILE
 from pipeline.train.config import load_config
 from pipeline.train.export import load_export
 from pipeline.train.launch import run_training
 from pipeline.train.metrics import TaskMetrics
-from pipeline.data.files import list_day_files
-from pipeline.data.reader import iter_file_batches
 
 
 def test_training_job_end_to_end(ray_local, tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    cfg = load_config("configs/jobs/train_local.yaml", [
-        f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", "data.generate.rows=20000",
-        "train.epochs=1", "train.batch_size=512", "train.checkpoint_every_steps=5", "cluster.max_failures=0",
-        "train.eval_every_steps=4",  # the final evaluation then runs on the cached validation batches
-    ])
+    cfg = load_config(
+        "configs/jobs/train_local.yaml",
+        [
+            f"data.root={tmp_path}/data",
+            f"output_dir={tmp_path}/runs",
+            "data.generate.rows=20000",
+            "train.epochs=1",
+            "train.batch_size=512",
+            "train.checkpoint_every_steps=5",
+            "cluster.max_failures=0",
+            "train.eval_every_steps=4",  # the final evaluation then runs on the cached validation batches
+        ],
+    )
     result = run_training(cfg)
 
-    extra = json.loads(open(os.path.join(result.checkpoint_dir, EXTRA_FILE)).read())
+    extra = json.loads(Path(result.checkpoint_dir, EXTRA_FILE).read_text())
     # 2 train days of 20k rows over 3 days, 2 workers x 512 rows per step, last partial batch dropped
     assert extra["world_size"] == 2 and extra["step"] == (2 * 20000 // 3) // 1024
     assert result.metrics["done"] == 1

@@ -1,6 +1,7 @@
 """Does the distributed job learn what there is to learn? On generated logs with a planted
 ground truth, the validation AUC of each task must come within 0.02 of the best achievable
 AUC (the AUC of the true probabilities on the same rows)."""
+
 from __future__ import annotations
 
 from pipeline.train.config import load_config

@@ -1,28 +1,37 @@
 """Failures and restarts of the training job on the local Ray instance: a training worker
 killed mid-run (Ray Train restarts the worker group, which resumes from the last checkpoint),
 and a finished run continued on a different number of workers."""
+
 from __future__ import annotations
 
 import json
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
+from helpers.process_utils import find_descendant, wait_for
 from pipeline.train.config import load_config
 from pipeline.train.launch import run_training
-from helpers.process_utils import find_descendant, wait_for
 
 # 40k training rows at 2 x 128 rows per step: ~156 steps, a checkpoint every 40. Small
 # batches make the run long enough in steps for a kill to land mid-training.
-RUN = ["data.generate.rows=60000", "train.epochs=1", "train.batch_size=128", "train.checkpoint_every_steps=40",
-       "cluster.max_failures=2"]
+RUN = [
+    "data.generate.rows=60000",
+    "train.epochs=1",
+    "train.batch_size=128",
+    "train.checkpoint_every_steps=40",
+    "cluster.max_failures=2",
+]
 
 
 def _config(root, name: str, *extra: str):
-    return load_config("configs/jobs/train_local.yaml", [f"data.root={root}/data", f"output_dir={root}/runs", f"name={name}",
-                                              *RUN, *extra])
+    return load_config(
+        "configs/jobs/train_local.yaml",
+        [f"data.root={root}/data", f"output_dir={root}/runs", f"name={name}", *RUN, *extra],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,5 +82,5 @@ def test_finished_run_continues_on_fewer_workers(baseline, root):
     assert result.metrics["cluster/workers"] == 1
     # One worker at 128 rows per step takes twice the steps for the second epoch's 40k rows.
     assert result.metrics["step"] == steps_before + 2 * steps_before
-    extra = json.loads(open(os.path.join(result.checkpoint_dir, "extra.json")).read())
+    extra = json.loads(Path(result.checkpoint_dir, "extra.json").read_text())
     assert extra["world_size"] == 1 and extra["epoch"] == 2

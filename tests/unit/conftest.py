@@ -1,6 +1,7 @@
 """Unit tests: one process, no Ray. A test that starts a process (a subprocess, a spawned
 rank, `ray.init`) fails here with a pointer to tests/integration, so that `make test-fast`
 stays fast and needs nothing but this interpreter."""
+
 from __future__ import annotations
 
 import multiprocessing.process

@@ -1,5 +1,6 @@
 """Which checkpoint a run resumes from: the newest complete one (tests/integration/
 test_checkpoint_resharding.py saves and loads them on several ranks)."""
+
 from __future__ import annotations
 
 import os

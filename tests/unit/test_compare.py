@@ -1,6 +1,7 @@
 """The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
 the real training path, the report has a row per model, valid PNG plots, the numbers the runs
 reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report.compare import CompareConfig, Comparison, RunRecord, build_variants, dense_params, input_dim, \
-    load_compare_config, run_comparison
 from pipeline.common.config import ConfigError
+from pipeline.report.compare import (
+    CompareConfig,
+    Comparison,
+    RunRecord,
+    build_variants,
+    dense_params,
+    input_dim,
+    load_compare_config,
+    run_comparison,
+)
 from pipeline.report.writer import difference, write_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,10 +33,22 @@ VARIANTS = ALL_VARIANTS
 
 
 def _config(tmp: Path, *extra: str):
-    return load_compare_config(REPO / "configs/jobs/compare_local.yaml", [
-        f"data.root={tmp}/data", f"output_dir={tmp}/runs", f"data.spec={REPO}/configs/features/synthetic.yaml",
-        "data.generate.rows=6000", "train.epochs=1", "train.batch_size=256", "train.eval_every_steps=4",
-        f"compare.seeds={SEEDS}", f"compare.variants=[{','.join(VARIANTS)}]", "compare.gate_rows=1000", *extra])
+    return load_compare_config(
+        REPO / "configs/jobs/compare_local.yaml",
+        [
+            f"data.root={tmp}/data",
+            f"output_dir={tmp}/runs",
+            f"data.spec={REPO}/configs/features/synthetic.yaml",
+            "data.generate.rows=6000",
+            "train.epochs=1",
+            "train.batch_size=256",
+            "train.eval_every_steps=4",
+            f"compare.seeds={SEEDS}",
+            f"compare.variants=[{','.join(VARIANTS)}]",
+            "compare.gate_rows=1000",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +65,13 @@ def _section(text: str, title: str) -> str:
 
 
 def _table(section: str) -> list[dict]:
-    lines = [l for l in section.splitlines() if l.startswith("|")]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in l.strip("|").split("|")))) for l in lines[2:]]
+    return [dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)) for row in lines[2:]]
 
 
 # -- no training -------------------------------------------------------------------------------
+
 
 def test_run_group_needs_the_same_data_and_cluster(tmp_path):
     from pipeline.train.config import JobConfig
@@ -81,8 +103,11 @@ def test_verdict_rule_against_the_seed_spread(tmp_path):
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
     aucs = {"ple": [0.70, 0.71, 0.72], "mmoe": [0.66, 0.67, 0.68], "shared_bottom": [0.69, 0.715, 0.73]}
-    runs = [RunRecord(key, s, f"{key}{s}", {"val/ctr/auc": a, "val/cvr/auc": 1.4 - a}, [], "", "", 0.0)
-            for key, xs in aucs.items() for s, a in enumerate(xs)]
+    runs = [
+        RunRecord(key, s, f"{key}{s}", {"val/ctr/auc": a, "val/cvr/auc": 1.4 - a}, [], "", "", 0.0)
+        for key, xs in aucs.items()
+        for s, a in enumerate(xs)
+    ]
     comp = Comparison(job, cc, spec, variants, runs, 0.0)
     assert difference(comp, "ple", "mmoe", "ctr")["outcome"] == "beats"
     assert difference(comp, "ple", "mmoe", "cvr")["outcome"] == "loses"
@@ -98,8 +123,14 @@ def _fake_utilisation(levels: int, k: int, s: int, unused_shared_last: bool) -> 
         last = i == levels - 1
         shared_w = [0.02] * s if last and unused_shared_last else [0.3 / s] * s
         own = [(1 - sum(shared_w)) / k] * k if k else []
-        out.append({"task": [own + shared_w for _ in TASKS], "task_experts": k, "shared_experts": s,
-                    "shared": None if last else [1 / (t * k + s)] * (t * k + s)})
+        out.append(
+            {
+                "task": [own + shared_w for _ in TASKS],
+                "task_experts": k,
+                "shared_experts": s,
+                "shared": None if last else [1 / (t * k + s)] * (t * k + s),
+            }
+        )
     return out
 
 
@@ -113,18 +144,38 @@ def test_report_of_every_variant_from_fabricated_runs(tmp_path):
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
     # ctr: every multi-task model gains over single-task; cvr: shared-bottom loses (a seesaw).
-    base = {"ple": (0.72, 0.75), "cgc": (0.71, 0.74), "mmoe": (0.71, 0.73), "shared_bottom": (0.72, 0.68),
-            "single_ctr": (0.68, 0.5), "single_cvr": (0.5, 0.72)}
+    base = {
+        "ple": (0.72, 0.75),
+        "cgc": (0.71, 0.74),
+        "mmoe": (0.71, 0.73),
+        "shared_bottom": (0.72, 0.68),
+        "single_ctr": (0.68, 0.5),
+        "single_cvr": (0.5, 0.72),
+    }
     runs = []
     for v in variants:
         for s in cc.seeds:
             m = {"step": 10.0}
-            for t, auc in zip(TASKS, base[v.key]):
-                m.update({f"val/{t}/auc": auc + 0.001 * s, f"val/{t}/logloss": 0.5, f"val/{t}/calibration": 1.0,
-                          f"val/{t}/best_auc": 0.8})
+            for t, auc in zip(TASKS, base[v.key], strict=True):
+                m.update(
+                    {
+                        f"val/{t}/auc": auc + 0.001 * s,
+                        f"val/{t}/logloss": 0.5,
+                        f"val/{t}/calibration": 1.0,
+                        f"val/{t}/best_auc": 0.8,
+                    }
+                )
             hist = [{"step": 5, **{k: x - 0.01 for k, x in m.items() if k.startswith("val/")}}, {**m}]
-            util = _fake_utilisation(v.model.resolved().num_levels, v.model.resolved().task_experts,
-                                     v.model.resolved().shared_experts, v.key == "ple") if v.key in ("ple", "cgc", "mmoe") else None
+            util = (
+                _fake_utilisation(
+                    v.model.resolved().num_levels,
+                    v.model.resolved().task_experts,
+                    v.model.resolved().shared_experts,
+                    v.key == "ple",
+                )
+                if v.key in ("ple", "cgc", "mmoe")
+                else None
+            )
             runs.append(RunRecord(v.key, s, f"{v.key}-s{s}", m, hist, "", "", 1.0, util))
     path = write_report(Comparison(job, cc, spec, variants, runs, 60.0), tmp_path / "report")
     text = path.read_text()

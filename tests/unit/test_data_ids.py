@@ -10,8 +10,11 @@ def test_splitmix64_matches_reference():
     # with 0: the k-th output is splitmix64 applied to k * gamma. Pins the mapping forever.
     gamma = np.uint64(0x9E3779B97F4A7C15)
     states = np.arange(3, dtype=np.uint64) * gamma
-    assert [hex(int(v)) for v in splitmix64(states)] == ["0xe220a8397b1dcdaf", "0x6e789e6aa1b965f4",
-                                                         "0x6c45d188009454f"]
+    assert [hex(int(v)) for v in splitmix64(states)] == [
+        "0xe220a8397b1dcdaf",
+        "0x6e789e6aa1b965f4",
+        "0x6c45d188009454f",
+    ]
 
 
 def test_string_hash_same_for_all_arrow_layouts():

@@ -24,27 +24,27 @@ def root(tmp_path_factory):
     for d, day in enumerate(DAYS):
         (root / f"dt={day}").mkdir()
         for f in range(2):
-            pq.write_table(generate_table(ROWS_PER_FILE, seed=7, stream=(d, f)),
-                           root / f"dt={day}" / f"part-{f:05d}.parquet")
+            pq.write_table(
+                generate_table(ROWS_PER_FILE, seed=7, stream=(d, f)), root / f"dt={day}" / f"part-{f:05d}.parquet"
+            )
     (root / f"dt={DAYS[0]}" / "part-99999.parquet").write_text("not parquet")
     (root / f"dt={DAYS[1]}" / "_SUCCESS").write_text("")
     (root / f"dt={DAYS[1]}" / ".part-00002.parquet.tmp").write_text("half written")
     return root
 
 
-
-
 def test_listing_prunes_days_and_ignores_non_data_files(root):
     files = list_day_files(str(root), DAYS[1], DAYS[2])
     assert [f.split("/")[-2:] for f in files] == [
-        [f"dt={DAYS[1]}", "part-00000.parquet"], [f"dt={DAYS[1]}", "part-00001.parquet"],
-        [f"dt={DAYS[2]}", "part-00000.parquet"], [f"dt={DAYS[2]}", "part-00001.parquet"]]
+        [f"dt={DAYS[1]}", "part-00000.parquet"],
+        [f"dt={DAYS[1]}", "part-00001.parquet"],
+        [f"dt={DAYS[2]}", "part-00000.parquet"],
+        [f"dt={DAYS[2]}", "part-00001.parquet"],
+    ]
     assert day_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
     with pytest.raises(DataValidationError, match="no partition directory for day 2024-03-05"):
         list_day_files(str(root), DAYS[2], "2024-03-05")
     assert len(list_day_files(str(root), DAYS[2], "2024-03-05", allow_missing_days=True)) == 4
-
-
 
 
 def test_scoring_keeps_key_columns_as_plain_strings(root, spec):

@@ -9,8 +9,12 @@ from pipeline.data.rebatch import rebatched
 def blocks(sizes):
     start = 0
     for n in sizes:
-        yield pa.table({"row": pa.array(range(start, start + n), pa.int64()),
-                        "tag": pa.array([f"t{i % 3}" for i in range(n)]).dictionary_encode()})
+        yield pa.table(
+            {
+                "row": pa.array(range(start, start + n), pa.int64()),
+                "tag": pa.array([f"t{i % 3}" for i in range(n)]).dictionary_encode(),
+            }
+        )
         start += n
 
 

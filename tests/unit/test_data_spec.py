@@ -9,16 +9,21 @@ CONFIGS = ["synthetic", "ali_ccp", "aliexpress"]
 def _base() -> dict:
     return {
         "name": "t",
-        "tables": [{"name": "item", "vocab_size": 100, "dim": 8, "pooling": "mean"},
-                   {"name": "user", "hash_buckets": 50, "dim": 4}],
-        "sparse": [{"name": "item_id", "column": "item_id", "table": "item"},
-                   {"name": "history", "column": "history", "table": "item", "type": "list<int64>"},
-                   {"name": "user", "column": "user", "table": "user", "type": "string"}],
-        "dense": [{"name": "price", "column": "price", "transform": "log1p"},
-                  {"name": "age", "column": "age", "transform": "standard", "mean": 30.0, "std": 10.0}],
+        "tables": [
+            {"name": "item", "vocab_size": 100, "dim": 8, "pooling": "mean"},
+            {"name": "user", "hash_buckets": 50, "dim": 4},
+        ],
+        "sparse": [
+            {"name": "item_id", "column": "item_id", "table": "item"},
+            {"name": "history", "column": "history", "table": "item", "type": "list<int64>"},
+            {"name": "user", "column": "user", "table": "user", "type": "string"},
+        ],
+        "dense": [
+            {"name": "price", "column": "price", "transform": "log1p"},
+            {"name": "age", "column": "age", "transform": "standard", "mean": 30.0, "std": 10.0},
+        ],
         "labels": ["click", "conversion"],
-        "tasks": [{"name": "ctr", "label": "click"},
-                  {"name": "cvr", "label": "conversion", "sample_space": "click"}],
+        "tasks": [{"name": "ctr", "label": "click"}, {"name": "cvr", "label": "conversion", "sample_space": "click"}],
     }
 
 
@@ -46,22 +51,25 @@ def test_shared_table_and_derived_configs():
     assert ebcs[1].embedding_dim == 4 and ebcs[1].num_embeddings == 50
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda d: d["sparse"][1].update(table="itme"), "sparse[1].table"),
-    (lambda d: d["tables"][0].update(hash_bucket=10), "tables[0].hash_bucket"),
-    (lambda d: d["tables"][0].update(hash_buckets=10), "tables[0]"),
-    (lambda d: d["tables"][1].update(dim=0), "tables[1].dim"),
-    (lambda d: d["tables"][0].update(pooling="max"), "tables[0].pooling"),
-    (lambda d: d["sparse"][0].update(type="float"), "sparse[0].type"),
-    (lambda d: d["dense"][1].pop("std"), "dense[1]"),
-    (lambda d: d["dense"][0].update(mean=1.0), "dense[0]"),
-    (lambda d: d["tasks"][1].update(label="purchase"), "tasks[1].label"),
-    (lambda d: d["tasks"][1].update(sample_space="view"), "tasks[1].sample_space"),
-    (lambda d: d["sparse"].append({"name": "click", "column": "click", "table": "user"}), "labels[0]"),
-    (lambda d: d["tables"].append({"name": "unused", "vocab_size": 3, "dim": 2}), "tables[2]"),
-    (lambda d: d["sparse"].append(dict(d["sparse"][0])), "sparse[3]"),
-    (lambda d: d.pop("tasks"), "tasks"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda d: d["sparse"][1].update(table="itme"), "sparse[1].table"),
+        (lambda d: d["tables"][0].update(hash_bucket=10), "tables[0].hash_bucket"),
+        (lambda d: d["tables"][0].update(hash_buckets=10), "tables[0]"),
+        (lambda d: d["tables"][1].update(dim=0), "tables[1].dim"),
+        (lambda d: d["tables"][0].update(pooling="max"), "tables[0].pooling"),
+        (lambda d: d["sparse"][0].update(type="float"), "sparse[0].type"),
+        (lambda d: d["dense"][1].pop("std"), "dense[1]"),
+        (lambda d: d["dense"][0].update(mean=1.0), "dense[0]"),
+        (lambda d: d["tasks"][1].update(label="purchase"), "tasks[1].label"),
+        (lambda d: d["tasks"][1].update(sample_space="view"), "tasks[1].sample_space"),
+        (lambda d: d["sparse"].append({"name": "click", "column": "click", "table": "user"}), "labels[0]"),
+        (lambda d: d["tables"].append({"name": "unused", "vocab_size": 3, "dim": 2}), "tables[2]"),
+        (lambda d: d["sparse"].append(dict(d["sparse"][0])), "sparse[3]"),
+        (lambda d: d.pop("tasks"), "tasks"),
+    ],
+)
 def test_errors_name_the_bad_key(tmp_path, mutate, key):
     data = _base()
     mutate(data)

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pyarrow.compute as pc
 import pytest
@@ -45,7 +44,7 @@ def test_labels_follow_the_true_probabilities(table):
 
 def test_tasks_share_and_conflict(table):
     p_click, p_conv = table["true_p_click"].to_numpy(), table["true_p_conv"].to_numpy()
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    logit = lambda p: np.log(p / (1 - p))
     corr = np.corrcoef(logit(p_click), logit(p_conv))[0, 1]
     assert 0.1 < corr < 0.9, corr  # shared signal, but far from the same task
     # seesaw: items that attract clicks but convert worse exist in numbers (clickbait term)

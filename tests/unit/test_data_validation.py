@@ -72,13 +72,16 @@ def test_missing_column(tmp_path, spec, good):
     _expect(err, "batch-0", "device", words="missing")
 
 
-@pytest.mark.parametrize("column, values, expected", [
-    ("item_id", lambda t: pa.array([str(v) for v in t["item_id"].to_pylist()]), "int64"),
-    ("history", lambda t: pa.array([[str(x) for x in v] for v in t["history"].to_pylist()]), "list<int64>"),
-    ("category", lambda t: pa.array(np.arange(len(t))), "string"),
-    ("price", lambda t: pa.array(["1.0"] * len(t)), "number"),
-    ("click", lambda t: pa.array(["yes"] * len(t)), "number"),
-])
+@pytest.mark.parametrize(
+    "column, values, expected",
+    [
+        ("item_id", lambda t: pa.array([str(v) for v in t["item_id"].to_pylist()]), "int64"),
+        ("history", lambda t: pa.array([[str(x) for x in v] for v in t["history"].to_pylist()]), "list<int64>"),
+        ("category", lambda t: pa.array(np.arange(len(t))), "string"),
+        ("price", lambda t: pa.array(["1.0"] * len(t)), "number"),
+        ("click", lambda t: pa.array(["yes"] * len(t)), "number"),
+    ],
+)
 def test_wrong_type(tmp_path, spec, good, column, values, expected):
     bad = _replace(good, column, values(good))
     path = _write(tmp_path, bad)

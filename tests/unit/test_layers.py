@@ -11,6 +11,7 @@ followed through the project's own modules: `import jobs.score` or `import pipel
 on a job's driver must not load torchrec and fbgemm (seconds, and a CUDA build's libraries);
 the code that needs the model imports them inside the function that needs it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,9 +49,11 @@ def _walk(node: ast.AST, module_level: bool):
     for child in ast.iter_child_nodes(node):
         if isinstance(child, (ast.Import, ast.ImportFrom)):
             yield child, module_level
-        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            yield from _walk(child, False)
-        elif isinstance(child, ast.If) and _is_type_checking(child):
+        elif (
+            isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            or isinstance(child, ast.If)
+            and _is_type_checking(child)
+        ):
             yield from _walk(child, False)
         else:
             yield from _walk(child, module_level)
@@ -97,8 +100,7 @@ def layer_violations(imports: dict[str, list[Import]]) -> list[str]:
                 problems.append(f"{where}: jobs/ are entry points, nothing imports them")
             src, dst = room(module), room(imp.target)
             if src in LAYERS and dst in LAYERS and LAYERS.index(dst) > LAYERS.index(src):
-                problems.append(f"{where}: pipeline.{dst} is above pipeline.{src} "
-                                f"(order: {' < '.join(LAYERS)})")
+                problems.append(f"{where}: pipeline.{dst} is above pipeline.{src} (order: {' < '.join(LAYERS)})")
     return problems
 
 
@@ -162,13 +164,18 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> dict[str, list[Import]]:
 
 
 def test_an_upward_import_is_reported_even_inside_a_function(tmp_path):
-    found = _tree(tmp_path, {
-        "pipeline/__init__.py": "", "pipeline/data/__init__.py": "", "pipeline/score/__init__.py": "",
-        "pipeline/score/run.py": "X = 1\n",
-        "pipeline/data/reader.py": "def f():\n    from pipeline.score.run import X\n",
-        "pipeline/data/collate.py": "from ..score import run\n",  # relative, module level
-        "ple_model/__init__.py": "import ray\n",
-    })
+    found = _tree(
+        tmp_path,
+        {
+            "pipeline/__init__.py": "",
+            "pipeline/data/__init__.py": "",
+            "pipeline/score/__init__.py": "",
+            "pipeline/score/run.py": "X = 1\n",
+            "pipeline/data/reader.py": "def f():\n    from pipeline.score.run import X\n",
+            "pipeline/data/collate.py": "from ..score import run\n",  # relative, module level
+            "ple_model/__init__.py": "import ray\n",
+        },
+    )
     problems = layer_violations(found)
     assert any(p.startswith("pipeline.data.reader:2 imports pipeline.score.run") for p in problems), problems
     assert any(p.startswith("pipeline.data.collate:1 imports pipeline.score.run") for p in problems), problems
@@ -176,13 +183,22 @@ def test_an_upward_import_is_reported_even_inside_a_function(tmp_path):
 
 
 def test_torchrec_reached_through_another_module_is_reported(tmp_path):
-    found = _tree(tmp_path, {
-        "pipeline/__init__.py": "", "pipeline/data/__init__.py": "",
-        "pipeline/data/batch.py": "from torchrec.sparse.jagged_tensor import KeyedJaggedTensor\n",
-        "pipeline/data/reader.py": "from pipeline.data.batch import KeyedJaggedTensor\n",
-        "pipeline/data/lazy.py": "def f():\n    import torchrec\n",
-        "jobs/__init__.py": "", "jobs/score.py": "import pipeline.data.reader\nimport pipeline.data.lazy\n",
-    })
+    found = _tree(
+        tmp_path,
+        {
+            "pipeline/__init__.py": "",
+            "pipeline/data/__init__.py": "",
+            "pipeline/data/batch.py": "from torchrec.sparse.jagged_tensor import KeyedJaggedTensor\n",
+            "pipeline/data/reader.py": "from pipeline.data.batch import KeyedJaggedTensor\n",
+            "pipeline/data/lazy.py": "def f():\n    import torchrec\n",
+            "jobs/__init__.py": "",
+            "jobs/score.py": "import pipeline.data.reader\nimport pipeline.data.lazy\n",
+        },
+    )
     assert heavy_at_import(found, "jobs.score") == [
-        "jobs.score", "pipeline.data.reader", "pipeline.data.batch", "torchrec.sparse.jagged_tensor"]
+        "jobs.score",
+        "pipeline.data.reader",
+        "pipeline.data.batch",
+        "torchrec.sparse.jagged_tensor",
+    ]
     assert heavy_at_import(found, "pipeline.data.lazy") == []

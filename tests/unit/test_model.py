@@ -1,4 +1,5 @@
 """The PLE model: shapes, gates, batched == loop reference, variants, and that it learns."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,8 @@ import torch
 from pydantic import ValidationError
 from torchmetrics.functional.classification import binary_auroc
 
-from ple_model import ModelConfig, MultiTaskModel
 from helpers.reference_ple import reference_from
+from ple_model import ModelConfig, MultiTaskModel
 
 IN_DIM = 24
 
@@ -58,12 +59,14 @@ def _grads_as_reference(model: MultiTaskModel):
     """The batched model's parameter gradients, laid out like the reference's parameters."""
     holder = copy.deepcopy(model)
     with torch.no_grad():
-        for p_holder, p in zip(holder.parameters(), model.parameters()):
+        for p_holder, p in zip(holder.parameters(), model.parameters(), strict=True):
             p_holder.copy_(p.grad)
     return dict(reference_from(holder).named_parameters())
 
 
-@pytest.mark.parametrize("overrides", REFERENCE_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "overrides", REFERENCE_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
 def test_batched_equals_loop_reference(overrides):
     fast = make(**overrides)
     ref = reference_from(fast)
@@ -71,7 +74,7 @@ def test_batched_equals_loop_reference(overrides):
     x_ref = x_fast.detach().clone().requires_grad_(True)
     (out_fast, gates_fast), (out_ref, gates_ref) = fast.forward_with_gates(x_fast), ref.forward_with_gates(x_ref)
     torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-5)
-    for g, (task_w, shared_w) in zip(gates_fast, gates_ref):
+    for g, (task_w, shared_w) in zip(gates_fast, gates_ref, strict=True):
         torch.testing.assert_close(g.task, task_w)
         if shared_w is not None:
             torch.testing.assert_close(g.shared, shared_w)
@@ -84,7 +87,7 @@ def test_batched_equals_loop_reference(overrides):
     got = dict(ref.named_parameters())
     assert expected.keys() == got.keys() and len(got) > 0
     for name, grad in expected.items():
-        torch.testing.assert_close(got[name].grad, grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name].grad, grad, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_batch_of_one():
@@ -117,8 +120,13 @@ def test_expert_utilisation_is_a_distribution_per_task():
 
 @pytest.mark.parametrize(
     "bad, field",
-    [(dict(num_tasks=0), "num_tasks"), (dict(expert_hidden=[]), "expert_hidden"), (dict(bogus=1), "bogus"),
-     (dict(architecture="mmoe", shared_experts=0), "shared_experts"), (dict(activation="swish"), "activation")],
+    [
+        (dict(num_tasks=0), "num_tasks"),
+        (dict(expert_hidden=[]), "expert_hidden"),
+        (dict(bogus=1), "bogus"),
+        (dict(architecture="mmoe", shared_experts=0), "shared_experts"),
+        (dict(activation="swish"), "activation"),
+    ],
 )
 def test_config_errors_name_the_bad_key(bad, field):
     with pytest.raises(ValidationError, match=field):
@@ -137,8 +145,10 @@ def planted_two_task_data(n: int, dim: int, seed: int):
     shared, own_a, own_b = x[:, :4].sum(1), x[:, 4:8].sum(1), x[:, 8:12].sum(1)
     logit_a = shared + own_a - 1.0
     logit_b = shared - own_b + 0.5 * (x[:, 12] * x[:, 13])
-    y = torch.stack([torch.bernoulli(torch.sigmoid(logit_a), generator=g),
-                     torch.bernoulli(torch.sigmoid(logit_b), generator=g)], dim=1)
+    y = torch.stack(
+        [torch.bernoulli(torch.sigmoid(logit_a), generator=g), torch.bernoulli(torch.sigmoid(logit_b), generator=g)],
+        dim=1,
+    )
     return x, y, torch.stack([logit_a, logit_b], 1)
 
 
@@ -147,10 +157,12 @@ def test_learns_a_planted_two_task_signal():
     x_val, y_val, true_val = planted_two_task_data(4_000, IN_DIM, seed=2)
     model = make(seed=3, expert_hidden=[32], tower_hidden=[16])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(4):
+    for _epoch in range(4):
         for idx in torch.randperm(len(x)).split(256):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     model.eval()
     with torch.no_grad():
         pred = model(x_val)

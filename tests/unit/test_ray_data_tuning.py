@@ -7,8 +7,8 @@ import os
 import pytest
 
 from pipeline.common import ray_data_tuning
-from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 from pipeline.common.ray_cluster import WORKER_SETUP_HOOK
+from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 
 
 @pytest.fixture

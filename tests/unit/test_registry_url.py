@@ -3,6 +3,7 @@ filesystem"). memory:// stands in for an object store: it has no rename, so vers
 committed by their version.json uploaded last, the pointer is one object replaced whole, and
 the lock is an exclusive create. A file:// registry (the same code path, visible to Ray's
 worker processes) runs two real retrains: from scratch, then a warm start downloaded from it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,9 @@ import fsspec
 import pytest
 
 from pipeline.registry.lock import FsspecLock, LockHeldError
-from pipeline.train.export import ExportError
-from pipeline.registry.versions import Registry, RegistryError, resolve_model_ref
 from pipeline.registry.store import fetched_copy
+from pipeline.registry.versions import Registry, RegistryError, resolve_model_ref
+from pipeline.train.export import ExportError
 
 
 def _memory_registry() -> Registry:
@@ -32,7 +33,7 @@ def registry_objects(reg: Registry) -> dict[str, str]:
     prefix = fs._strip_protocol(reg.root)
     out = {}
     for path in fs.find(reg.root):
-        rel = fs._strip_protocol(path)[len(prefix):].lstrip("/")
+        rel = fs._strip_protocol(path)[len(prefix) :].lstrip("/")
         if not rel.startswith(".retrain.lock"):
             out[rel] = hashlib.sha256(fs.cat_file(path)).hexdigest()
     return out
@@ -45,8 +46,9 @@ def _publish_dummy(reg: Registry, promote: bool, before_commit=None, **record):
     Path(staged, "export", "weights.pt").write_bytes(os.urandom(64))
     Path(staged, "checkpoint", "sub").mkdir(parents=True)
     Path(staged, "checkpoint", "sub", "shard.distcp").write_bytes(os.urandom(32))
-    return reg.publish(staged, vid, {"train_days": ["a", "b"], "eval_day": "c", **record}, promote=promote,
-                       before_commit=before_commit)
+    return reg.publish(
+        staged, vid, {"train_days": ["a", "b"], "eval_day": "c", **record}, promote=promote, before_commit=before_commit
+    )
 
 
 def test_registry_at_a_url_commits_by_version_json_and_recovers(monkeypatch):
@@ -62,6 +64,7 @@ def test_registry_at_a_url_commits_by_version_json_and_recovers(monkeypatch):
     # Killed half-way through the upload: files are there, version.json is not.
     def killed():
         raise KeyboardInterrupt("killed")
+
     with pytest.raises(KeyboardInterrupt):
         _publish_dummy(reg, promote=True, before_commit=killed)
     assert "versions/v0003/export/weights.pt" in registry_objects(reg)
@@ -106,8 +109,19 @@ def test_lock_at_a_url_is_exclusive_and_takes_over_only_stale_locks():
     assert not fs.exists(path)
 
     def plant(beat_age_s: float) -> None:
-        fs.pipe_file(path, json.dumps({"pid": 1, "host": "other-host", "started": time.time() - 999,
-                                       "token": "x", "beat": time.time() - beat_age_s}).encode())
+        fs.pipe_file(
+            path,
+            json.dumps(
+                {
+                    "pid": 1,
+                    "host": "other-host",
+                    "started": time.time() - 999,
+                    "token": "x",
+                    "beat": time.time() - beat_age_s,
+                }
+            ).encode(),
+        )
+
     plant(beat_age_s=5)  # another host's live lock
     with pytest.raises(LockHeldError, match="other-host"):
         FsspecLock(fs, path, stale_after_s=60).acquire()

@@ -1,5 +1,6 @@
 """The daily retrain's parts without training: the lock, the gate, day planning, and the
 registry's publish / reject / recovery (tests/integration/test_retrain_days.py runs the job)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,9 +40,11 @@ def _write_lock(path, pid, host, age_s=0.0):
 
 def test_lock_is_exclusive_and_names_its_holder(tmp_path):
     path = str(tmp_path / "lock")
-    with FileLock(path, stale_after_s=60):
-        with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} on host {socket.gethostname()}"):
-            FileLock(path, stale_after_s=60).acquire()
+    with (
+        FileLock(path, stale_after_s=60),
+        pytest.raises(LockHeldError, match=rf"pid {os.getpid()} on host {socket.gethostname()}"),
+    ):
+        FileLock(path, stale_after_s=60).acquire()
     assert not os.path.exists(path)  # released
 
 
@@ -81,8 +84,11 @@ def test_heartbeat_keeps_a_long_run_fresh_and_release_leaves_others_lock(tmp_pat
 
 # -- unit tests: gate and days ---------------------------------------------------------------------
 def test_gate_tolerance_per_task():
-    s = RetrainSettings(registry="x", default_tolerance=TaskTolerance(max_auc_drop=0.01),
-                        tolerance={"cvr": TaskTolerance(max_auc_drop=0.001, max_logloss_rise=0.01)})
+    s = RetrainSettings(
+        registry="x",
+        default_tolerance=TaskTolerance(max_auc_drop=0.01),
+        tolerance={"cvr": TaskTolerance(max_auc_drop=0.001, max_logloss_rise=0.01)},
+    )
     prod = {"ctr/auc": 0.70, "ctr/logloss": 0.50, "cvr/auc": 0.70, "cvr/logloss": 0.60}
     assert decide({**prod, "ctr/auc": 0.695}, prod, ["ctr", "cvr"], s).accepted  # within ctr's 0.01
     d = decide({**prod, "cvr/auc": 0.698, "cvr/logloss": 0.62}, prod, ["ctr", "cvr"], s)
@@ -137,6 +143,7 @@ def test_registry_publish_reject_and_interrupted_promotion(tmp_path, monkeypatch
     # Killed between the version's rename and the pointer switch (simulated by a failing switch).
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
+
     monkeypatch.setattr(reg, "set_production", boom)
     with pytest.raises(KeyboardInterrupt):
         _publish_dummy(reg, promote=True)
@@ -151,30 +158,33 @@ def test_registry_publish_reject_and_interrupted_promotion(tmp_path, monkeypatch
     assert reg.recover(log=lambda m: None) == []
 
 
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, repo_root):
     os.chdir(repo_root)
     base = tmp_path_factory.mktemp("retrain")
     (base / "data").mkdir()
-    overrides = [f"retrain.registry={base}/registry", f"output_dir={base}/runs", f"data.root={base}/data",
-                 "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}", "retrain.tolerance={}",
-                 "train.batch_size=512", "train.sparse_lr=0.2", "train.dense_lr=0.01",
-                 # One training worker: half the processes to start on a 2-core machine
-                 # (warm starts across worker counts are covered by test_train_recovery.py).
-                 "cluster.num_workers=1", "cluster.max_failures=0"]
-    return {"base": base, "data": base / "data", "registry": base / "registry", "runs": base / "runs",
-            "overrides": overrides}
-
-
-
-
+    overrides = [
+        f"retrain.registry={base}/registry",
+        f"output_dir={base}/runs",
+        f"data.root={base}/data",
+        "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}",
+        "retrain.tolerance={}",
+        "train.batch_size=512",
+        "train.sparse_lr=0.2",
+        "train.dense_lr=0.01",
+        # One training worker: half the processes to start on a 2-core machine
+        # (warm starts across worker counts are covered by test_train_recovery.py).
+        "cluster.num_workers=1",
+        "cluster.max_failures=0",
+    ]
+    return {
+        "base": base,
+        "data": base / "data",
+        "registry": base / "registry",
+        "runs": base / "runs",
+        "overrides": overrides,
+    }
 
 
 def output(world, name: str) -> str:
     return (world["base"] / f"{name}.log").read_text()
-
-
-
-

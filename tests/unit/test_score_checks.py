@@ -1,6 +1,7 @@
 """Offline batch scoring (pipeline/score/run.py, jobs/score.py): scores equal the model's own
 forward pass, every input row gets exactly one score row even when the job or an actor is
 killed, bad input and foreign outputs fail before any work, and a 2-node cluster works."""
+
 from __future__ import annotations
 
 import os
@@ -16,21 +17,22 @@ import pytest
 import torch
 import yaml
 
-from pipeline.train.export import ExportError, write_export
 from pipeline.data.feature_spec import load_spec
-from pipeline.score.config import ScoreConfig
-from pipeline.score.output import FileOutput
-from pipeline.score.errors import ScoringError
-from pipeline.score.plan import plan_scoring
-from pipeline.score.run import score
 from pipeline.data.synthetic import write_file
 from pipeline.data.validation import DataValidationError
+from pipeline.score.config import ScoreConfig
+from pipeline.score.errors import ScoringError
+from pipeline.score.output import FileOutput
+from pipeline.score.plan import plan_scoring
+from pipeline.score.run import score
+from pipeline.train.export import ExportError, write_export
 from ple_model import ModelConfig, RecModel
 
 DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
 # Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
-BASE = dict(batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2,
-            manifest_every_s=0)
+BASE = dict(
+    batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2, manifest_every_s=0
+)
 
 
 def _cfg(**kw) -> ScoreConfig:
@@ -39,7 +41,9 @@ def _cfg(**kw) -> ScoreConfig:
 
 def _export(path: Path, repo_root: Path, seed: int) -> str:
     spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
-    cfg = ModelConfig.model_validate(yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"])
+    cfg = ModelConfig.model_validate(
+        yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
+    )
     torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
     return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
@@ -55,19 +59,19 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("logs")
     for d in range(DAYS):
         for f in range(FILES_PER_DAY):
-            write_file(str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"), ROWS_PER_FILE, seed=3,
-                       day_index=d, file_index=f, chunk_rows=ROWS_PER_FILE // 2)
+            write_file(
+                str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"),
+                ROWS_PER_FILE,
+                seed=3,
+                day_index=d,
+                file_index=f,
+                chunk_rows=ROWS_PER_FILE // 2,
+            )
     return root
 
 
 def _inputs(data: Path) -> list[Path]:
     return sorted(data.glob("dt=*/*.parquet"))
-
-
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +88,9 @@ def scored(ray_local, export, data, tmp_path_factory):
             os.kill(busy[0]["pid"], signal.SIGKILL)
             killed.append(busy[0]["pid"])
 
-    summary = score(export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2),
-                    on_progress=kill_one_actor)
+    summary = score(
+        export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
+    )
     return out, summary, killed
 
 
@@ -95,14 +100,21 @@ def test_bad_input_fails_before_any_work(export, data, tmp_path):
     table = pq.read_table(_inputs(data)[0])
     cases = {
         "missing": (table.drop_columns(["price"]), DataValidationError, r"column 'price': missing dense column"),
-        "wrong_type": (table.set_column(table.schema.get_field_index("user_id"), "user_id",
-                                        pc.cast(table["user_id"], pa.string())),
-                       DataValidationError, r"column 'user_id': wrong type string, expected int64"),
-        "no_key": (table.drop_columns(["impression_id"]), DataValidationError,
-                   r"column 'impression_id': missing key column"),
+        "wrong_type": (
+            table.set_column(
+                table.schema.get_field_index("user_id"), "user_id", pc.cast(table["user_id"], pa.string())
+            ),
+            DataValidationError,
+            r"column 'user_id': wrong type string, expected int64",
+        ),
+        "no_key": (
+            table.drop_columns(["impression_id"]),
+            DataValidationError,
+            r"column 'impression_id': missing key column",
+        ),
         "no_labels": (table.drop_columns(["click", "conversion"]), None, None),  # fine for scoring
     }
-    for name, (t, error, message) in cases.items():
+    for t, error, message in cases.values():
         shutil.rmtree(bad, ignore_errors=True)
         (bad / "dt=2026-01-01").mkdir(parents=True)
         pq.write_table(t, bad / "dt=2026-01-01" / "part-00000.parquet")

@@ -1,18 +1,19 @@
 """The table optimizer (fbgemm's update rules in plain torch), the ESMM loss, and what the CPU
 refuses (Adam tables, row-wise sharding) with the reason. tests/integration/test_sharded_equivalence.py
 checks sharded training against the unsharded reference on 2 ranks."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers.tiny_model import MODEL, tiny_spec
-from pipeline.train.sharding import allowed_sharding_types, make_plan
 from pipeline.train.config import TrainConfig
-from pipeline.train.sharded_model import TableLayout, TableOptimizer, build_unsharded_model
 from pipeline.train.losses import esmm_losses
+from pipeline.train.sharded_model import TableLayout, TableOptimizer, build_unsharded_model
+from pipeline.train.sharding import allowed_sharding_types, make_plan
+
 
 def test_table_optimizer_adam_equals_torch_adam_when_every_row_has_a_gradient():
     """fbgemm's Adam (CUDA only) updates only the rows in the batch; where every row has a
@@ -41,7 +42,9 @@ def test_esmm_loss_is_bce_of_the_product_probability():
     logits = torch.tensor([[0.3, -1.2], [2.0, 0.5], [-4.0, 3.0]])
     labels = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     p_ctr, p_ctcvr = torch.sigmoid(logits[:, 0]), torch.sigmoid(logits[:, 0]) * torch.sigmoid(logits[:, 1])
-    want = torch.stack([F.binary_cross_entropy(p_ctr, labels[:, 0]), F.binary_cross_entropy(p_ctcvr, labels[:, 0] * labels[:, 1])])
+    want = torch.stack(
+        [F.binary_cross_entropy(p_ctr, labels[:, 0]), F.binary_cross_entropy(p_ctcvr, labels[:, 0] * labels[:, 1])]
+    )
     torch.testing.assert_close(esmm_losses(logits, labels), want)
     # Finite where pCTCVR rounds to 1 in float32 (naive log(1 - p) is -inf there).
     assert torch.isfinite(esmm_losses(torch.tensor([[30.0, 30.0]]), torch.tensor([[1.0, 0.0]]))).all()

@@ -1,7 +1,7 @@
 """The distributed training job end to end on a local Ray cluster: 2 Ray Train workers,
 sharded tables, checkpoints, and an export that reproduces the reported metrics."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """The embedded default of jobs.train, the masked loss and the metrics, end to end."""
+
 from __future__ import annotations
 
 import math
