@@ -105,9 +105,9 @@ def collate(
     tables = spec.table_by_name
     values, lengths = [], []
     for f in spec.sparse:
-        v, n = _sparse(table, f, tables[f.table], ctx)
+        v, lens = _sparse(table, f, tables[f.table], ctx)
         values.append(v)
-        lengths.append(n)
+        lengths.append(lens)
     kjt = KeyedJaggedTensor(
         keys=spec.feature_names,
         values=torch.from_numpy(np.concatenate(values)),

@@ -20,7 +20,7 @@ CASES = [  # (layout, sample CSVs, spec)
 def test_convert_samples_and_read_back(tmp_path, samples_dir, repo_root, layout, csvs, spec_name):
     spec = load_spec(repo_root / "configs" / "features" / f"{spec_name}.yaml")
     days = ["2018-01-01", "2018-01-02", "2018-01-03"]  # train, val, test convention
-    for csv, day in zip(csvs, days, strict=True):
+    for csv, day in zip(csvs, days, strict=False):  # fewer files than days for some layouts
         written = convert_csv(str(samples_dir / csv), str(tmp_path), day, layout, rows_per_file=40)
         source = pacsv.read_csv(samples_dir / csv)
         assert sum(w["rows"] for w in written) == source.num_rows
