@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one short GPU check (issues 2 and 4), for a session that is lent a GPU machine. It runs
-# there, in the repository root, with that machine's own python3 (it holds a CUDA PyTorch):
+# The short check to run on a machine with an NVIDIA GPU. It runs in the repository root, with
+# that machine's own python3 (it holds a CUDA PyTorch):
 #
 #   1. benchmarks/bench_ple.py --device cuda: the batched PLE against the loop reference,
 #      forward+backward on the GPU (needs only torch and pydantic);

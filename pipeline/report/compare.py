@@ -1,4 +1,4 @@
-"""The multi-task comparison (issue 7): train PLE and the models users compare it with on the
+"""The multi-task comparison: train PLE and the models users compare it with on the
 same data, seeds and embedding configuration, at a comparable dense parameter budget, each
 through the real training path (Ray Train, sharded tables, the training job's worker loop; one
 Ray Train run per seed trains every variant in turn, `pipeline.train.launch.run_training_group`).

@@ -1,5 +1,5 @@
-"""pipeline/score/allocator.py: the scoring actors' allocator (jemalloc preloaded, or glibc's malloc
-with fixed thresholds)."""
+"""pipeline/score/allocator.py in real processes: glibc takes the thresholds, a process started
+with jemalloc_env() allocates with jemalloc, and keeps freed pages until it releases them."""
 
 import os
 import platform

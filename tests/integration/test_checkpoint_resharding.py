@@ -1,6 +1,6 @@
-"""Sharded checkpoints: save on 2 ranks, load on 1 and on 2 (DCP resharding) with every value
-(tables, dense weights, optimizer state) equal to what was saved; atomic publication; clear
-errors where a plan cannot take the saved state."""
+"""Sharded checkpoints on spawned gloo ranks: save on 2 ranks, load on 1 and on 2 (DCP
+resharding) with every value (tables, dense weights, optimizer state) equal to what was saved;
+a crash before publication keeps the previous checkpoint."""
 
 from __future__ import annotations
 

@@ -1,3 +1,5 @@
+"""`python -m jobs.convert` on the public CSV samples."""
+
 import subprocess
 import sys
 

@@ -1,7 +1,6 @@
-"""Daily retraining with the model registry (issue 6).
-
-Unit tests first (lock, gate, day planning, registry recovery: no training). Then one simulated
-sequence of days on one registry; those tests run in file order and build on each other:
+"""Daily retraining with the model registry: one simulated sequence of days on one registry
+(the lock, the gate, day planning and registry recovery alone are in tests/unit/
+test_retrain_units.py). The tests run in file order and build on each other:
 
     days 1-2 ............ first run: from scratch, promoted (v0001); a rerun has nothing to do
                           two retrains started together: exactly one runs

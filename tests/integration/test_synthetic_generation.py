@@ -1,3 +1,5 @@
+"""Generated logs through Ray tasks and through `python -m jobs.generate`."""
+
 import subprocess
 import sys
 

@@ -1,5 +1,5 @@
-"""pipeline/score/allocator.py: the scoring actors' allocator (jemalloc preloaded, or glibc's malloc
-with fixed thresholds)."""
+"""pipeline/score/allocator.py without starting processes: thresholds a C int cannot hold are
+refused, Ray's wheel ships the jemalloc the actors preload, a job says when actors missed it."""
 
 import os
 import sys

@@ -1,6 +1,6 @@
-"""The multi-task quality report (jobs/compare.py): trained on a tiny generated data set through
-the real training path, the report has a row per model, valid PNG plots, the numbers the runs
-reported, and a verdict on PLE against MMoE and shared-bottom judged against the seed spread."""
+"""The comparison's parts without training: run groups, config overrides, the verdict rule, a
+report from fabricated runs, parameter budgets (tests/integration/test_compare_report.py trains
+the variants and checks the report they give)."""
 
 from __future__ import annotations
 

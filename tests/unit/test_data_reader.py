@@ -1,3 +1,6 @@
+"""Listing day partitions and the Ray-free parts of the readers (tests/integration/
+test_reader_ray.py reads through Ray Data)."""
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -1,3 +1,6 @@
+"""The synthetic logs' planted truth: deterministic, conversions only after clicks, labels that
+follow the true probabilities, tasks that share and conflict, Zipf ids."""
+
 import numpy as np
 import pyarrow.compute as pc
 import pytest

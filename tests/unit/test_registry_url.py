@@ -1,8 +1,7 @@
-"""The model registry at a URL of an fsspec filesystem (issue 6: "local or any pyarrow/fsspec
-filesystem"). memory:// stands in for an object store: it has no rename, so versions are
-committed by their version.json uploaded last, the pointer is one object replaced whole, and
-the lock is an exclusive create. A file:// registry (the same code path, visible to Ray's
-worker processes) runs two real retrains: from scratch, then a warm start downloaded from it."""
+"""The model registry at a URL of an fsspec filesystem (a local path or any fsspec URL).
+memory:// stands in for an object store: it has no rename, so versions are committed by their
+version.json uploaded last, the pointer is one object replaced whole, and the lock is an
+exclusive create (tests/integration/test_retrain_url_registry.py retrains on a file:// one)."""
 
 from __future__ import annotations
 

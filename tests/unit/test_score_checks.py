@@ -1,6 +1,5 @@
-"""Offline batch scoring (pipeline/score/run.py, jobs/score.py): scores equal the model's own
-forward pass, every input row gets exactly one score row even when the job or an actor is
-killed, bad input and foreign outputs fail before any work, and a 2-node cluster works."""
+"""Scoring's checks before any work (bad input, model references) and its per-file output
+commit, without Ray (tests/integration/test_score_job.py runs the job)."""
 
 from __future__ import annotations
 

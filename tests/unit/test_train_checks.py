@@ -1,5 +1,5 @@
-"""The distributed training job end to end on a local Ray cluster: 2 Ray Train workers,
-sharded tables, checkpoints, and an export that reproduces the reported metrics."""
+"""The training job's own checks: config errors name the key, a directory that is not an export
+is refused (tests/integration/test_train_job.py runs the job)."""
 
 from __future__ import annotations
 
