@@ -62,13 +62,24 @@ def find_descendant(pid: int, cmdline_part: str) -> psutil.Process | None:
     return None
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stop_tree(popen: subprocess.Popen, grace: float = 30.0) -> None:
     """SIGTERM a process we started (e.g. `ray start --block`, which then stops the Ray
-    processes it launched), then SIGKILL whatever of its tree is left, by pid."""
+    processes it launched), wait for it (at most `grace`), then SIGKILL whatever of its tree is
+    left, by pid. The tree is not waited on as a whole: Ray's idle actors ignore SIGTERM once
+    their node is gone, and waiting for them cost the whole grace period on every stop."""
     tree = [psutil.Process(popen.pid), *descendants(popen.pid)] if popen.poll() is None else descendants(popen.pid)
     if popen.poll() is None:
         popen.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=grace)
+    alive = [proc for proc in tree if _running(proc)]
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()

@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from helpers.process_utils import child_env, free_port, stop_tree, wait_for
@@ -35,6 +37,17 @@ finally:
     ray.shutdown()
     cluster.shutdown()
 """
+
+
+def _http_answers(url: str) -> bool:
+    """Whether an HTTP server answers at `url` (any status: the head may ask for its token)."""
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def test_two_node_cluster_trains_end_to_end(tmp_path, repo_root):
@@ -99,6 +112,9 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
     with open(tmp / "head.log", "w") as log:  # the child keeps its own copy of the fd
         head = subprocess.Popen(head_command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # The dashboard's HTTP server first (a cheap poll: each `ray` CLI call costs a second of
+        # CPU, taken from the head that is starting), then the Jobs API through the CLI, with token auth.
+        wait_for(lambda: _http_answers(f"{dashboard}/api/version"), "the Ray head's dashboard")
         wait_for(
             lambda: (
                 subprocess.run(
@@ -107,6 +123,7 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
                 == 0
             ),
             "the Ray head's Jobs API",
+            interval=1.0,
         )
         command = [
             RAY_CLI,
@@ -141,4 +158,5 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
         assert checkpoints and (checkpoints[-1] / "extra.json").is_file()
         assert json.loads((checkpoints[-1] / "extra.json").read_text())["world_size"] == 2
     finally:
-        stop_tree(head)
+        # The head's graceful stop waits ~30 s for its idle actors; nothing here depends on it.
+        stop_tree(head, grace=5)
