@@ -17,8 +17,11 @@ demo: setup
 	$(PY) -m jobs.train
 
 # The whole test suite. pytest exits 5 when it collects nothing: that is a failure here too.
+# Two pytest processes, each test file on one of them (module fixtures and the ordered
+# retraining days stay together): the suite is CPU-bound (Ray's worker processes, imports,
+# training), and two processes keep both cores busy through each other's waits.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Unit tests only: one process, no Ray, no subprocess (tests/unit).
 test-fast: setup
