@@ -41,3 +41,14 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def stock_delays(monkeypatch):
+    """Ray Data's own scheduling delays back for the test (pipeline/common/ray_data_tuning.py
+    lowers them), restored after it."""
+    from ray.data._internal.execution import resource_manager, streaming_executor_state
+
+    monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
+    return streaming_executor_state, resource_manager.ResourceManager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -30,3 +31,14 @@ def write_day(root: Path, index: int, shuffle_labels: bool = False, rows: int = 
         tmp = path.with_name(".shuffled.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)
+
+
+def registry_files(root) -> dict[str, str]:
+    """sha256 of every file of the registry: the versions and the production pointer (not the
+    hidden .staging/ work area or the lock, which are not part of it)."""
+    root, out = Path(root), {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("."):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

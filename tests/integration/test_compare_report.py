@@ -11,54 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report.compare import load_compare_config, run_comparison
+from helpers.compare_setup import ALL_VARIANTS, SEEDS, TASKS, compare_config, section, table
+from pipeline.report.compare import run_comparison
 from pipeline.report.writer import write_report
-
-REPO = Path(__file__).resolve().parents[2]
-TASKS = ("ctr", "cvr")
-SEEDS = [0, 1]
-# Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
-# spread). Every variant is trained: one Ray Train run per seed trains the six models in turn.
-ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
-VARIANTS = ALL_VARIANTS
-
-
-def _config(tmp: Path, *extra: str):
-    return load_compare_config(
-        REPO / "configs/jobs/compare_local.yaml",
-        [
-            f"data.root={tmp}/data",
-            f"output_dir={tmp}/runs",
-            f"data.spec={REPO}/configs/features/synthetic.yaml",
-            "data.generate.rows=6000",
-            "train.epochs=1",
-            "train.batch_size=256",
-            "train.eval_every_steps=4",
-            f"compare.seeds={SEEDS}",
-            f"compare.variants=[{','.join(VARIANTS)}]",
-            "compare.gate_rows=1000",
-            *extra,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")
 def report(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
-    job, cc = _config(tmp)
+    job, cc = compare_config(tmp)
     comp = run_comparison(job, cc)
     path = write_report(comp, tmp / "report")
     return comp, path, job, cc
-
-
-def _section(text: str, title: str) -> str:
-    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
-
-
-def _table(section: str) -> list[dict]:
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)) for row in lines[2:]]
 
 
 def test_report_files_and_png_plots(report):
@@ -80,9 +44,9 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
     comp, path, _, _ = report
     text = path.read_text()
     labels = [v.label for v in comp.variants]
-    assert len(labels) == len(VARIANTS) + len(TASKS) - 1  # one single-task model per task
+    assert len(labels) == len(ALL_VARIANTS) + len(TASKS) - 1  # one single-task model per task
 
-    every = _table(_section(text, "Every run"))
+    every = table(section(text, "Every run"))
     assert sorted((r["model"], int(r["seed"])) for r in every) == sorted((label, s) for label in labels for s in SEEDS)
     runs = {(v.label, r.seed): (v, r) for v in comp.variants for r in comp.runs_of(v.key)}
     for row in every:
@@ -98,7 +62,7 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
                 assert float(cell) == pytest.approx(run.metrics[f"val/{task}/{m}"], abs=5e-5)
                 assert float(cell) == pytest.approx(exported[f"val/{task}/{m}"], abs=5e-5)
 
-    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    summary = {r["model"]: r for r in table(section(text, "Per-task quality"))}
     assert set(labels) <= set(summary)
     for v in comp.variants:
         for task in [v.task] if v.task else TASKS:
@@ -120,7 +84,7 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
 
 def test_verdict_states_ple_against_mmoe_and_shared_bottom_per_task(report):
     comp, path, _, _ = report
-    verdict = _section(path.read_text(), "Verdict")
+    verdict = section(path.read_text(), "Verdict")
     for task in TASKS:
         for key, label in (("mmoe", "MMoE"), ("shared_bottom", "Shared-bottom")):
             line = next(x for x in verdict.splitlines() if x.startswith(f"- **{task}**") and label in x)
@@ -141,7 +105,7 @@ def test_expert_utilisation_of_ple(report):
     for level in ple.utilisation:
         for gate in level["task"]:
             assert sum(gate) == pytest.approx(1.0, abs=1e-4)
-    assert "### PLE (2 levels)" in _section(path.read_text(), "Expert utilisation")
+    assert "### PLE (2 levels)" in section(path.read_text(), "Expert utilisation")
 
 
 def test_parameter_budgets_within_tolerance(report):

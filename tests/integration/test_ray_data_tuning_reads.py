@@ -1,21 +1,9 @@
-"""pipeline/common/ray_data_tuning.py: Ray Data's executor scheduling delays, lowered in this process
-and in the embedded cluster's workers."""
+"""pipeline/common/ray_data_tuning.py with Ray running: training's reads wait for tasks with our
+timeout, and a fresh interpreter's Ray has the defaults the tuning assumes."""
 
 import sys
 
-import pytest
-
 from pipeline.common import ray_data_tuning
-
-
-@pytest.fixture
-def stock_delays(monkeypatch):
-    """Ray's own values back for the test, restored after it."""
-    from ray.data._internal.execution import resource_manager, streaming_executor_state
-
-    monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
-    monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
-    return streaming_executor_state, resource_manager.ResourceManager
 
 
 def test_training_reads_wait_for_tasks_with_our_timeout(ray_local, stock_delays, monkeypatch, tmp_path, repo_root):

@@ -6,15 +6,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.reader_logs import DAYS, ROWS_PER_FILE, write_reader_logs
 from pipeline.data.collate import collate
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import list_day_files, read_days
 from pipeline.data.reader import iter_file_batches, iter_ray_batches
 from pipeline.data.synthetic import generate_table
 from pipeline.data.validation import DataValidationError
-
-DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"]
-ROWS_PER_FILE = 1500
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +22,7 @@ def spec(repo_root):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    """4 days x 2 files. Day 1 also holds a garbage file: any read that opens it fails, which
-    proves that day ranges excluding day 1 never touch it."""
-    root = tmp_path_factory.mktemp("logs")
-    for d, day in enumerate(DAYS):
-        (root / f"dt={day}").mkdir()
-        for f in range(2):
-            pq.write_table(
-                generate_table(ROWS_PER_FILE, seed=7, stream=(d, f)), root / f"dt={day}" / f"part-{f:05d}.parquet"
-            )
-    (root / f"dt={DAYS[0]}" / "part-99999.parquet").write_text("not parquet")
-    (root / f"dt={DAYS[1]}" / "_SUCCESS").write_text("")
-    (root / f"dt={DAYS[1]}" / ".part-00002.parquet.tmp").write_text("half written")
-    return root
+    return write_reader_logs(tmp_path_factory.mktemp("logs"))
 
 
 def _expected(root, days, column):

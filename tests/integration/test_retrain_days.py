@@ -17,7 +17,6 @@ pid with SIGKILL (their whole tree), as a scheduler's node failure or OOM killer
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -30,29 +29,14 @@ import psutil
 import pytest
 
 from helpers.process_utils import child_env, descendants, find_descendant, wait_for
-from helpers.retrain_days import DAYS, write_day
-from pipeline.registry.versions import Registry, Version
+from helpers.retrain_days import DAYS, registry_files, write_day
+from pipeline.registry.versions import Registry
 from pipeline.retrain.config import load_retrain_config
 from pipeline.retrain.daily import PAUSE_ENV, retrain
 from pipeline.retrain.gate import evaluate_export
 
 
-def _version(train, eval_day) -> Version:
-    return Version("v0001", "/nowhere", {"train_days": train, "eval_day": eval_day}, "production")
-
-
 # -- unit test: registry commit and recovery -------------------------------------------------------
-def registry_files(root) -> dict[str, str]:
-    """sha256 of every file of the registry: the versions and the production pointer (not the
-    hidden .staging/ work area or the lock, which are not part of it)."""
-    root, out = Path(root), {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith("."):
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
 # -- the simulated days ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, repo_root):

@@ -19,65 +19,35 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 
+from helpers.scoring_data import (
+    BASE,
+    DAYS,
+    FILES_PER_DAY,
+    KEYS,
+    ROWS_PER_FILE,
+    input_files,
+    random_export,
+    score_config,
+    write_logs,
+)
 from pipeline.data.collate import collate
-from pipeline.data.feature_spec import load_spec
-from pipeline.data.synthetic import write_file
 from pipeline.data.validation import DataValidationError
-from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
 from pipeline.score.output import MANIFEST
 from pipeline.score.plan import plan_scoring
 from pipeline.score.run import score
-from pipeline.train.export import load_export, write_export
-from ple_model import ModelConfig, RecModel
-
-DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
-KEYS = ["impression_id", "user_id", "item_id"]
-# Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
-BASE = dict(
-    batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2, manifest_every_s=0
-)
-
-
-def _cfg(**kw) -> ScoreConfig:
-    return ScoreConfig(**{**BASE, **kw})
-
-
-def _export(path: Path, repo_root: Path, seed: int) -> str:
-    spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
-    cfg = ModelConfig.model_validate(
-        yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
-    )
-    torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
-    return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
+from pipeline.train.export import load_export
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, repo_root) -> str:
-    return _export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+    return random_export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("logs")
-    for d in range(DAYS):
-        for f in range(FILES_PER_DAY):
-            write_file(
-                str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"),
-                ROWS_PER_FILE,
-                seed=3,
-                day_index=d,
-                file_index=f,
-                chunk_rows=ROWS_PER_FILE // 2,
-            )
-    return root
-
-
-def _inputs(data: Path) -> list[Path]:
-    return sorted(data.glob("dt=*/*.parquet"))
+    return write_logs(tmp_path_factory.mktemp("logs"))
 
 
 def _outputs(out: Path) -> list[Path]:
@@ -87,7 +57,7 @@ def _outputs(out: Path) -> list[Path]:
 def assert_exactly_once(out: Path, data: Path) -> pa.Table:
     """One output file per input file (same relative path), one row per input row (joined on
     impression_id, unique on both sides), nothing temporary left, manifest complete."""
-    inputs = _inputs(data)
+    inputs = input_files(data)
     assert [p.relative_to(out) for p in _outputs(out)] == [p.relative_to(data) for p in inputs]
     assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
     for i, o in zip(inputs, _outputs(out), strict=True):
@@ -104,7 +74,7 @@ def assert_exactly_once(out: Path, data: Path) -> pa.Table:
 def _forward(export: str, data: Path) -> pa.Table:
     """The model's own forward pass on the same rows: keys and probabilities."""
     model, spec, _ = load_export(export)
-    tables = [pq.read_table(p) for p in _inputs(data)]
+    tables = [pq.read_table(p) for p in input_files(data)]
     with torch.no_grad():
         probs = [
             torch.sigmoid(model(b.sparse_features, b.dense_features)).numpy()
@@ -130,7 +100,7 @@ def scored(ray_local, export, data, tmp_path_factory):
             killed.append(busy[0]["pid"])
 
     summary = score(
-        export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
+        export, str(data), str(out), score_config(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
     )
     return out, summary, killed
 
@@ -163,7 +133,7 @@ def test_scores_equal_the_models_forward_pass_despite_a_killed_actor(scored, exp
 def test_rerun_of_a_complete_output_does_nothing(scored, export, data):
     out = scored[0]
     before = {p: p.stat().st_mtime_ns for p in _outputs(out)}
-    summary = score(export, str(data), str(out), _cfg())  # Ray is not even needed
+    summary = score(export, str(data), str(out), score_config())  # Ray is not even needed
     assert (summary.rows_scored, summary.files_scored, summary.files_skipped) == (0, 0, 6)
     assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == before
 
@@ -171,21 +141,21 @@ def test_rerun_of_a_complete_output_does_nothing(scored, export, data):
 def test_output_of_another_model_version_is_never_mixed(scored, data, tmp_path, repo_root):
     out = tmp_path / "out"
     shutil.copytree(scored[0], out)
-    other = _export(tmp_path / "other", repo_root, seed=1)
+    other = random_export(tmp_path / "other", repo_root, seed=1)
     with pytest.raises(ScoringError, match="complete result .* another run .*model_version"):
-        plan_scoring(other, str(data), str(out), _cfg())
+        plan_scoring(other, str(data), str(out), score_config())
     # A partial result of another version is refused too (a killed run's renamed files count).
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["files"], manifest["complete"] = {}, False
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ScoringError, match="partial result"):
-        plan_scoring(other, str(data), str(out), _cfg())
+        plan_scoring(other, str(data), str(out), score_config())
     # Parquet files without a manifest: not ours, refused even with overwrite.
     (out / MANIFEST).unlink()
     with pytest.raises(ScoringError, match="no _manifest.json"):
-        plan_scoring(other, str(data), str(out), _cfg(), overwrite=True)
+        plan_scoring(other, str(data), str(out), score_config(), overwrite=True)
     shutil.copy(scored[0] / MANIFEST, out / MANIFEST)
-    plan = plan_scoring(other, str(data), str(out), _cfg(), overwrite=True)
+    plan = plan_scoring(other, str(data), str(out), score_config(), overwrite=True)
     assert len(plan.pending) == 6 and not _outputs(out)  # the old result was deleted first
 
 
@@ -194,14 +164,14 @@ def test_bad_value_found_while_scoring_names_the_file(ray_local, export, data, t
     with the same error the plan would raise (file, column, rows), not a wrapped traceback."""
     bad = tmp_path / "bad" / "dt=2026-01-01"
     bad.mkdir(parents=True)
-    table = pq.read_table(_inputs(data)[0])
+    table = pq.read_table(input_files(data)[0])
     price = table["price"].to_numpy().copy()
     price[[5, 9]] = np.nan
     pq.write_table(
         table.set_column(table.schema.get_field_index("price"), "price", pa.array(price)), bad / "part-00000.parquet"
     )
     with pytest.raises(DataValidationError) as err:
-        score(export, str(tmp_path / "bad"), str(tmp_path / "out"), _cfg(num_actors=1))
+        score(export, str(tmp_path / "bad"), str(tmp_path / "out"), score_config(num_actors=1))
     assert (err.value.file, err.value.column, err.value.count) == (str(bad / "part-00000.parquet"), "price", 2)
     assert not _outputs(tmp_path / "out") and not list((tmp_path / "out").rglob(".*tmp*"))
 
@@ -230,7 +200,7 @@ def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data,
     assert 0 < committed < 6, "the job was not killed mid-way"
 
     # The rerun also covers actors left on the system allocator (glibc, with fixed thresholds).
-    summary = score(export, str(data), str(out), _cfg(actor_allocator="system"))
+    summary = score(export, str(data), str(out), score_config(actor_allocator="system"))
     assert summary.files_skipped >= committed and summary.files_scored == 6 - summary.files_skipped
     assert {a["allocator"] for a in summary.actors} == {"system"}
     assert_exactly_once(out, data)

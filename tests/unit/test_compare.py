@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 
 import pytest
 
+from helpers.compare_setup import ALL_VARIANTS, TASKS, compare_config, section, table
 from pipeline.common.config import ConfigError
 from pipeline.report.compare import (
     CompareConfig,
@@ -18,66 +18,15 @@ from pipeline.report.compare import (
     build_variants,
     dense_params,
     input_dim,
-    load_compare_config,
-    run_comparison,
 )
 from pipeline.report.writer import difference, write_report
-
-REPO = Path(__file__).resolve().parents[2]
-TASKS = ("ctr", "cvr")
-SEEDS = [0, 1]
-# Mechanics, not quality: a few thousand rows, one short epoch, two seeds (the least that has a
-# spread). Every variant is trained: one Ray Train run per seed trains the six models in turn.
-ALL_VARIANTS = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
-VARIANTS = ALL_VARIANTS
-
-
-def _config(tmp: Path, *extra: str):
-    return load_compare_config(
-        REPO / "configs/jobs/compare_local.yaml",
-        [
-            f"data.root={tmp}/data",
-            f"output_dir={tmp}/runs",
-            f"data.spec={REPO}/configs/features/synthetic.yaml",
-            "data.generate.rows=6000",
-            "train.epochs=1",
-            "train.batch_size=256",
-            "train.eval_every_steps=4",
-            f"compare.seeds={SEEDS}",
-            f"compare.variants=[{','.join(VARIANTS)}]",
-            "compare.gate_rows=1000",
-            *extra,
-        ],
-    )
-
-
-@pytest.fixture(scope="module")
-def report(ray_local, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("compare")
-    job, cc = _config(tmp)
-    comp = run_comparison(job, cc)
-    path = write_report(comp, tmp / "report")
-    return comp, path, job, cc
-
-
-def _section(text: str, title: str) -> str:
-    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
-
-
-def _table(section: str) -> list[dict]:
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)) for row in lines[2:]]
-
-
-# -- no training -------------------------------------------------------------------------------
 
 
 def test_run_group_needs_the_same_data_and_cluster(tmp_path):
     from pipeline.train.config import JobConfig
     from pipeline.train.launch import run_training_group
 
-    job, _ = _config(tmp_path)
+    job, _ = compare_config(tmp_path)
     other = JobConfig.model_validate({**job.model_dump(mode="json"), "name": "b", "cluster": {"num_workers": 1}})
     with pytest.raises(ValueError, match="b differs from .* in data, cluster"):
         run_training_group([job, other], "g")
@@ -86,17 +35,17 @@ def test_run_group_needs_the_same_data_and_cluster(tmp_path):
 
 
 def test_overrides_split_between_training_and_comparison(tmp_path):
-    job, cc = _config(tmp_path, "compare.seeds=[3]", "train.dense_lr=0.5")
+    job, cc = compare_config(tmp_path, "compare.seeds=[3]", "train.dense_lr=0.5")
     assert cc.seeds == [3] and job.train.dense_lr == 0.5 and job.data.generate.rows == 6000
     with pytest.raises(ConfigError, match="compare.seedz"):
-        _config(tmp_path, "compare.seedz=[1]")
+        compare_config(tmp_path, "compare.seedz=[1]")
     with pytest.raises(ConfigError, match="compare_local.yaml.*\n.*train.epochz"):
-        _config(tmp_path, "train.epochz=1")
+        compare_config(tmp_path, "train.epochz=1")
 
 
 def test_verdict_rule_against_the_seed_spread(tmp_path):
     """Fabricated runs: a clear win, a tie inside the spread, a clear loss."""
-    job, _ = _config(tmp_path)
+    job, _ = compare_config(tmp_path)
     cc = CompareConfig(variants=["ple", "mmoe", "shared_bottom"], seeds=[0, 1, 2])
     from pipeline.data.feature_spec import load_spec
 
@@ -139,7 +88,7 @@ def test_report_of_every_variant_from_fabricated_runs(tmp_path):
     and an unused expert flagged, without training."""
     from pipeline.data.feature_spec import load_spec
 
-    job, _ = _config(tmp_path)
+    job, _ = compare_config(tmp_path)
     cc = CompareConfig(variants=ALL_VARIANTS, seeds=[0, 1, 2])
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
@@ -181,22 +130,22 @@ def test_report_of_every_variant_from_fabricated_runs(tmp_path):
     text = path.read_text()
     labels = [v.label for v in variants]
     assert "CGC (= PLE, 1 level)" in labels and "Single-task cvr" in labels
-    summary = {r["model"]: r for r in _table(_section(text, "Per-task quality"))}
+    summary = {r["model"]: r for r in table(section(text, "Per-task quality"))}
     assert set(summary) == set(labels) | {"Best achievable (planted truth)"}
     assert summary["Single-task ctr"]["cvr AUC"] == "—" and summary["Single-task cvr"]["cvr AUC"].startswith("0.7210")
-    assert len(_table(_section(text, "Every run"))) == len(labels) * 3
-    seesaw = {r["model"]: r for r in _table(_section(text, "Seesaw check"))}
+    assert len(table(section(text, "Every run"))) == len(labels) * 3
+    seesaw = {r["model"]: r for r in table(section(text, "Seesaw check"))}
     assert set(seesaw) == {"PLE (2 levels)", "CGC (= PLE, 1 level)", "MMoE", "Shared-bottom"}
     assert seesaw["Shared-bottom"]["verdict"].startswith("seesaw: gains on ctr, loses on cvr")
     assert seesaw["PLE (2 levels)"]["cvr ΔAUC"].startswith("+0.0300")
-    util = _section(text, "Expert utilisation")
+    util = section(text, "Expert utilisation")
     assert "shared/0 **(unused)**" in util and "seed 0: unused experts: level 2: shared/0" in util
     for name in ("auc_curves.png", "gates_ple.png", "gates_cgc.png", "gates_mmoe.png"):
         assert (path.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_single_task_budget_counts_one_tower(tmp_path):
-    job, _ = _config(tmp_path)
+    job, _ = compare_config(tmp_path)
     from pipeline.data.feature_spec import load_spec
 
     spec = load_spec(job.data.spec)

@@ -4,21 +4,9 @@ and in the embedded cluster's workers."""
 import importlib
 import os
 
-import pytest
-
 from pipeline.common import ray_data_tuning
 from pipeline.common.ray_cluster import WORKER_SETUP_HOOK
 from pipeline.common.ray_data_tuning import shorten_scheduling_delays
-
-
-@pytest.fixture
-def stock_delays(monkeypatch):
-    """Ray's own values back for the test, restored after it."""
-    from ray.data._internal.execution import resource_manager, streaming_executor_state
-
-    monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
-    monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
-    return streaming_executor_state, resource_manager.ResourceManager
 
 
 def test_the_pinned_ray_has_both_delays_and_takes_ours(stock_delays):

@@ -3,7 +3,6 @@ registry's publish / reject / recovery (tests/integration/test_retrain_days.py r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.retrain_days import DAYS
+from helpers.retrain_days import DAYS, registry_files
 from pipeline.registry.lock import FileLock, LockHeldError
 from pipeline.registry.versions import Registry, Version
 from pipeline.retrain.config import RetrainSettings, TaskTolerance
@@ -113,17 +112,6 @@ def test_day_planning():
 
 
 # -- unit test: registry commit and recovery -------------------------------------------------------
-def registry_files(root) -> dict[str, str]:
-    """sha256 of every file of the registry: the versions and the production pointer (not the
-    hidden .staging/ work area or the lock, which are not part of it)."""
-    root, out = Path(root), {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and not rel.startswith("."):
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
 def _publish_dummy(reg: Registry, promote: bool, **record):
     vid = reg.next_version_id()
     staged = reg.stage(vid)
@@ -156,35 +144,3 @@ def test_registry_publish_reject_and_interrupted_promotion(tmp_path, monkeypatch
     reg.set_production("v0001", by="manual", note="rollback")
     assert [v.status for v in reg.versions()] == ["production", "rejected", "retired"]
     assert reg.recover(log=lambda m: None) == []
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, repo_root):
-    os.chdir(repo_root)
-    base = tmp_path_factory.mktemp("retrain")
-    (base / "data").mkdir()
-    overrides = [
-        f"retrain.registry={base}/registry",
-        f"output_dir={base}/runs",
-        f"data.root={base}/data",
-        "retrain.default_tolerance={max_auc_drop: 0.01, max_logloss_rise: 0.01}",
-        "retrain.tolerance={}",
-        "train.batch_size=512",
-        "train.sparse_lr=0.2",
-        "train.dense_lr=0.01",
-        # One training worker: half the processes to start on a 2-core machine
-        # (warm starts across worker counts are covered by test_train_recovery.py).
-        "cluster.num_workers=1",
-        "cluster.max_failures=0",
-    ]
-    return {
-        "base": base,
-        "data": base / "data",
-        "registry": base / "registry",
-        "runs": base / "runs",
-        "overrides": overrides,
-    }
-
-
-def output(world, name: str) -> str:
-    return (world["base"] / f"{name}.log").read_text()

@@ -3,9 +3,7 @@ commit, without Ray (tests/integration/test_score_job.py runs the job)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,90 +11,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import torch
-import yaml
 
-from pipeline.data.feature_spec import load_spec
-from pipeline.data.synthetic import write_file
+from helpers.scoring_data import input_files, random_export, score_config, write_logs
 from pipeline.data.validation import DataValidationError
-from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
 from pipeline.score.output import FileOutput
 from pipeline.score.plan import plan_scoring
 from pipeline.score.run import score
-from pipeline.train.export import ExportError, write_export
-from ple_model import ModelConfig, RecModel
-
-DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
-# Small batches and fractional CPUs: the 2-CPU test cluster keeps room for Ray Data's reads.
-BASE = dict(
-    batch_size=1000, num_actors=2, cpus_per_actor=0.5, torch_threads=1, progress_every_s=0.2, manifest_every_s=0
-)
-
-
-def _cfg(**kw) -> ScoreConfig:
-    return ScoreConfig(**{**BASE, **kw})
-
-
-def _export(path: Path, repo_root: Path, seed: int) -> str:
-    spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
-    cfg = ModelConfig.model_validate(
-        yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
-    )
-    torch.manual_seed(seed)  # random weights: scoring does not care whether they were trained
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
-    return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
+from pipeline.train.export import ExportError
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, repo_root) -> str:
-    return _export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+    return random_export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("logs")
-    for d in range(DAYS):
-        for f in range(FILES_PER_DAY):
-            write_file(
-                str(root / f"dt=2026-01-0{d + 1}" / f"part-{f:05d}.parquet"),
-                ROWS_PER_FILE,
-                seed=3,
-                day_index=d,
-                file_index=f,
-                chunk_rows=ROWS_PER_FILE // 2,
-            )
-    return root
-
-
-def _inputs(data: Path) -> list[Path]:
-    return sorted(data.glob("dt=*/*.parquet"))
-
-
-@pytest.fixture(scope="module")
-def scored(ray_local, export, data, tmp_path_factory):
-    """One job run during which a scoring actor is SIGKILLed once it has scored a batch: Ray
-    Data restarts it and retries its batches; a batch delivered twice would be dropped by the
-    writer (row hashes). The job completes in this one run."""
-    out = tmp_path_factory.mktemp("scored") / "out"
-    killed: list[int] = []
-
-    def kill_one_actor(progress: dict) -> None:
-        busy = [a for a in progress["actors"] if a["rows"] > 0]
-        if busy and not killed:
-            os.kill(busy[0]["pid"], signal.SIGKILL)
-            killed.append(busy[0]["pid"])
-
-    summary = score(
-        export, str(data), str(out), _cfg(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
-    )
-    return out, summary, killed
+    return write_logs(tmp_path_factory.mktemp("logs"))
 
 
 def test_bad_input_fails_before_any_work(export, data, tmp_path):
     out = tmp_path / "out"
     bad = tmp_path / "bad"
-    table = pq.read_table(_inputs(data)[0])
+    table = pq.read_table(input_files(data)[0])
     cases = {
         "missing": (table.drop_columns(["price"]), DataValidationError, r"column 'price': missing dense column"),
         "wrong_type": (
@@ -118,23 +56,23 @@ def test_bad_input_fails_before_any_work(export, data, tmp_path):
         (bad / "dt=2026-01-01").mkdir(parents=True)
         pq.write_table(t, bad / "dt=2026-01-01" / "part-00000.parquet")
         if error is None:
-            assert len(plan_scoring(export, str(bad), str(out), _cfg()).pending) == 1
+            assert len(plan_scoring(export, str(bad), str(out), score_config()).pending) == 1
         else:
             with pytest.raises(error, match=message):
-                score(export, str(bad), str(out), _cfg())
+                score(export, str(bad), str(out), score_config())
     with pytest.raises(ExportError, match="not an exported model"):
-        score(str(data), str(data), str(out), _cfg())
+        score(str(data), str(data), str(out), score_config())
     with pytest.raises(ExportError, match="neither an export directory nor a registry reference"):
-        score("ple-latest", str(data), str(out), _cfg())
+        score("ple-latest", str(data), str(out), score_config())
     (tmp_path / "broken").mkdir()
     shutil.copy(Path(export) / "model.json", tmp_path / "broken" / "model.json")
     (tmp_path / "broken" / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ExportError, match="unreadable weights.pt"):
-        score(str(tmp_path / "broken"), str(data), str(out), _cfg())
+        score(str(tmp_path / "broken"), str(data), str(out), score_config())
     with pytest.raises(DataValidationError, match="no partition directory for day 2026-01-03"):
-        score(export, str(data), str(out), _cfg(), days="2026-01-02..2026-01-03")
+        score(export, str(data), str(out), score_config(), days="2026-01-02..2026-01-03")
     with pytest.raises(ScoringError, match="products.ctcvr uses tasks"):
-        score(export, str(data), str(out), _cfg(products={"ctcvr": ["ctr", "purchase"]}))
+        score(export, str(data), str(out), score_config(products={"ctcvr": ["ctr", "purchase"]}))
     assert not out.exists()  # nothing was started
 
 
@@ -142,10 +80,10 @@ def test_a_registry_can_resolve_model_names(export, data, tmp_path, monkeypatch)
     import pipeline.registry.versions as registry
 
     monkeypatch.setattr(registry, "resolve_model_ref", lambda ref: export if ref == "ple@production" else None)
-    plan = plan_scoring("ple@production", str(data), str(tmp_path / "out"), _cfg())
+    plan = plan_scoring("ple@production", str(data), str(tmp_path / "out"), score_config())
     assert plan.model_dir == export and len(plan.pending) == 6
     with pytest.raises(ExportError, match="model 'ple@v0009': neither an export directory nor a registry reference"):
-        plan_scoring("ple@v0009", str(data), str(tmp_path / "out"), _cfg())
+        plan_scoring("ple@v0009", str(data), str(tmp_path / "out"), score_config())
 
 
 def test_file_output_commits_only_complete_files_and_drops_duplicates(tmp_path):
