@@ -21,7 +21,13 @@ def _print_metrics(metrics: dict) -> None:
         print(
             f"{task}: AUC {metrics[key]:.4f}"
             + (f" (best achievable {best:.4f})" if best else "")
+            + (f", GAUC {metrics[prefix + 'gauc']:.4f}" if prefix + "gauc" in metrics else "")
             + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}"
+        )
+    filled = {k.removeprefix("missing/"): v for k, v in metrics.items() if k.startswith("missing/")}
+    if filled:
+        print(
+            "missing values filled (training rows, every epoch): " + ", ".join(f"{k} {v:,}" for k, v in filled.items())
         )
 
 

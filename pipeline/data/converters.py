@@ -95,7 +95,7 @@ ALIEXPRESS = CsvLayout(
 LAYOUTS = {layout.name: layout for layout in (ALI_CCP, ALIEXPRESS)}
 
 
-class _RollingWriter:
+class RollingWriter:
     """Writes record batches into numbered files of at most rows_per_file rows, each written
     under a temporary name and renamed when complete."""
 
@@ -173,7 +173,7 @@ def convert_csv(
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
         )
         schema = pa.schema([(renames[f.name], f.type) for f in reader.schema])
-        writer = _RollingWriter(directory, Path(csv_path).stem, schema, rows_per_file)
+        writer = RollingWriter(directory, Path(csv_path).stem, schema, rows_per_file)
         for batch in reader:
             writer.write(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
     except pa.ArrowInvalid as e:

@@ -8,6 +8,7 @@ tables, so training and scoring cannot disagree on the id mapping or dense norma
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -55,39 +56,127 @@ class TableSpec(_Strict):
         return self.hash_buckets is not None
 
 
+Missing = Literal["error", "default"]
+
+
 class SparseFeature(_Strict):
-    """A categorical input: one id per row (int64 / string) or a list of ids (list<int64>)."""
+    """A categorical input: one id per row (int64 / string) or a list of ids.
 
-    name: str = Field(min_length=1)
-    column: str = Field(min_length=1)
-    table: str = Field(min_length=1)
-    type: Literal["int64", "string", "list<int64>"] = "int64"
-
-    @property
-    def multi_valued(self) -> bool:
-        return self.type == "list<int64>"
-
-
-class DenseFeature(_Strict):
-    """A float input. `transform` is applied by the collate, so scoring uses the same mapping.
-
-    none: x; log1p: log(1 + max(x, 0)) for heavy-tailed non-negative values such as prices;
-    standard: (x - mean) / std with mean/std stored here (fit once, e.g. on the first day).
+    Ids may be any int64, negative ones included (64-bit hashed ids are negative half the time):
+    they hash into the table's range like ids beyond it (pipeline/data/id_mapping.py).
+    missing: `error` rejects a null id; `default` maps nulls, empty lists and nulls inside lists
+        to a row of the table reserved for them (its last row), and the collate counts them.
     """
 
     name: str = Field(min_length=1)
     column: str = Field(min_length=1)
-    transform: Literal["none", "log1p", "standard"] = "none"
+    table: str = Field(min_length=1)
+    type: Literal["int64", "string", "list<int64>", "list<string>"] = "int64"
+    missing: Missing = "error"
+
+    @property
+    def multi_valued(self) -> bool:
+        return self.type.startswith("list<")
+
+    @property
+    def value_type(self) -> str:
+        """The type of one id: "int64" or "string"."""
+        return self.type.removeprefix("list<").removesuffix(">")
+
+
+class DenseFeature(_Strict):
+    """A numeric input. `transform` is applied by the collate, so scoring uses the same mapping.
+
+    none: x; log1p: log(1 + max(x, 0)) for heavy-tailed non-negative values such as prices;
+    standard: (x - mean) / std with mean/std stored here (`python -m jobs.inspect` fits them).
+    bucketize: the index of x among sorted `boundaries` (x < b[0] is bucket 1, b[i-1] <= x < b[i]
+        is bucket i + 1, x >= b[-1] the last) looked up in an embedding table of its own, of
+        `dim` columns, inside the same EmbeddingBagCollection (so sharded like any table).
+        Row 0 is the missing bucket.
+    piecewise_linear: one dense column per bin [b[i], b[i+1]): 0 below the bin, 1 above it,
+        the position inside it in between (Gorishniy et al., NeurIPS 2022).
+    keep_raw (bucketize, piecewise_linear): also feed x itself, standardised when mean/std are set.
+    missing: `error` rejects null and NaN; `default` fills them with `fill` (default: `mean` when
+        set, else 0) and, for bucketize, looks up the missing bucket. The collate counts them.
+    """
+
+    name: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    transform: Literal["none", "log1p", "standard", "bucketize", "piecewise_linear"] = "none"
     mean: float | None = None
     std: float | None = Field(default=None, gt=0)
+    boundaries: list[float] | None = None
+    dim: int | None = Field(default=None, gt=0, description="bucketize: the bucket embedding's width")
+    keep_raw: bool = False
+    missing: Missing = "error"
+    fill: float | None = None
 
     @model_validator(mode="after")
-    def _stats_for_standard(self) -> DenseFeature:
-        if self.transform == "standard" and (self.mean is None or self.std is None):
+    def _settings_fit_transform(self) -> DenseFeature:
+        t = self.transform
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set both mean and std, or neither")
+        if t == "standard" and self.mean is None:
             raise ValueError("transform 'standard' needs mean and std")
-        if self.transform != "standard" and (self.mean is not None or self.std is not None):
-            raise ValueError(f"mean/std are only used by transform 'standard', not '{self.transform}'")
+        if t in ("none", "log1p") and self.mean is not None:
+            raise ValueError(f"mean/std are not used by transform '{t}'")
+        binned = t in ("bucketize", "piecewise_linear")
+        if binned != (self.boundaries is not None):
+            raise ValueError(
+                f"transform '{t}' needs boundaries" if binned else f"boundaries are not used by transform '{t}'"
+            )
+        if self.boundaries is not None:
+            _check_boundaries(self.boundaries, 2 if t == "piecewise_linear" else 1)
+        if (t == "bucketize") != (self.dim is not None):
+            raise ValueError("transform 'bucketize' needs dim" if t == "bucketize" else "dim is used by bucketize only")
+        if self.keep_raw and not binned:
+            raise ValueError(f"keep_raw applies to bucketize and piecewise_linear, not '{t}'")
+        if self.fill is not None and self.missing != "default":
+            raise ValueError("fill is used by missing: default only")
+        if self.fill is not None and t == "bucketize" and not self.keep_raw:
+            raise ValueError("a bucketized value's missing rows use the missing bucket, not fill")
         return self
+
+    @property
+    def embedded(self) -> bool:
+        """Looked up in a bucket table (a key of the KJT) rather than fed as a dense column."""
+        return self.transform == "bucketize"
+
+    @property
+    def width(self) -> int:
+        """Dense columns this feature feeds the model."""
+        if self.transform == "bucketize":
+            return int(self.keep_raw)
+        if self.transform == "piecewise_linear":
+            assert self.boundaries is not None  # the validator requires them
+            return len(self.boundaries) - 1 + int(self.keep_raw)
+        return 1
+
+    @property
+    def num_buckets(self) -> int:
+        """Rows of the bucket table: the missing bucket, then len(boundaries) + 1 buckets."""
+        assert self.boundaries is not None
+        return len(self.boundaries) + 2
+
+    @property
+    def table_name(self) -> str:
+        return f"{self.name}_buckets"
+
+    @property
+    def fill_value(self) -> float:
+        if self.fill is not None:
+            return self.fill
+        return self.mean if self.mean is not None else 0.0
+
+
+def _check_boundaries(b: list[float], at_least: int) -> None:
+    if len(b) < at_least:
+        raise ValueError(f"needs at least {at_least} boundaries, got {len(b)}")
+    if not all(math.isfinite(x) for x in b):
+        raise ValueError("boundaries must be finite numbers")
+    out_of_order = sum(1 for x, y in zip(b[:-1], b[1:], strict=True) if not x < y)
+    if out_of_order:
+        raise ValueError(f"boundaries must be strictly increasing ({out_of_order} of {len(b) - 1} pairs are not)")
 
 
 class TaskSpec(_Strict):
@@ -116,6 +205,9 @@ class FeatureSpec(_Strict):
     dense: list[DenseFeature] = Field(default_factory=list)
     labels: list[str] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
+    group_by: str | None = Field(
+        default=None, min_length=1, description="a column (e.g. user_id) whose groups validation's GAUC is over"
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> FeatureSpec:
@@ -148,6 +240,11 @@ class FeatureSpec(_Strict):
         for i, label in enumerate(self.labels):
             if label in inputs:
                 raise ValueError(f"labels[{i}]: label column '{label}' is also used as an input feature")
+        if self.group_by in labels:
+            raise ValueError(f"group_by: '{self.group_by}' is a label")
+        # Sparse and bucketized names are the KJT's keys; bucket tables sit beside the tables.
+        _unique("sparse + bucketized dense", self.feature_names)
+        _unique("tables + bucket tables", [c.name for c in self.table_configs()])
         return self
 
     # -- derived views used by the reader, the collate and the trainer ---------------------
@@ -157,12 +254,23 @@ class FeatureSpec(_Strict):
 
     @property
     def feature_names(self) -> list[str]:
-        """KJT keys, in spec order."""
-        return [f.name for f in self.sparse]
+        """KJT keys, in order: the sparse features, then the bucketized dense ones."""
+        return [f.name for f in self.sparse] + [d.name for d in self.bucketized]
+
+    @property
+    def bucketized(self) -> list[DenseFeature]:
+        return [d for d in self.dense if d.embedded]
 
     @property
     def dense_names(self) -> list[str]:
         return [f.name for f in self.dense]
+
+    def null_row(self, table: str) -> int | None:
+        """The row reserved for missing ids of `table` (its last), or None when no feature of it
+        has `missing: default`."""
+        if any(f.table == table and f.missing == "default" for f in self.sparse):
+            return self.table_by_name[table].num_embeddings
+        return None
 
     @property
     def task_names(self) -> list[str]:
@@ -170,11 +278,12 @@ class FeatureSpec(_Strict):
 
     @property
     def num_dense(self) -> int:
-        return len(self.dense)
+        """Width of the dense input the collate builds."""
+        return sum(d.width for d in self.dense)
 
     def columns(self) -> list[str]:
-        """Every Parquet column the collate reads, without duplicates, in a stable order."""
-        cols = [f.column for f in self.sparse] + [f.column for f in self.dense] + list(self.labels)
+        """Every Parquet column the collate reads with labels, without duplicates, in a stable order."""
+        cols = self.input_columns() + list(self.labels) + ([self.group_by] if self.group_by else [])
         return list(dict.fromkeys(cols))
 
     def input_columns(self) -> list[str]:
@@ -183,16 +292,20 @@ class FeatureSpec(_Strict):
         return list(dict.fromkeys(cols))
 
     def table_configs(self) -> list[TableConfig]:
-        return [
+        """The tables, each with its reserved missing-id row where it has one, then one bucket
+        table per bucketized dense feature."""
+        tables = [
             TableConfig(
                 name=t.name,
-                num_embeddings=t.num_embeddings,
+                num_embeddings=t.num_embeddings + (self.null_row(t.name) is not None),
                 dim=t.dim,
                 feature_names=[f.name for f in self.sparse if f.table == t.name],
                 pooling=t.pooling,
             )
             for t in self.tables
         ]
+        buckets = [TableConfig(d.table_name, d.num_buckets, d.dim or 0, [d.name], "sum") for d in self.bucketized]
+        return tables + buckets
 
     def embedding_bag_configs(self) -> list:
         """torchrec EmbeddingBagConfigs for an EmbeddingBagCollection (torchrec imported lazily)."""

@@ -9,8 +9,9 @@ or processes). Everything is vectorised: no Python loop over rows.
 - strings: each utf8 byte b at position i of its string becomes splitmix64((i << 8) | b); the
   terms of a string are summed (mod 2**64) and the sum is finalised together with the length
   with splitmix64 again. Position enters every term, so anagrams differ.
-- rows: a `vocab_size` table keeps int ids in [0, vocab_size) as they are and hashes larger
-  ids into the range; a `hash_buckets` table hashes every id. Strings are always hashed.
+- rows: a `vocab_size` table keeps int ids in [0, vocab_size) as they are and hashes the others
+  (larger or negative) into the range; a `hash_buckets` table hashes every id. Strings are
+  always hashed. Negative ids hash by their two's complement bits, like any other 64 bits.
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ def hash_utf8(arr: pa.Array) -> np.ndarray:
 
 
 def int_ids_to_rows(ids: np.ndarray, num_rows: int, hash_all: bool) -> np.ndarray:
-    """Rows in [0, num_rows) for non-negative int64 ids (negatives are rejected upstream)."""
+    """Rows in [0, num_rows) for any int64 ids (64-bit hashed ids are negative half the time)."""
     ids = np.asarray(ids, dtype=np.int64)
     if not hash_all:
-        beyond = ids >= num_rows
+        beyond = (ids >= num_rows) | (ids < 0)
         if not beyond.any():  # the common case for a vocab table: ids are rows already
             return ids
         ids = ids.copy()

@@ -5,11 +5,13 @@ Two layers:
 1. `validate_files` (before reading, on the driver): opens each file's Parquet footer only.
    It catches files that are empty (0 bytes) or not Parquet, missing columns, wrong types,
    a partition whose schema differs from the first file's, and, from the row-group statistics,
-   nulls (exact counts), negative ids and labels outside [0, 1]. When statistics show a
-   problem, that one column of that one file is read to report an exact count.
+   nulls where the feature's policy is `missing: error` (and in labels, always) and labels
+   outside [0, 1]. When statistics show a problem, that one column of that one file is read
+   to report an exact count.
 2. The collate (pipeline/data/collate.py) re-checks the values of every batch, which also covers
    what statistics cannot show: NaN/inf dense values, labels such as 0.5, and a conversion
-   without a click. It names the files when the batch carries Ray's `path` column.
+   without a click. It names the files when the batch carries Ray's `path` column, and counts
+   the rows that a `missing: default` policy filled (Batch.missing).
 
 Documented quarantine: a valid Parquet file with 0 rows is skipped and counted in the
 ValidationReport (writers legitimately produce them for hours without traffic); everything
@@ -23,7 +25,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -64,38 +65,65 @@ def _is_str(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _is_int_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_int(t.value_type)
+def _is_list_of(t: pa.DataType, value_ok) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and value_ok(t.value_type)
 
 
 def _is_number(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def column_roles(spec: FeatureSpec, labels: bool = True) -> dict[str, tuple[str, str]]:
-    """column -> (role, expected type description) for every column the spec reads.
-    labels=False: inputs only (scoring reads unlabelled rows)."""
-    roles: dict[str, tuple[str, str]] = {}
+@dataclass(frozen=True)
+class ColumnRole:
+    role: str  # "sparse" | "dense" | "label" | "group"
+    expected: str  # a type description, a key of _TYPE_CHECKS
+    nulls_allowed: bool  # every feature reading the column has `missing: default`
+
+
+def column_roles(spec: FeatureSpec, labels: bool = True) -> dict[str, ColumnRole]:
+    """column -> its role, expected type and null policy for every column the spec reads.
+    labels=False: inputs only (scoring reads unlabelled rows, without GAUC groups)."""
+    roles: dict[str, ColumnRole] = {}
+
+    def add(column: str, role: ColumnRole) -> None:
+        seen = roles.get(column)
+        # A column read by two features allows nulls only if both do.
+        roles[column] = (
+            role if seen is None else ColumnRole(role.role, role.expected, seen.nulls_allowed and role.nulls_allowed)
+        )
+
     for f in spec.sparse:
-        roles[f.column] = ("sparse", f.type)
+        add(f.column, ColumnRole("sparse", f.type, f.missing == "default"))
     for d in spec.dense:
-        roles[d.column] = ("dense", "number")
-    for label in spec.labels if labels else ():
-        roles[label] = ("label", "number")
+        add(d.column, ColumnRole("dense", "number", d.missing == "default"))
+    if labels:
+        for label in spec.labels:
+            add(label, ColumnRole("label", "number", False))
+        if spec.group_by:
+            add(spec.group_by, ColumnRole("group", "int64 or string", False))
     return roles
 
 
+_TYPE_CHECKS = {
+    "int64": _is_int,
+    "string": _is_str,
+    "list<int64>": lambda t: _is_list_of(t, _is_int),
+    "list<string>": lambda t: _is_list_of(t, _is_str),
+    "number": _is_number,
+    "int64 or string": lambda t: _is_int(t) or _is_str(t),
+}
+
+
 def type_problem(t: pa.DataType, expected: str) -> str | None:
-    ok = {"int64": _is_int, "string": _is_str, "list<int64>": _is_int_list, "number": _is_number}[expected]
-    return None if ok(t) else f"wrong type {t}, expected {expected}"
+    return None if _TYPE_CHECKS[expected](t) else f"wrong type {t}, expected {expected}"
 
 
 def check_schema(schema: pa.Schema, spec: FeatureSpec, source: str | None, labels: bool = True) -> None:
-    for column, (role, expected) in column_roles(spec, labels).items():
+    for column, r in column_roles(spec, labels).items():
         idx = schema.get_field_index(column)
         if idx < 0:
-            raise DataValidationError(f"missing {role} column", file=source, column=column)
-        problem = type_problem(schema.field(idx).type, expected)
+            raise DataValidationError(f"missing {r.role} column", file=source, column=column)
+        problem = type_problem(schema.field(idx).type, r.expected)
         if problem:
             raise DataValidationError(problem, file=source, column=column)
 
@@ -127,27 +155,20 @@ def _stat_problems(pf: pq.ParquetFile, spec: FeatureSpec, labels: bool = True) -
         # Leaf paths are 'x' for flat columns, 'history.list.element' for lists.
         leaf.setdefault(meta.schema.column(i).path.split(".")[0], i)
     found: dict[str, str] = {}
-    for column, (role, expected) in roles.items():
+    for column, r in roles.items():
         index = leaf.get(column)
         # Leaf statistics of a list column count empty lists as nulls, so lists are left to the
         # batch checks.
-        if index is None or expected == "list<int64>":
+        if index is None or r.expected.startswith("list<"):
             continue
         for rg in range(meta.num_row_groups):
             st = meta.row_group(rg).column(index).statistics
             if st is None:
                 continue
-            if st.null_count:
+            if st.null_count and not r.nulls_allowed:
                 found[column] = "nulls"
                 break
-            if not st.has_min_max:
-                continue
-            if expected == "string":
-                continue
-            if role == "sparse" and st.min < 0:
-                found[column] = "negative"
-                break
-            if role == "label" and (st.min < 0 or st.max > 1):
+            if r.role == "label" and st.has_min_max and (st.min < 0 or st.max > 1):
                 found[column] = "label_range"
                 break
     return found
@@ -157,18 +178,8 @@ def _exact_count(path: str, column: str, kind: str) -> tuple[str, int]:
     arr = pq.read_table(path, columns=[column]).column(column).combine_chunks()
     if kind == "nulls":
         n = arr.null_count + (arr.flatten().null_count if pa.types.is_list(arr.type) else 0)
-        return "null values", n
-    if kind == "negative":
-        return "negative ids", count_negative_rows(arr)
+        return "null values (a feature may set missing: default; labels may not)", n
     return "label values other than 0/1", int(pc.sum(pc.invert(pc.is_in(arr, pa.array([0, 1], arr.type)))).as_py() or 0)
-
-
-def count_negative_rows(arr: pa.Array) -> int:
-    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
-        flat_bad = np.asarray(pc.fill_null(pc.less(arr.flatten(), 0), False))
-        rows = pc.list_parent_indices(arr).to_numpy()
-        return int(np.unique(rows[flat_bad]).size)
-    return int(pc.sum(pc.fill_null(pc.less(arr, 0), False)).as_py() or 0)
 
 
 def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True) -> ValidationReport:
@@ -177,6 +188,7 @@ def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True)
     report = ValidationReport()
     reference: tuple[str, pa.Schema] | None = None
     wanted = list(column_roles(spec, labels))
+    nulls: dict[str, int | None] = dict.fromkeys(wanted, 0)  # per input column, over the range
     for path in paths:
         pf = _open(path)
         schema = pf.schema_arrow
@@ -203,6 +215,37 @@ def validate_files(paths: Iterable[str], spec: FeatureSpec, labels: bool = True)
             problem, count = _exact_count(path, column, kind)
             if count:  # statistics are a hint; only an exact, non-zero count fails the file
                 raise DataValidationError(problem, file=path, column=column, count=count)
+        for column, n in _null_counts(pf, wanted).items():
+            seen = nulls[column]
+            nulls[column] = None if seen is None or n is None else seen + n
         report.files.append(path)
         report.rows += pf.metadata.num_rows
+    for column, n in nulls.items():
+        if report.rows and n == report.rows:
+            # A `missing: default` feature that is never present teaches the model nothing: it
+            # is a misspelt or dropped upstream column more often than a real feature.
+            raise DataValidationError(
+                f"every row is null in all {len(report.files)} files: remove the feature or fix the data",
+                file=report.files[0],
+                column=column,
+                count=n,
+            )
     return report
+
+
+def _null_counts(pf: pq.ParquetFile, columns: list[str]) -> dict[str, int | None]:
+    """Null rows per flat column from the row-group statistics (None where they are missing).
+    Lists are left out: their leaf statistics count null elements, not null rows."""
+    meta = pf.metadata
+    leaf = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out: dict[str, int | None] = {}
+    for column in columns:
+        index = leaf.get(column)
+        if index is None:
+            continue
+        total: int | None = 0
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(index).statistics
+            total = None if st is None or total is None else total + st.null_count
+        out[column] = total
+    return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.report.compare import Comparison
 
 METRICS = ("auc", "logloss", "calibration")
+METRIC_LABELS = {"auc": "AUC", "logloss": "log loss", "calibration": "calibration", "gauc": "GAUC"}
 PLE_OPPONENTS = ("mmoe", "shared_bottom")
 
 
@@ -28,6 +29,11 @@ PLE_OPPONENTS = ("mmoe", "shared_bottom")
 def values(comp: Comparison, key: str, task: str, metric: str = "auc") -> list[float]:
     """The metric of every seed's run of a variant, in seed order, as the runs reported it."""
     return [float(r.metrics[f"val/{task}/{metric}"]) for r in comp.runs_of(key)]
+
+
+def reported_metrics(comp: Comparison) -> tuple[str, ...]:
+    """The metrics every run reports: GAUC too when the spec names a group_by column."""
+    return METRICS + (("gauc",) if comp.spec.group_by else ())
 
 
 def stats(xs: list[float]) -> dict:
@@ -135,7 +141,9 @@ def results(comp: Comparison) -> dict:
     tasks = comp.spec.task_names
     first = comp.runs[0].metrics
     summary = {
-        v.key: {t: {m: stats(values(comp, v.key, t, m)) for m in METRICS} for t in judged_tasks(comp, v.key)}
+        v.key: {
+            t: {m: stats(values(comp, v.key, t, m)) for m in reported_metrics(comp)} for t in judged_tasks(comp, v.key)
+        }
         for v in comp.variants
     }
     unused = {
@@ -270,15 +278,17 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         "",
     ]
     rows = []
+    shown = reported_metrics(comp)
     for v in comp.variants:
         row = [v.label]
         for t in tasks:
             s = res["summary"][v.key].get(t)
-            row += ["—"] * 3 if s is None else [f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in METRICS]
+            row += ["—"] * len(shown) if s is None else [f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in shown]
         rows.append(row)
     if best:
-        rows.append(["Best achievable (planted truth)"] + sum(([_f(best[t]), "", ""] for t in tasks), []))
-    lines += _table(["model"] + [f"{t} {m}" for t in tasks for m in ("AUC", "log loss", "calibration")], rows)
+        blank = [""] * (len(shown) - 1)
+        rows.append(["Best achievable (planted truth)"] + sum(([_f(best[t]), *blank] for t in tasks), []))
+    lines += _table(["model"] + [f"{t} {METRIC_LABELS[m]}" for t in tasks for m in shown], rows)
 
     lines += ["", "## Every run", "", "The final validation metrics each training run reported.", ""]
     rows = []
@@ -286,13 +296,9 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         for r in comp.runs_of(v.key):
             row = [v.label, str(r.seed), str(int(r.metrics.get("step", 0)))]
             for t in tasks:
-                row += [
-                    _f(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in METRICS
-                ]
+                row += [_f(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in shown]
             rows.append(row + [f"{r.seconds:.0f}", f"`{r.name}`"])
-    lines += _table(
-        ["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in METRICS] + ["seconds", "run"], rows
-    )
+    lines += _table(["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in shown] + ["seconds", "run"], rows)
 
     lines += [
         "",

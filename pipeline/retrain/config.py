@@ -23,6 +23,11 @@ class TaskTolerance(StrictModel):
     max_logloss_rise: float | None = Field(
         None, ge=0, description=("candidate log loss <= production log loss + this (None: log loss is not gated)")
     )
+    max_gauc_drop: float | None = Field(
+        None,
+        ge=0,
+        description="candidate GAUC >= production GAUC - this (None: not gated; needs the spec's group_by)",
+    )
 
 
 class RetrainSettings(StrictModel):

@@ -24,11 +24,11 @@ def evaluate_export(export_dir: str, files: list[str], settings: RetrainSettings
     from pipeline.train.metrics import TaskMetrics
 
     model, spec, _ = load_export(export_dir)
-    metrics, rows = TaskMetrics(spec.task_names), 0
+    metrics, rows = TaskMetrics(spec.task_names, gauc=spec.group_by is not None), 0
     for b in iter_file_batches(files, spec, settings.eval_batch_size):
         if settings.eval_max_rows is not None and rows >= settings.eval_max_rows:
             break
-        metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks)
+        metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks, b.groups)
         rows += len(b)
     return metrics.compute()
 
@@ -48,8 +48,9 @@ def decide(
     candidate: dict[str, float], production: dict[str, float] | None, tasks: list[str], settings: RetrainSettings
 ) -> Decision:
     """Accept unless, for some task, the candidate's AUC is lower than production's by more than
-    the task's max_auc_drop, or (when set) its log loss higher by more than max_logloss_rise.
-    Without a production model (first run) the candidate is accepted."""
+    the task's max_auc_drop, or (when set) its log loss higher by more than max_logloss_rise, or
+    its GAUC lower by more than max_gauc_drop. Without a production model (first run) the
+    candidate is accepted."""
     if production is None:
         return Decision(True, checks=[{"note": "no production model: first version"}])
     decision = Decision(True)
@@ -58,8 +59,13 @@ def decide(
         limits = [("auc", -1, tol.max_auc_drop)]  # -1: higher is better
         if tol.max_logloss_rise is not None:
             limits.append(("logloss", +1, tol.max_logloss_rise))
+        if tol.max_gauc_drop is not None:
+            limits.append(("gauc", -1, tol.max_gauc_drop))
         for metric, sign, allowed in limits:
-            cand, prod = candidate[f"{task}/{metric}"], production[f"{task}/{metric}"]
+            key = f"{task}/{metric}"
+            if key not in candidate or key not in production:
+                raise ValueError(f"the gate compares {key}, which an evaluation lacks (GAUC needs the spec's group_by)")
+            cand, prod = candidate[key], production[key]
             worse_by = sign * (cand - prod)  # > 0: candidate worse
             ok = worse_by <= allowed
             decision.checks.append(

@@ -68,6 +68,7 @@ class Scorer:
         self.delay, self.stats = batch_delay_s, stats
         self.last_release = time.perf_counter()
         self.rows = self.batches = 0
+        self.missing: dict[str, int] = {}  # feature -> rows its missing-value policy filled
         self.peak_anon_mb = self.peak_shmem_mb = 0.0
         self.load_s, self.busy_s = time.perf_counter() - start, 0.0
         ctx = ray.get_runtime_context()
@@ -96,6 +97,8 @@ class Scorer:
         if self.delay:
             time.sleep(self.delay)
         b = collate(batch, self.spec, with_labels=False)  # value errors name the file (path column)
+        for name, rows in b.missing.items():
+            self.missing[name] = self.missing.get(name, 0) + rows
         with torch.inference_mode():
             logits = self.model(b.sparse_features.to(self.device), b.dense_features.to(self.device))
             probs = torch.sigmoid(logits.float()).cpu().numpy()
@@ -129,6 +132,7 @@ class Scorer:
                     **self.info,
                     "rows": self.rows,
                     "batches": self.batches,
+                    "missing": dict(self.missing),
                     "load_s": self.load_s,
                     "busy_s": self.busy_s,
                     "peak_anon_mb": self.peak_anon_mb,

@@ -80,6 +80,16 @@ class ScoreSummary:
     def rows_per_s(self) -> float:
         return self.rows_scored / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def missing_filled(self) -> dict[str, int]:
+        """feature -> rows whose missing values its `missing: default` policy filled (summed over
+        actors; a batch retried after a failure counts again)."""
+        total: dict[str, int] = {}
+        for a in self.actors:
+            for name, rows in a.get("missing", {}).items():
+                total[name] = total.get(name, 0) + rows
+        return total
+
     def format(self) -> str:
         peaks = [a["peak_rss_mb"] for a in self.actors]
         anon = [a["peak_anon_mb"] for a in self.actors]
@@ -97,6 +107,9 @@ class ScoreSummary:
             else ""
         )
         dup = f"; {self.duplicates_dropped} rows delivered twice dropped" if self.duplicates_dropped else ""
+        filled = self.missing_filled
+        if filled:
+            dup += "; missing values filled: " + ", ".join(f"{k} {v:,} rows" for k, v in sorted(filled.items()))
         return (
             f"scored {self.rows_scored:,} rows in {self.files_scored} files "
             f"({self.files_skipped} of {self.files_total} already complete) in {self.seconds:.1f} s: "
@@ -266,7 +279,11 @@ def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> Scor
         duplicates_dropped=commits.duplicates,
         actors=actors,
     )
-    commits.manifest["last_run"] = {**dataclasses.asdict(summary), "rows_per_s": summary.rows_per_s}
+    commits.manifest["last_run"] = {
+        **dataclasses.asdict(summary),
+        "rows_per_s": summary.rows_per_s,
+        "missing_filled": summary.missing_filled,
+    }
     commits.save_manifest(force=True)
     log(f"[score] {summary.format()}")
     return summary

@@ -47,12 +47,12 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
                     f"epoch {epoch} step {step} loss {loss.item():.4f} "
                     f"{step * batch_size / (time.perf_counter() - start):,.0f} rows/s"
                 )
-    metrics = TaskMetrics(spec.task_names)
+    metrics = TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
     model.eval()
     with torch.no_grad():
         for i in range(0, val.num_rows, 4096):
             b = collate(val.slice(i, 4096), spec)
-            metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks)
+            metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks, b.groups)
     result = metrics.compute()
     result.update({f"{k}/best_auc": v for k, v in best_achievable_auc(val).items()})
     return result

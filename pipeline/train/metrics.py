@@ -1,4 +1,5 @@
-"""Validation metrics per task: AUC, log loss and calibration (predicted / observed rate).
+"""Validation metrics per task: AUC, log loss, calibration (predicted / observed rate) and,
+when the spec names a `group_by` column, GAUC (pipeline/train/gauc.py).
 
 Built from torchmetrics so that, under torch.distributed, `compute()` gathers the state of
 every worker: the numbers are those of the whole validation set, not of one shard.
@@ -11,10 +12,14 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import BinaryAUROC
 
+from pipeline.train.gauc import GroupAUROC
+
 
 class TaskMetrics:
-    def __init__(self, task_names: list[str], device: torch.device | str = "cpu") -> None:
+    def __init__(self, task_names: list[str], device: torch.device | str = "cpu", gauc: bool = False) -> None:
         self.task_names = list(task_names)
+        # GAUC keeps every validation row (3 numbers each) until compute(): only when asked for.
+        self.gauc = [GroupAUROC().to(device) for _ in self.task_names] if gauc else None
         self.per_task = [
             MetricCollection(
                 {
@@ -31,11 +36,21 @@ class TaskMetrics:
         ]
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> None:
+    def update(
+        self, logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> None:
+        """groups: int64 [B] group ids (Batch.groups), required when built with gauc=True."""
         probs = torch.sigmoid(logits.float())
+        if self.gauc is not None and groups is None:
+            raise ValueError("GAUC needs the batch's groups (the spec's group_by column)")
         for t, metrics in enumerate(self.per_task):
             keep = masks[:, t]
             p, y, z = probs[keep, t], labels[keep, t], logits[keep, t].float()
+            if self.gauc is not None:
+                assert groups is not None
+                # Every worker must update every metric at least once (torchmetrics' list states
+                # are gathered with a collective), so an empty slice is added too.
+                self.gauc[t].update(p, y, groups[keep])
             if p.numel() == 0:
                 continue
             metrics["auc"].update(p, y.long())
@@ -45,9 +60,13 @@ class TaskMetrics:
             metrics["count"].update(torch.tensor(float(p.numel()), device=p.device))
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`."""
+        """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`, and with
+        GAUC `{task}/gauc` and `{task}/gauc_groups` (the groups that have both labels)."""
         out: dict[str, float] = {}
-        for name, metrics in zip(self.task_names, self.per_task, strict=True):
+        for t, (name, metrics) in enumerate(zip(self.task_names, self.per_task, strict=True)):
+            if self.gauc is not None:
+                g = self.gauc[t].compute()
+                out[f"{name}/gauc"], out[f"{name}/gauc_groups"] = float(g["gauc"]), float(g["groups"])
             m = {k: float(v) for k, v in metrics.compute().items()}
             count = max(m["count"], 1.0)
             out[f"{name}/auc"] = m["auc"]
@@ -60,3 +79,5 @@ class TaskMetrics:
     def reset(self) -> None:
         for metrics in self.per_task:
             metrics.reset()
+        for gauc in self.gauc or []:
+            gauc.reset()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -101,6 +102,7 @@ class WorkerTrainer:
         # Set when Ray Train restarts or resumes the run.
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        self.missing: Counter[str] = Counter()  # feature -> training rows its missing policy filled
         # A resumed run starts mid-epoch at a position known only after loading: no early start.
         self._early = (
             _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None else None
@@ -199,7 +201,7 @@ class WorkerTrainer:
     def evaluate(self) -> dict[str, float]:
         from pipeline.train.metrics import TaskMetrics
 
-        metrics = TaskMetrics(self.spec.task_names, self.device)
+        metrics = TaskMetrics(self.spec.task_names, self.device, gauc=self.spec.group_by is not None)
         # The train pipeline rewrote the tables' forward for pipelining; detach restores it
         # (in-flight training batches are kept) and the next progress() re-attaches.
         if self.pipeline is not None:
@@ -207,8 +209,9 @@ class WorkerTrainer:
         self.sm.model.eval()
         with torch.no_grad():
             for batch in self.val_batches():
-                _, (_, logits, labels, masks) = self.sm.model(batch.to(self.device))
-                metrics.update(logits, labels, masks)
+                batch = batch.to(self.device)
+                _, (_, logits, labels, masks) = self.sm.model(batch)
+                metrics.update(logits, labels, masks, batch.groups)
         self.sm.model.train()
         result = {f"val/{k}": v for k, v in metrics.compute().items()}
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
@@ -244,7 +247,7 @@ class WorkerTrainer:
 
         t = self.cfg.train
         # drop_last: every worker must take the same number of steps (collectives).
-        return iter_ray_batches(
+        batches = iter_ray_batches(
             "train",
             self.spec,
             t.batch_size,
@@ -253,6 +256,24 @@ class WorkerTrainer:
             local_shuffle_rows=8 * t.batch_size,
             local_shuffle_seed=t.seed + self.epoch,
         )
+        return self._counting_missing(batches)
+
+    def _counting_missing(self, batches: Iterator) -> Iterator:
+        for batch in batches:
+            self.missing.update(batch.missing)
+            yield batch
+
+    def missing_metrics(self) -> dict[str, int]:
+        """`missing/{feature}`: training rows (all workers, every epoch) whose missing values the
+        feature's `missing: default` policy filled; every such feature is listed, 0 included."""
+        names = [f.name for f in self.spec.sparse if f.missing == "default"]
+        names += [d.name for d in self.spec.dense if d.missing == "default"]
+        if not names:
+            return {}
+        counts = torch.tensor([self.missing[n] for n in names], dtype=torch.int64)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # on CPU: gloo takes CPU tensors
+        return {f"missing/{n}": int(c) for n, c in zip(names, counts.tolist(), strict=True)}
 
     def fit(self) -> None:
         """Train to the end of the configured epochs (or train.max_steps), then evaluate and
@@ -286,6 +307,7 @@ class WorkerTrainer:
                 "resumed_at": self.resumed_at,
                 "cluster/workers": self.world,
                 "cluster/nodes": self.num_nodes,
+                **self.missing_metrics(),
                 "done": 1,
             },
             with_checkpoint=True,

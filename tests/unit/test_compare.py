@@ -83,14 +83,16 @@ def _fake_utilisation(levels: int, k: int, s: int, unused_shared_last: bool) -> 
     return out
 
 
-def test_report_of_every_variant_from_fabricated_runs(tmp_path):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_report_of_every_variant_from_fabricated_runs(tmp_path, grouped):
     """Every variant kind in the tables (a single-task model only on its task), the seesaw check
-    and an unused expert flagged, without training."""
+    and an unused expert flagged, without training; GAUC beside AUC when the spec has groups."""
     from pipeline.data.feature_spec import load_spec
 
     job, _ = compare_config(tmp_path)
     cc = CompareConfig(variants=ALL_VARIANTS, seeds=[0, 1, 2])
     spec = load_spec(job.data.spec)
+    spec = spec.model_copy(update={"group_by": "user_id" if grouped else None})
     variants = build_variants(job, cc, spec)
     # ctr: every multi-task model gains over single-task; cvr: shared-bottom loses (a seesaw).
     base = {
@@ -112,6 +114,7 @@ def test_report_of_every_variant_from_fabricated_runs(tmp_path):
                         f"val/{t}/logloss": 0.5,
                         f"val/{t}/calibration": 1.0,
                         f"val/{t}/best_auc": 0.8,
+                        **({f"val/{t}/gauc": auc + 0.001 * s - 0.05} if grouped else {}),
                     }
                 )
             hist = [{"step": 5, **{k: x - 0.01 for k, x in m.items() if k.startswith("val/")}}, {**m}]
@@ -133,6 +136,11 @@ def test_report_of_every_variant_from_fabricated_runs(tmp_path):
     summary = {r["model"]: r for r in table(section(text, "Per-task quality"))}
     assert set(summary) == set(labels) | {"Best achievable (planted truth)"}
     assert summary["Single-task ctr"]["cvr AUC"] == "—" and summary["Single-task cvr"]["cvr AUC"].startswith("0.7210")
+    if grouped:
+        assert summary["MMoE"]["ctr GAUC"].startswith("0.6610") and summary["Single-task ctr"]["cvr GAUC"] == "—"
+        assert "ctr gauc" in table(section(text, "Every run"))[0]
+    else:
+        assert "ctr GAUC" not in summary["MMoE"]
     assert len(table(section(text, "Every run"))) == len(labels) * 3
     seesaw = {r["model"]: r for r in table(section(text, "Seesaw check"))}
     assert set(seesaw) == {"PLE (2 levels)", "CGC (= PLE, 1 level)", "MMoE", "Shared-bottom"}

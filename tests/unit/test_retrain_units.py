@@ -95,6 +95,17 @@ def test_gate_tolerance_per_task():
     assert decide(prod, None, ["ctr", "cvr"], s).accepted  # first version: nothing to compare with
 
 
+def test_gate_on_gauc_when_asked():
+    s = RetrainSettings(registry="x", default_tolerance=TaskTolerance(max_auc_drop=0.01, max_gauc_drop=0.002))
+    prod = {"ctr/auc": 0.70, "ctr/logloss": 0.5, "ctr/gauc": 0.62}
+    assert decide({**prod, "ctr/gauc": 0.619}, prod, ["ctr"], s).accepted
+    d = decide({**prod, "ctr/gauc": 0.61}, prod, ["ctr"], s)  # AUC as good, GAUC 0.01 worse
+    assert not d.accepted and d.reasons == ["ctr gauc 0.6100 vs production 0.6200: worse by 0.0100 > tolerance 0.0020"]
+    without = {"ctr/auc": 0.70, "ctr/logloss": 0.5}
+    with pytest.raises(ValueError, match="group_by"):  # asked for, but the spec has no groups
+        decide(without, without, ["ctr"], s)
+
+
 def _version(train, eval_day) -> Version:
     return Version("v0001", "/nowhere", {"train_days": train, "eval_day": eval_day}, "production")
 
