@@ -17,7 +17,9 @@ import os
 import shlex
 import sys
 
-from pipeline.data.inspect import NUMERIC_ENCODINGS, inspect_days, parse_days, parse_task, plural
+from pipeline.data.column_stats import plural
+from pipeline.data.inspect import inspect_days, parse_days, parse_task
+from pipeline.data.spec_choice import NUMERIC_ENCODINGS
 
 
 def _names(text: str) -> list[str]:

@@ -11,15 +11,9 @@ import yaml
 
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.id_mapping import strings_to_rows
-from pipeline.data.inspect import (
-    BUCKET_DIM,
-    inspect_days,
-    inspect_files,
-    parse_days,
-    parse_task,
-    yaml_float,
-    yaml_str,
-)
+from pipeline.data.inspect import inspect_days, inspect_files, parse_days, parse_task
+from pipeline.data.spec_choice import BUCKET_DIM
+from pipeline.data.spec_yaml import yaml_float, yaml_str
 from pipeline.data.synthetic import SyntheticConfig, write_file
 from pipeline.data.validation import DataValidationError, validate_files
 
