@@ -3,6 +3,7 @@ same rows: the real-data quality target (../shared/data/adult/README.md).
 
     python benchmarks/bench_adult.py                 # seeds 0 1 2
     python benchmarks/bench_adult.py --seeds 0 --work /tmp/adult
+    python benchmarks/bench_adult.py --inspect-args "--numeric-encoding standard"   # an ablation
 
 In one run:
   1. `python -m jobs.convert csv` turns adult.data into day 2026-01-01 and adult.test into
@@ -20,6 +21,7 @@ and the training rows/s.
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import subprocess
 import sys
@@ -48,10 +50,10 @@ def convert_command(csv: Path, out: Path, day: str) -> list[str]:
     ]
 
 
-def inspect_command(data: Path, spec: Path) -> list[str]:
+def inspect_command(data: Path, spec: Path, extra: list[str]) -> list[str]:
     return [
         *("python", "-m", "jobs.inspect", "--data", str(data), "--days", f"{TRAIN_DAY}..{TRAIN_DAY}"),
-        *("--labels", ",".join(LABELS), "--numeric", NUMERIC, "--out", str(spec)),
+        *("--labels", ",".join(LABELS), "--numeric", NUMERIC, "--out", str(spec), *extra),
     ]
 
 
@@ -105,13 +107,18 @@ def main() -> None:
     p.add_argument("--adult", default=str(REPO.parent / "shared" / "data" / "adult"), help="adult.data/.test")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--work", default=None, help="where the data, spec and runs go (default: a temp dir)")
+    p.add_argument(
+        "--inspect-args",
+        default="",
+        help="more jobs.inspect flags, e.g. '--numeric-encoding standard' (what each encoding is worth)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides of configs/jobs/adult.yaml, e.g. train.epochs=6")
     args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-adult-"))
     data, spec = work / "data", work / "adult.yaml"
     run(convert_command(Path(args.adult) / "adult.data", data, TRAIN_DAY))
     run(convert_command(Path(args.adult) / "adult.test", data, TEST_DAY))
-    run(inspect_command(data, spec))
+    run(inspect_command(data, spec, shlex.split(args.inspect_args)))
 
     from pipeline.data.files import list_day_files
     from pipeline.train.config import load_config
