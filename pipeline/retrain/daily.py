@@ -245,10 +245,14 @@ def _train_and_publish(
             if production and prod
             else ""
         )
+        gauc = f", GAUC {cand[f'{task}/gauc']:.4f}" if f"{task}/gauc" in cand else ""
         log(
             f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {cand[f'{task}/auc']:.4f} / "
-            f"{cand[f'{task}/logloss']:.4f}{vs}"
+            f"{cand[f'{task}/logloss']:.4f}{gauc}{vs}"
         )
+    filled = {k.removeprefix("missing/"): v for k, v in result.metrics.items() if k.startswith("missing/")}
+    if filled:
+        log("[retrain] missing values filled in training: " + ", ".join(f"{k} {v:,} rows" for k, v in filled.items()))
 
     staged = reg.stage(vid)
     try:
