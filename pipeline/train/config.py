@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel, read_config_dict, validated
 from pipeline.data.synthetic import SyntheticConfig
+from pipeline.train.schedule import LRSchedule
 from ple_model import ModelConfig
 
 
@@ -43,6 +44,7 @@ class TrainConfig(StrictModel):
     sparse_optimizer: Literal["rowwise_adagrad", "adam", "sgd"] = "rowwise_adagrad"
     sparse_lr: float = Field(0.05, gt=0)
     dense_lr: float = Field(2e-3, gt=0)
+    lr_schedule: LRSchedule = LRSchedule()
     loss_weights: list[float] | None = None
     loss_weight_decay: float = Field(
         0.0,

@@ -15,6 +15,7 @@ from pipeline.data.synthetic import best_achievable_auc, generate_table
 from pipeline.train.config import GenerateConfig, JobConfig
 from pipeline.train.losses import masked_bce_per_task
 from pipeline.train.metrics import TaskMetrics
+from pipeline.train.schedule import lr_factor, set_learning_rates
 from ple_model import RecModel
 
 
@@ -32,9 +33,11 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
     opt_dense = torch.optim.Adam(model.dense.parameters(), lr=t.dense_lr)
     batches = [collate(train.slice(i, batch_size), spec) for i in range(0, train.num_rows, batch_size)]
     step, start = 0, time.perf_counter()
+    lr_groups = [(opt_sparse.param_groups, t.sparse_lr), (opt_dense.param_groups, t.dense_lr)]
     for epoch in range(t.epochs):
         model.train()
         for b in batches:
+            set_learning_rates(lr_groups, lr_factor(t.lr_schedule, step, t.epochs * len(batches)))
             loss = masked_bce_per_task(model(b.sparse_features, b.dense_features), b.labels, b.label_masks).sum()
             opt_sparse.zero_grad()
             opt_dense.zero_grad()

@@ -165,6 +165,7 @@ class ShardedModel:
     model: DistributedModelParallel  # model(batch) -> (loss, (per_task, logits, labels, masks))
     optimizer: CombinedOptimizer  # fused tables + data-parallel tables + dense; zero_grad/step/state_dict
     plan: ShardingPlan
+    lr_groups: list[tuple[list[dict], float]]  # (param groups, configured lr): what a schedule scales
 
     @property
     def train_module(self) -> TrainModule:
@@ -241,7 +242,10 @@ def build_sharded_model(
         )
     dense = {n: p for n, p in named.items() if n not in dp_tables}
     optims.append(("", _keyed(dense, lambda params: torch.optim.Adam(params, lr=train.dense_lr))))
-    return ShardedModel(model=dmp, optimizer=CombinedOptimizer(optims), plan=plan)
+    # Every optimizer but the last steps tables (the fused one and TableOptimizer).
+    lr_groups = [(list(o.param_groups), train.sparse_lr) for _, o in optims[:-1]]
+    lr_groups.append((list(optims[-1][1].param_groups), train.dense_lr))
+    return ShardedModel(model=dmp, optimizer=CombinedOptimizer(optims), plan=plan, lr_groups=lr_groups)
 
 
 # -- the unsharded reference -------------------------------------------------------------------
@@ -258,6 +262,12 @@ class UnshardedModel:
     def step(self) -> None:
         self.table_optimizer.step()
         self.dense_optimizer.step()
+
+    def lr_groups(self, train: TrainConfig) -> list[tuple[list[dict], float]]:
+        return [
+            (self.table_optimizer.param_groups, train.sparse_lr),
+            (self.dense_optimizer.param_groups, train.dense_lr),
+        ]
 
 
 def build_unsharded_model(

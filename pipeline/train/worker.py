@@ -18,6 +18,7 @@ import torch
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
+from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
 
 # Ray Train routes workers' logging (and print) to the driver's log once; print would show twice.
@@ -102,6 +103,7 @@ class WorkerTrainer:
         # Set when Ray Train restarts or resumes the run.
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        self._run_steps: int | None = None  # see run_steps
         self.missing: Counter[str] = Counter()  # feature -> training rows its missing policy filled
         # A resumed run starts mid-epoch at a position known only after loading: no early start.
         self._early = (
@@ -214,6 +216,7 @@ class WorkerTrainer:
                 metrics.update(logits, labels, masks, batch.groups)
         self.sm.model.train()
         result = {f"val/{k}": v for k, v in metrics.compute().items()}
+        result["train/lr_factor"] = self.lr_factor_at(max(self.step - 1, 0))  # of the last step trained
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
         return result
 
@@ -313,6 +316,25 @@ class WorkerTrainer:
             with_checkpoint=True,
         )
 
+    def lr_factor_at(self, step: int) -> float:
+        """The learning-rate schedule's factor at `step` (train.lr_schedule)."""
+        return lr_factor(self.cfg.train.lr_schedule, step, self.run_steps)
+
+    @property
+    def run_steps(self) -> int | None:
+        """Steps of the whole run: epochs x steps per epoch (from the training files' footers: a
+        worker's drop_last batches of its share of the rows), capped by train.max_steps."""
+        if self._run_steps is None and self.files.get("train"):
+            import pyarrow.parquet as pq
+
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files["train"])
+            per_epoch = max(rows // (self.world * self.cfg.train.batch_size), 1)
+            self._run_steps = per_epoch * self.cfg.train.epochs
+        max_steps = self.cfg.train.max_steps
+        if self._run_steps is None:
+            return max_steps
+        return min(self._run_steps, max_steps) if max_steps else self._run_steps
+
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
         return max_steps is not None and self.step >= max_steps
@@ -329,6 +351,7 @@ class WorkerTrainer:
         """One step of the train pipeline: the per-task losses, or None at the end of the data."""
         assert self.pipeline is not None
         self.sm.train_module.set_loss_weights(loss_weights_at(self.cfg, self.step))
+        set_learning_rates(self.sm.lr_groups, self.lr_factor_at(self.step))
         began = time.perf_counter()
         try:
             per_task, _, _, _ = self.pipeline.progress(batches)  # the model output, loss excluded

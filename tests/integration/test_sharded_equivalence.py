@@ -22,6 +22,7 @@ from helpers.dist_utils import assemble, load_full_into, local_pieces, run_on_ra
 from helpers.tiny_model import GLOBAL_BATCH, MODEL, global_batch, tiny_spec
 from pipeline.data.collate import collate
 from pipeline.train.config import TrainConfig
+from pipeline.train.schedule import LRSchedule, lr_factor, set_learning_rates
 from pipeline.train.sharded_model import build_sharded_model, build_unsharded_model
 
 WORLD = 2
@@ -32,8 +33,14 @@ CASES = [  # (sharding type, sparse optimizer, loss options)
     ("column_wise", "rowwise_adagrad", "masked"),
     ("table_column_wise", "rowwise_adagrad", "masked"),
     ("table_wise", "sgd", "esmm"),  # sgd: any gradient scale error shows; esmm + weights: the loss options
+    ("table_wise", "sgd", "scheduled"),  # a learning rate that changes every step reaches the fused tables
+    ("data_parallel", "sgd", "scheduled"),  # ... and the data-parallel ones (TableOptimizer)
 ]
-LOSS = {"masked": {}, "esmm": {"esmm": True, "loss_weights": [1.0, 0.5]}}
+LOSS = {
+    "masked": {},
+    "esmm": {"esmm": True, "loss_weights": [1.0, 0.5]},
+    "scheduled": {"lr_schedule": LRSchedule(kind="step", step_every=1, gamma=0.25)},  # 1, 1/4, 1/16
+}
 # Large enough that wrong gradients show within 3 steps. Table gradients are small (~1e-4), and
 # SGD, unlike Adagrad/Adam, shows their scale, so it gets a large rate: a factor-2 error in the
 # gradient averaging then moves rows by ~1e-2, far outside the tolerance.
@@ -76,11 +83,15 @@ def _train_sharded(rank: int, world_size: int, initial: dict[str, torch.Tensor])
             min_column_shard_dim=4,
         )
         load_full_into(sm.model.state_dict(), initial)
+        train = train_config(opt, loss, GLOBAL_BATCH // world_size)
         for step in range(STEPS):
+            # As in the train pipeline: the rate is set, then zero_grad hands it to the fused
+            # tables before the backward that updates them.
+            set_learning_rates(sm.lr_groups, lr_factor(train.lr_schedule, step, STEPS))
+            sm.optimizer.zero_grad()
             total, _ = sm.model(collate(rank_slice(global_batch(step), rank), spec))
             total.backward()
             sm.optimizer.step()
-            sm.optimizer.zero_grad()
         results[(sharding_type, opt, loss)] = {
             "params": local_pieces(sm.model.state_dict()),
             "kernels": {t: ps.compute_kernel for mp in sm.plan.plan.values() for t, ps in mp.items()},
@@ -95,7 +106,9 @@ def _train_reference(
     spec = tiny_spec()
     ref = build_unsharded_model(spec, MODEL, train_config(opt, loss, GLOBAL_BATCH), column_blocks=blocks)
     ref.model.load_state_dict(initial)
+    train = train_config(opt, loss, GLOBAL_BATCH)
     for step in range(STEPS):
+        set_learning_rates(ref.lr_groups(train), lr_factor(train.lr_schedule, step, STEPS))
         table = global_batch(step)
         loss = sum(ref.model(collate(rank_slice(table, r), spec))[0] for r in range(WORLD)) / WORLD
         ref.zero_grad()

@@ -15,6 +15,7 @@ import pytest
 from helpers.process_utils import find_descendant, wait_for
 from pipeline.train.config import load_config
 from pipeline.train.launch import run_training
+from pipeline.train.schedule import lr_factor
 
 # 40k training rows at 2 x 128 rows per step: ~156 steps, a checkpoint every 40. Small
 # batches make the run long enough in steps for a kill to land mid-training.
@@ -24,6 +25,11 @@ RUN = [
     "train.batch_size=128",
     "train.checkpoint_every_steps=40",
     "cluster.max_failures=2",
+    # A schedule that changes every step: a resumed run must continue it where it stopped.
+    "train.lr_schedule.kind=cosine",
+    "train.lr_schedule.warmup_steps=10",
+    "train.lr_schedule.min_factor=0.1",
+    "train.eval_every_steps=40",  # the factor is in every evaluation's metrics
 ]
 
 
@@ -72,6 +78,15 @@ def test_killed_worker_resumes_from_last_checkpoint(baseline, root):
     for task in ("ctr", "cvr"):
         killed, clean = result.metrics[f"val/{task}/auc"], baseline.metrics[f"val/{task}/auc"]
         assert abs(killed - clean) < 0.02, (task, killed, clean)
+    # The learning rate after the resume is the schedule's at that step, as in the clean run:
+    # the same factor at every evaluation, ending near the cosine's floor.
+    clean_lr = {h["step"]: h["train/lr_factor"] for h in baseline.history}
+    killed_lr = {h["step"]: h["train/lr_factor"] for h in result.history}
+    after = [s for s in killed_lr if s > resumed[0]]
+    assert after and all(killed_lr[s] == clean_lr[s] for s in after), (killed_lr, clean_lr)
+    steps = result.metrics["step"]
+    assert killed_lr[steps] == pytest.approx(lr_factor(cfg.train.lr_schedule, steps - 1, steps), abs=0.01)
+    assert killed_lr[steps] < 0.15 < 0.5 < killed_lr[min(clean_lr)]
 
 
 def test_finished_run_continues_on_fewer_workers(baseline, root):
