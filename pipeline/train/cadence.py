@@ -33,11 +33,11 @@ class Cadence:
 
     def at(self, step: int) -> StepActions:
         t = self.train
-        return StepActions(
-            log=_every(step, t.log_every_steps),
-            evaluate=_every(step, t.eval_every_steps),
-            checkpoint=_every(step, t.checkpoint_every_steps),
-        )
+        evaluate, checkpoint = _every(step, t.eval_every_steps), _every(step, t.checkpoint_every_steps)
+        if t.early_stopping is not None:
+            # Every evaluation may be the best, so it is checkpointed; every checkpoint is scored.
+            evaluate = checkpoint = evaluate or checkpoint
+        return StepActions(log=_every(step, t.log_every_steps), evaluate=evaluate, checkpoint=checkpoint)
 
 
 def _every(step: int, period: int | None) -> bool:

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel, read_config_dict, validated
 from pipeline.data.synthetic import SyntheticConfig
+from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.schedule import LRSchedule
 from ple_model import ModelConfig
 
@@ -70,6 +71,13 @@ class TrainConfig(StrictModel):
         ),
     )
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        description=(
+            "watch a validation metric at every evaluation (train.eval_every_steps), checkpoint there, stop after "
+            "`patience` evaluations without improvement, and export the best checkpoint"
+        ),
+    )
     init_from: str | None = Field(
         None,
         description=(
@@ -108,6 +116,8 @@ class JobConfig(StrictModel):
         w = self.train.loss_weights
         if w is not None and len(w) != self.model.num_tasks:
             raise ValueError(f"train.loss_weights has {len(w)} entries for model.num_tasks={self.model.num_tasks}")
+        if self.train.early_stopping is not None and self.train.eval_every_steps is None:
+            raise ValueError("train.early_stopping needs train.eval_every_steps (how often to evaluate)")
         if self.train.esmm and self.model.num_tasks != 2:
             raise ValueError("train.esmm needs exactly two tasks (ctr, cvr)")
         return self

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import JobConfig
+from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
 
 _HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # see ClusterConfig.health_check_interval_s
 _HEALTH_CHECK_FROM_USER = _HEALTH_CHECK_ENV in os.environ
@@ -66,7 +67,7 @@ def make_trainer(
 ):
     """Re-running with the same name and storage path resumes the run from its latest
     checkpoint (Ray Train restores its checkpoint manager from storage)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.train.worker import train_loop_per_worker
@@ -93,9 +94,35 @@ def make_trainer(
             name=name or cfg.name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=c.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+            checkpoint_config=_checkpoint_config(cfg, num_to_keep),
         ),
         datasets=datasets,
+    )
+
+
+def _checkpoint_config(cfg: JobConfig, num_to_keep: int | None):
+    """Keep the newest `num_to_keep` checkpoints; with early stopping, the best ones by the
+    watched metric instead (Ray Train always keeps the latest too, for resuming)."""
+    from ray.train import CheckpointConfig
+
+    if cfg.train.early_stopping is None:
+        return CheckpointConfig(num_to_keep=num_to_keep)
+    return CheckpointConfig(num_to_keep=num_to_keep, checkpoint_score_attribute=SCORE_KEY, checkpoint_score_order="max")
+
+
+def _exported_checkpoint(cfg: JobConfig, final_checkpoint, final: dict, kept: list, run: str | None = None):
+    """(checkpoint, metrics) to export: the final ones, or with early stopping the best
+    evaluation's checkpoint, with its validation metrics and `best/step` in the final metrics."""
+    if cfg.train.early_stopping is None:
+        return final_checkpoint, final
+    step = final[STEP_KEY]
+    for checkpoint, m in kept:
+        if m.get("run") == run and m.get("step") == step:
+            val = {k: v for k, v in m.items() if k.startswith("val/")}
+            return checkpoint, {**final, **val, "final_step": final["step"]}
+    steps = sorted(m.get("step") for _, m in kept if m.get("run") == run)
+    raise RuntimeError(
+        f"run {run or cfg.name}: the checkpoint of its best evaluation (step {step:.0f}) was not kept (kept: {steps})"
     )
 
 
@@ -146,7 +173,8 @@ def run_training(
     result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
     if result.error:
         raise result.error
-    return _finish(cfg, result.checkpoint, result.metrics, _best_aucs(datasets))
+    checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
+    return _finish(cfg, checkpoint, metrics, _best_aucs(datasets))
 
 
 def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = None) -> list[TrainingResult]:
@@ -177,6 +205,11 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = N
     result = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None).fit()
     if result.error:
         raise result.error
-    finals = {m["run"]: (ckpt, m) for ckpt, m in result.best_checkpoints if m.get("done")}
+    kept = result.best_checkpoints
+    finals = {m["run"]: (ckpt, m) for ckpt, m in kept if m.get("done")}
     best = _best_aucs(datasets)  # the same validation days for every run: read once
-    return [_finish(c, *finals[c.name], best) for c in cfgs]
+    results = []
+    for c in cfgs:
+        checkpoint, metrics = _exported_checkpoint(c, *finals[c.name], kept, run=c.name)
+        results.append(_finish(c, checkpoint, metrics, best))
+    return results

@@ -18,6 +18,7 @@ import torch
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
+from pipeline.train.early_stopping import BestTracker
 from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
 
@@ -104,6 +105,9 @@ class WorkerTrainer:
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
         self._run_steps: int | None = None  # see run_steps
+        es = cfg.train.early_stopping
+        self.tracker = BestTracker(es, spec.task_names) if es is not None else None
+        self.stopped_early = False
         self.missing: Counter[str] = Counter()  # feature -> training rows its missing policy filled
         # A resumed run starts mid-epoch at a position known only after loading: no early start.
         self._early = (
@@ -148,6 +152,8 @@ class WorkerTrainer:
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
         self.history = extra.get("history", [])
         self.resumed_at = extra.get("resumed_at", []) + [self.step]
+        if self.tracker is not None:
+            self.stopped_early = self.tracker.replay([h for h in self.history if h["step"] > 0])
         if self.rank == 0:
             log.info(
                 f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
@@ -166,7 +172,7 @@ class WorkerTrainer:
         if self.rank == 0:
             log.info(f"[train] warm start from {path} (its step {extra['step']})")
 
-    def report(self, metrics: dict, with_checkpoint: bool) -> None:
+    def report(self, metrics: dict, with_checkpoint: bool, dir_suffix: str = "") -> None:
         import ray.train
 
         from pipeline.train.checkpoint import save_shards
@@ -196,7 +202,7 @@ class WorkerTrainer:
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}",
+                checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}{dir_suffix}",
             )
 
     # -- loops --------------------------------------------------------------------------------
@@ -217,6 +223,17 @@ class WorkerTrainer:
         self.sm.model.train()
         result = {f"val/{k}": v for k, v in metrics.compute().items()}
         result["train/lr_factor"] = self.lr_factor_at(max(self.step - 1, 0))  # of the last step trained
+        # A warm start's evaluation at step 0 is of production's weights, and is not checkpointed.
+        if self.tracker is not None and self.step > 0:
+            if self.tracker.update(self.step, result) and not self.stopped_early:
+                self.stopped_early = True
+                if self.rank == 0:
+                    log.info(
+                        f"[train] early stopping at step {self.step}: no better "
+                        f"{self.cfg.train.early_stopping.metric} than step {self.tracker.best_step} "  # type: ignore[union-attr]
+                        f"for {self.tracker.since_best} evaluations"
+                    )
+            result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
         return result
 
@@ -279,8 +296,9 @@ class WorkerTrainer:
         return {f"missing/{n}": int(c) for n, c in zip(names, counts.tolist(), strict=True)}
 
     def fit(self) -> None:
-        """Train to the end of the configured epochs (or train.max_steps), then evaluate and
-        checkpoint once more: scoring and export start from that final checkpoint."""
+        """Train to the end of the configured epochs (or train.max_steps, or until early stopping),
+        then evaluate and checkpoint once more (stopped early: that was the last evaluation's).
+        The export starts from the final checkpoint, or with early stopping from the best one."""
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         t = self.cfg.train
@@ -301,7 +319,9 @@ class WorkerTrainer:
                 break
             self.epoch += 1
             self.batches_in_epoch = 0
-        final = self.evaluate()
+        stopped_here = self.stopped_early and self.history and self.history[-1]["step"] == self.step
+        # Stopped early: the run's last evaluation was at this very step.
+        final = self.history[-1] if stopped_here else self.evaluate()
         self.report(
             {
                 **final,
@@ -311,9 +331,12 @@ class WorkerTrainer:
                 "cluster/workers": self.world,
                 "cluster/nodes": self.num_nodes,
                 **self.missing_metrics(),
+                "train/stopped_early": int(self.stopped_early),
                 "done": 1,
             },
             with_checkpoint=True,
+            # Stopped early: this step has a checkpoint already, the final one needs a name of its own.
+            dir_suffix="-final" if stopped_here else "",
         )
 
     def lr_factor_at(self, step: int) -> float:
@@ -337,7 +360,7 @@ class WorkerTrainer:
 
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
-        return max_steps is not None and self.step >= max_steps
+        return self.stopped_early or (max_steps is not None and self.step >= max_steps)
 
     def _epoch_batches(self) -> Iterator:
         """The current epoch's batches from where this run stands in it (resumed mid-epoch: the
