@@ -53,6 +53,13 @@ class TrainConfig(StrictModel):
         lt=1.0,
         description=("per-step decay of every task weight after the first toward its floor (PLE paper's schedule)"),
     )
+    loss_balancing: Literal["fixed", "uncertainty"] = Field(
+        "fixed",
+        description=(
+            "fixed: loss_weights (and loss_weight_decay); uncertainty: also a learned weight per task "
+            "(Kendall et al., CVPR 2018)"
+        ),
+    )
     esmm: bool = False
     sharding_type: str | None = None
     log_every_steps: int = Field(

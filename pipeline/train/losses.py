@@ -1,5 +1,5 @@
-"""Multi-task losses: binary cross-entropy per task, each restricted to its sample space, and
-the ESMM form of the (ctr, cvr) pair."""
+"""Multi-task losses: binary cross-entropy per task, each restricted to its sample space, the
+ESMM form of the (ctr, cvr) pair, and uncertainty weighting of the tasks' losses."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def esmm_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     log_not_p = torch.log((-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny))
     ctcvr_loss = -(conversion * log_p + (1 - conversion) * log_not_p).mean()
     return torch.stack([ctr_loss, ctcvr_loss])
+
+
+def uncertainty_weighted(per_task: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
+    """Kendall, Gal and Cipolla (CVPR 2018), their classification form: sum over tasks of
+    exp(-s) * L + s / 2 with s = log sigma^2 learned per task. At its optimum exp(-s) = 1 / (2 L):
+    the noisier task (the higher loss) gets the smaller weight. The s are dense parameters, so
+    data-parallel training averages their gradients and every worker holds the same weights."""
+    return (torch.exp(-log_vars) * per_task + 0.5 * log_vars).sum()

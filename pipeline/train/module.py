@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.data.batch import Batch
-from pipeline.train.losses import esmm_losses, masked_bce_per_task
+from pipeline.train.losses import esmm_losses, masked_bce_per_task, uncertainty_weighted
 from ple_model.rec_model import RecModel
 
 
@@ -20,14 +20,19 @@ class TrainModule(nn.Module):
     Per-task loss: BCE restricted to each task's sample space (label_masks), or the ESMM form.
     `loss_weights` is a non-persistent buffer: the training loop may overwrite it every step
     (e.g. a decay schedule) and checkpoints do not pin it.
+    uncertainty: learn a log-variance per task (`log_vars`, checkpointed with the model) and
+    weight the losses by it (pipeline/train/losses.py `uncertainty_weighted`), times loss_weights.
     """
 
     loss_weights: torch.Tensor  # a buffer (register_buffer), typed here for the type checker
 
-    def __init__(self, model: RecModel, loss_weights: Sequence[float], esmm: bool = False) -> None:
+    def __init__(
+        self, model: RecModel, loss_weights: Sequence[float], esmm: bool = False, uncertainty: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.esmm = esmm
+        self.log_vars = nn.Parameter(torch.zeros(len(loss_weights))) if uncertainty else None
         self.register_buffer("loss_weights", torch.as_tensor(list(loss_weights), dtype=torch.float32), persistent=False)
         if esmm and len(self.loss_weights) != 2:
             raise ValueError(f"esmm needs exactly two tasks [ctr, cvr], got {len(self.loss_weights)} loss weights")
@@ -38,6 +43,11 @@ class TrainModule(nn.Module):
         if new.shape != self.loss_weights.shape:
             raise ValueError(f"expected {tuple(self.loss_weights.shape)} loss weights, got {tuple(new.shape)}")
         self.loss_weights.copy_(new)
+
+    def task_weights(self) -> torch.Tensor:
+        """The weight each task's loss gets now: loss_weights, times exp(-log_var) if learned."""
+        w = self.loss_weights.detach().clone()
+        return w if self.log_vars is None else w * torch.exp(-self.log_vars.detach().to(w.device))
 
     def features(self, batch: Batch) -> torch.Tensor:
         return self.model.features(batch.sparse_features, batch.dense_features)
@@ -50,5 +60,6 @@ class TrainModule(nn.Module):
             per_task = esmm_losses(logits, batch.labels)
         else:
             per_task = masked_bce_per_task(logits, batch.labels, batch.label_masks)
-        total = (per_task * self.loss_weights.to(per_task.dtype)).sum()
+        weighted = per_task * self.loss_weights.to(per_task.dtype)
+        total = weighted.sum() if self.log_vars is None else uncertainty_weighted(weighted, self.log_vars)
         return total, (per_task.detach(), logits.detach(), batch.labels, batch.label_masks)

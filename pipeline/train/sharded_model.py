@@ -211,7 +211,10 @@ def build_sharded_model(
     pg = pg or dist.group.WORLD
     weights = _task_weights(spec, model_cfg, train)
     module = TrainModule(
-        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device="meta"), weights, train.esmm
+        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device="meta"),
+        weights,
+        train.esmm,
+        uncertainty=train.loss_balancing == "uncertainty",
     )
     opt_cls, opt_kwargs = _fused_optimizer(train.sparse_optimizer, train.sparse_lr)
     with warnings.catch_warnings():  # torchrec's wrapper warns that it forwards to torch's private API
@@ -288,7 +291,10 @@ def build_unsharded_model(
     check_sparse_optimizer(train.sparse_optimizer, torch.device(device))
     weights = _task_weights(spec, model_cfg, train)
     module = TrainModule(
-        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device=device), weights, train.esmm
+        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device=device),
+        weights,
+        train.esmm,
+        uncertainty=train.loss_balancing == "uncertainty",
     )
     module.to(device)
     blocks = column_blocks or {}
@@ -302,5 +308,8 @@ def build_unsharded_model(
     return UnshardedModel(
         model=module,
         table_optimizer=TableOptimizer(tables, train.sparse_optimizer, train.sparse_lr),
-        dense_optimizer=torch.optim.Adam(module.model.dense.parameters(), lr=train.dense_lr),
+        # Everything but the tables: the dense model, and the learned task weights if any.
+        dense_optimizer=torch.optim.Adam(
+            [p for n, p in module.named_parameters() if not n.startswith("model.ebc.")], lr=train.dense_lr
+        ),
     )

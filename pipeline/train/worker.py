@@ -223,6 +223,8 @@ class WorkerTrainer:
         self.sm.model.train()
         result = {f"val/{k}": v for k, v in metrics.compute().items()}
         result["train/lr_factor"] = self.lr_factor_at(max(self.step - 1, 0))  # of the last step trained
+        weights = self.sm.train_module.task_weights().tolist()
+        result.update({f"train/loss_weight/{t}": w for t, w in zip(self.spec.task_names, weights, strict=True)})
         # A warm start's evaluation at step 0 is of production's weights, and is not checkpointed.
         if self.tracker is not None and self.step > 0:
             if self.tracker.update(self.step, result) and not self.stopped_early:

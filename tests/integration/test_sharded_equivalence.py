@@ -35,11 +35,13 @@ CASES = [  # (sharding type, sparse optimizer, loss options)
     ("table_wise", "sgd", "esmm"),  # sgd: any gradient scale error shows; esmm + weights: the loss options
     ("table_wise", "sgd", "scheduled"),  # a learning rate that changes every step reaches the fused tables
     ("data_parallel", "sgd", "scheduled"),  # ... and the data-parallel ones (TableOptimizer)
+    ("table_wise", "rowwise_adagrad", "uncertainty"),  # learned task weights: the same on every rank
 ]
 LOSS = {
     "masked": {},
     "esmm": {"esmm": True, "loss_weights": [1.0, 0.5]},
     "scheduled": {"lr_schedule": LRSchedule(kind="step", step_every=1, gamma=0.25)},  # 1, 1/4, 1/16
+    "uncertainty": {"loss_balancing": "uncertainty"},
 }
 # Large enough that wrong gradients show within 3 steps. Table gradients are small (~1e-4), and
 # SGD, unlike Adagrad/Adam, shows their scale, so it gets a large rate: a factor-2 error in the
@@ -52,6 +54,11 @@ def train_config(opt: str, loss: str, batch_size: int) -> TrainConfig:
     return TrainConfig(
         sparse_optimizer=opt, sparse_lr=SPARSE_LR[opt], dense_lr=DENSE_LR, batch_size=batch_size, **LOSS[loss]
     )
+
+
+def with_task_weights(initial: dict[str, torch.Tensor], loss: str) -> dict[str, torch.Tensor]:
+    """The shared initial weights, plus the learned task weights' starting point where there are some."""
+    return {**initial, "log_vars": torch.zeros(2)} if loss == "uncertainty" else initial
 
 
 def rank_slice(table, rank: int):
@@ -82,7 +89,7 @@ def _train_sharded(rank: int, world_size: int, initial: dict[str, torch.Tensor])
             sharding_type=sharding_type,
             min_column_shard_dim=4,
         )
-        load_full_into(sm.model.state_dict(), initial)
+        load_full_into(sm.model.state_dict(), with_task_weights(initial, loss))
         train = train_config(opt, loss, GLOBAL_BATCH // world_size)
         for step in range(STEPS):
             # As in the train pipeline: the rate is set, then zero_grad hands it to the fused
@@ -105,7 +112,7 @@ def _train_reference(
 ) -> dict[str, torch.Tensor]:
     spec = tiny_spec()
     ref = build_unsharded_model(spec, MODEL, train_config(opt, loss, GLOBAL_BATCH), column_blocks=blocks)
-    ref.model.load_state_dict(initial)
+    ref.model.load_state_dict(with_task_weights(initial, loss))
     train = train_config(opt, loss, GLOBAL_BATCH)
     for step in range(STEPS):
         set_learning_rates(ref.lr_groups(train), lr_factor(train.lr_schedule, step, STEPS))
@@ -140,7 +147,7 @@ def test_sharded_training_matches_unsharded(runs, sharding_type, opt, loss):
     for key, want in reference.items():
         torch.testing.assert_close(sharded[key], want, rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
         # Every parameter moved, so the comparison above is not between two untouched copies.
-        assert not torch.allclose(want, initial[key]), f"{key} did not train"
+        assert not torch.allclose(want, with_task_weights(initial, loss)[key]), f"{key} did not train"
 
     kernels = set(result["kernels"].values())
     assert kernels == ({"dense"} if sharding_type == "data_parallel" else {"fused"}), kernels
