@@ -53,13 +53,15 @@ class TrainConfig(StrictModel):
         lt=1.0,
         description=("per-step decay of every task weight after the first toward its floor (PLE paper's schedule)"),
     )
-    loss_balancing: Literal["fixed", "uncertainty"] = Field(
+    loss_balancing: Literal["fixed", "uncertainty", "dwa"] = Field(
         "fixed",
         description=(
             "fixed: loss_weights (and loss_weight_decay); uncertainty: also a learned weight per task "
-            "(Kendall et al., CVPR 2018)"
+            "(Kendall et al., CVPR 2018); dwa: also weights from how fast each loss falls (Liu et al., CVPR 2019)"
         ),
     )
+    dwa_window: int = Field(50, ge=1, description="dwa: steps per window of averaged losses")
+    dwa_temperature: float = Field(2.0, gt=0)
     esmm: bool = False
     sharding_type: str | None = None
     log_every_steps: int = Field(

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
+from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
 from pipeline.train.early_stopping import BestTracker
@@ -108,6 +109,12 @@ class WorkerTrainer:
         es = cfg.train.early_stopping
         self.tracker = BestTracker(es, spec.task_names) if es is not None else None
         self.stopped_early = False
+        t = cfg.train
+        self.dwa = (
+            DynamicWeightAverage(len(spec.tasks), t.dwa_window, t.dwa_temperature)
+            if t.loss_balancing == "dwa"
+            else None
+        )
         self.missing: Counter[str] = Counter()  # feature -> training rows its missing policy filled
         # A resumed run starts mid-epoch at a position known only after loading: no early start.
         self._early = (
@@ -152,6 +159,8 @@ class WorkerTrainer:
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
         self.history = extra.get("history", [])
         self.resumed_at = extra.get("resumed_at", []) + [self.step]
+        if self.dwa is not None and "dwa" in extra:
+            self.dwa.load(extra["dwa"])
         if self.tracker is not None:
             self.stopped_early = self.tracker.replay([h for h in self.history if h["step"] > 0])
         if self.rank == 0:
@@ -193,6 +202,7 @@ class WorkerTrainer:
             "config": self.cfg.model_dump(mode="json"),
             "spec": self.spec.model_dump(mode="json"),
             "plan": str(self.sm.plan),
+            **({"dwa": self.dwa.state()} if self.dwa is not None else {}),
         }
         # Each worker writes its own shards locally; Ray merges the workers' directories in
         # storage and registers the checkpoint only once every worker has reported, so a
@@ -375,7 +385,8 @@ class WorkerTrainer:
     def _train_step(self, batches: Iterator, meter: ThroughputMeter, first_of_epoch: bool) -> torch.Tensor | None:
         """One step of the train pipeline: the per-task losses, or None at the end of the data."""
         assert self.pipeline is not None
-        self.sm.train_module.set_loss_weights(loss_weights_at(self.cfg, self.step))
+        weights = loss_weights_at(self.cfg, self.step)
+        self.sm.train_module.set_loss_weights(weights if self.dwa is None else weights * self.dwa.weights())
         set_learning_rates(self.sm.lr_groups, self.lr_factor_at(self.step))
         began = time.perf_counter()
         try:
@@ -384,6 +395,10 @@ class WorkerTrainer:
             return None
         meter.record(time.perf_counter() - began, first_of_epoch)
         self.step += 1
+        if self.dwa is not None:
+            self.dwa.observe(per_task)
+            if self.step % self.dwa.window == 0:
+                self.dwa.close_window()
         self.batches_in_epoch += 1
         return per_task
 

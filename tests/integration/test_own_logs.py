@@ -132,6 +132,9 @@ def trained(ray_local, logs, repo_root):
             "train.batch_size=256",
             "train.checkpoint_every_steps=null",
             "cluster.max_failures=0",
+            # Dynamic Weight Average on 2 workers: a collective every window, weights from pooled losses.
+            "train.loss_balancing=dwa",
+            "train.dwa_window=5",
         ],
     )
     return cfg, run_training(cfg)
@@ -153,6 +156,8 @@ def test_training_counts_every_filled_value_and_reports_gauc(trained, logs):
         assert count == pytest.approx(totals[name] * trained_rows / (3 * ROWS), rel=0.25)
     for task in ("ctr", "cvr"):
         assert 0.0 < m[f"val/{task}/gauc"] < 1.0 and m[f"val/{task}/gauc_groups"] > 10
+    weights = [m["train/loss_weight/ctr"], m["train/loss_weight/cvr"]]
+    assert weights != [1.0, 1.0] and sum(weights) == pytest.approx(2.0)  # T x softmax: they sum to T
 
 
 def test_two_workers_gauc_equals_one_process_on_the_export(trained):

@@ -9,6 +9,7 @@ import torch
 
 from helpers.tiny_model import MODEL, global_batch, tiny_spec
 from pipeline.data.collate import collate
+from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.config import TrainConfig
 from pipeline.train.losses import uncertainty_weighted
 from pipeline.train.sharded_model import build_unsharded_model
@@ -53,3 +54,22 @@ def test_fixed_weights_add_no_parameter():
     assert ref.model.log_vars is None and "log_vars" not in ref.model.state_dict()
     with pytest.raises(ValueError):
         TrainConfig(loss_balancing="gradnorm")
+
+
+def test_dynamic_weight_average_favours_the_task_whose_loss_stalls():
+    dwa = DynamicWeightAverage(num_tasks=2, window=2, temperature=2.0)
+    assert dwa.weights().tolist() == [1.0, 1.0]
+    for losses in ([1.0, 1.0], [1.0, 1.0]):  # window 1: both at 1
+        dwa.observe(torch.tensor(losses))
+    dwa.close_window()
+    assert dwa.weights().tolist() == [1.0, 1.0]  # one window is not a rate yet
+    for losses in ([0.5, 0.9], [0.5, 0.9]):  # window 2: ctr halves, cvr barely moves
+        dwa.observe(torch.tensor(losses))
+    dwa.close_window()
+    ratio = torch.tensor([0.5, 0.9])
+    torch.testing.assert_close(dwa.weights(), 2 * torch.softmax(ratio / 2.0, dim=0))
+    w = dwa.weights().tolist()
+    assert w[1] > 1.0 > w[0] and sum(w) == pytest.approx(2.0)
+    resumed = DynamicWeightAverage(2, 2, 2.0)
+    resumed.load(dwa.state())
+    assert resumed.weights().tolist() == w
