@@ -11,18 +11,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 
+from helpers.export_metrics import export_metrics
 from helpers.scoring_data import score_config
 from pipeline.data.files import list_day_files
-from pipeline.data.reader import iter_file_batches
 from pipeline.data.synthetic import generate_table
 from pipeline.score.run import score
 from pipeline.train.config import load_config
 from pipeline.train.export import load_export
 from pipeline.train.launch import run_training
-from pipeline.train.metrics import TaskMetrics
 
 DAYS, ROWS = ["2026-01-01", "2026-01-02", "2026-01-03"], 3000
 SPEC = {
@@ -162,13 +160,9 @@ def test_training_counts_every_filled_value_and_reports_gauc(trained, logs):
 
 def test_two_workers_gauc_equals_one_process_on_the_export(trained):
     cfg, result = trained
-    model, spec, _ = load_export(result.export_dir)
+    _, spec, _ = load_export(result.export_dir)
     assert spec.group_by == "user_id" and spec.feature_names[-1] == "price"
-    metrics = TaskMetrics(spec.task_names, gauc=True)
-    with torch.no_grad():
-        for b in iter_file_batches(list_day_files(cfg.data.root, *cfg.data.val_days), spec, 1000):
-            metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks, b.groups)
-    local = metrics.compute()
+    local, _ = export_metrics(result.export_dir, list_day_files(cfg.data.root, *cfg.data.val_days))
     for task in spec.task_names:
         assert local[f"{task}/gauc_groups"] == result.metrics[f"val/{task}/gauc_groups"]
         assert local[f"{task}/gauc"] == pytest.approx(result.metrics[f"val/{task}/gauc"], abs=2e-4)
