@@ -55,6 +55,7 @@ def _sparse(
     rows = _ids_to_rows(_filled(arr), f, t)
     if arr.null_count:
         assert null_row is not None  # missing: default reserves the row
+        rows = rows.copy()  # may be a read-only view of the Arrow buffer
         rows[_nulls(arr)] = null_row
     return rows, np.ones(len(arr), dtype=np.int64), arr.null_count
 
@@ -70,6 +71,7 @@ def _sparse_lists(
     rows = _ids_to_rows(_filled(values), f, t)
     filled = np.zeros(len(arr), dtype=bool)
     if values.null_count:
+        rows = rows.copy()  # may be a read-only view of the Arrow buffer
         rows[_nulls(values)] = null_row
         filled[pc.list_parent_indices(arr).to_numpy()[_nulls(values)]] = True
     if null_row is not None:
@@ -85,10 +87,11 @@ def _sparse_lists(
 
 
 def _ids_to_rows(values: pa.Array, f: SparseFeature, t: TableSpec) -> np.ndarray:
+    """int64 rows; for int ids of a vocab table possibly a read-only view of the Arrow buffer."""
     if f.value_type == "string":
-        return strings_to_rows(values, t.num_embeddings).copy()
+        return strings_to_rows(values, t.num_embeddings)
     ids = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return np.array(int_ids_to_rows(ids, t.num_embeddings, t.hash_all), dtype=np.int64)
+    return int_ids_to_rows(ids, t.num_embeddings, t.hash_all)
 
 
 def _filled(arr: pa.Array) -> pa.Array:
@@ -110,14 +113,16 @@ def _nulls(arr: pa.Array) -> np.ndarray:
 def _dense(table: pa.Table, f: DenseFeature, ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
     """(the raw values as float32 with missing ones filled, where they were missing)."""
     arr = _column(table, f.column)
-    x = arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=True)  # nulls become NaN
+    x = arr.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)  # nulls become NaN
+    missing = ~np.isfinite(x)
+    if not missing.any():  # the common case: one pass, no copy
+        return x, missing
     if np.isinf(x).any():
         raise ctx.fail("infinite dense values", f.column, np.isinf(x))
-    missing = np.isnan(x)
-    if missing.any():
-        if f.missing != "default":
-            raise ctx.fail("null or NaN dense values (set missing: default to fill them)", f.column, missing)
-        x[missing] = f.fill_value
+    if f.missing != "default":
+        raise ctx.fail("null or NaN dense values (set missing: default to fill them)", f.column, missing)
+    x = x.copy()  # may be a read-only view of the Arrow buffer
+    x[missing] = f.fill_value
     return x, missing
 
 
