@@ -241,9 +241,8 @@ class WorkerTrainer:
                 self.stopped_early = True
                 if self.rank == 0:
                     log.info(
-                        f"[train] early stopping at step {self.step}: no better "
-                        f"{self.cfg.train.early_stopping.metric} than step {self.tracker.best_step} "  # type: ignore[union-attr]
-                        f"for {self.tracker.since_best} evaluations"
+                        f"[train] early stopping at step {self.step}: no better {self.tracker.cfg.metric} "
+                        f"than step {self.tracker.best_step} for {self.tracker.since_best} evaluations"
                     )
             result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
@@ -331,7 +330,7 @@ class WorkerTrainer:
                 break
             self.epoch += 1
             self.batches_in_epoch = 0
-        stopped_here = self.stopped_early and self.history and self.history[-1]["step"] == self.step
+        stopped_here = self.stopped_early and bool(self.history) and self.history[-1]["step"] == self.step
         # Stopped early: the run's last evaluation was at this very step.
         final = self.history[-1] if stopped_here else self.evaluate()
         self.report(
