@@ -24,11 +24,11 @@ def _print_metrics(metrics: dict) -> None:
             + (f", GAUC {metrics[prefix + 'gauc']:.4f}" if prefix + "gauc" in metrics else "")
             + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}"
         )
-    filled = {k.removeprefix("missing/"): v for k, v in metrics.items() if k.startswith("missing/")}
+    from pipeline.data.validation import describe_filled, filled_from_metrics
+
+    filled = filled_from_metrics(metrics)
     if filled:
-        print(
-            "missing values filled (training rows, every epoch): " + ", ".join(f"{k} {v:,}" for k, v in filled.items())
-        )
+        print(f"missing values filled (training rows, every epoch): {describe_filled(filled)}")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.data.validation import describe_filled, filled_from_metrics
 from pipeline.registry.versions import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain.config import RetrainConfig
 from pipeline.train.config import JobConfig
@@ -250,9 +251,9 @@ def _train_and_publish(
             f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {cand[f'{task}/auc']:.4f} / "
             f"{cand[f'{task}/logloss']:.4f}{gauc}{vs}"
         )
-    filled = {k.removeprefix("missing/"): v for k, v in result.metrics.items() if k.startswith("missing/")}
+    filled = filled_from_metrics(result.metrics)
     if filled:
-        log("[retrain] missing values filled in training: " + ", ".join(f"{k} {v:,} rows" for k, v in filled.items()))
+        log(f"[retrain] missing values filled in training: {describe_filled(filled)}")
 
     staged = reg.stage(vid)
     try:

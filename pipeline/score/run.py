@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data.validation import DataValidationError
+from pipeline.data.validation import DataValidationError, describe_filled
 from pipeline.score.actor import FILE_COLUMN, ROW_HASH, ActorStats, Scorer
 from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
@@ -109,7 +109,7 @@ class ScoreSummary:
         dup = f"; {self.duplicates_dropped} rows delivered twice dropped" if self.duplicates_dropped else ""
         filled = self.missing_filled
         if filled:
-            dup += "; missing values filled: " + ", ".join(f"{k} {v:,} rows" for k, v in sorted(filled.items()))
+            dup += f"; missing values filled: {describe_filled(filled)}"
         return (
             f"scored {self.rows_scored:,} rows in {self.files_scored} files "
             f"({self.files_skipped} of {self.files_total} already complete) in {self.seconds:.1f} s: "

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
+from pipeline.data.validation import FILLED_PREFIX
 from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
@@ -304,7 +305,7 @@ class WorkerTrainer:
         counts = torch.tensor([self.missing[n] for n in names], dtype=torch.int64)
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)  # on CPU: gloo takes CPU tensors
-        return {f"missing/{n}": int(c) for n, c in zip(names, counts.tolist(), strict=True)}
+        return {f"{FILLED_PREFIX}{n}": int(c) for n, c in zip(names, counts.tolist(), strict=True)}
 
     def fit(self) -> None:
         """Train to the end of the configured epochs (or train.max_steps, or until early stopping),

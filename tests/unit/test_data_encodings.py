@@ -11,7 +11,7 @@ import pytest
 from pipeline.data.collate import collate
 from pipeline.data.feature_spec import FeatureSpecError, spec_from_dict
 from pipeline.data.id_mapping import hash_int64, int_ids_to_rows
-from pipeline.data.validation import DataValidationError
+from pipeline.data.validation import DataValidationError, describe_filled, filled_from_metrics
 
 EXTREMES = [-(2**63), -1, 0, 1, 2**63 - 1]
 
@@ -214,3 +214,10 @@ def test_group_ids_from_ints_and_strings():
     assert collate(_table(), spec, with_labels=False).groups is None  # scoring needs no groups
     with pytest.raises(DataValidationError, match="missing group column"):
         collate(_table(), spec)
+
+
+def test_filled_counts_read_back_from_metrics_in_one_wording():
+    metrics = {"val/ctr/auc": 0.7, "missing/workclass": 963.0, "missing/native_country": 274, "step": 5}
+    counts = filled_from_metrics(metrics)
+    assert counts == {"workclass": 963, "native_country": 274}
+    assert describe_filled(counts) == "native_country 274 rows, workclass 963 rows"
