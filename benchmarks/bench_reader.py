@@ -48,6 +48,7 @@ from pipeline.common.ray_data_tuning import stock_delays
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import dictionary_columns, list_day_files, read_days
 from pipeline.data.reader import iter_file_batches, iter_ray_batches
+from pipeline.data.synthetic import DEFAULT_START_DAY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +80,7 @@ def main():
     p.add_argument("--files-per-day", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--data", help="existing dataset root (dt=... dirs) instead of generating")
-    p.add_argument("--start-day", default="2024-01-01")
+    p.add_argument("--start-day", default=DEFAULT_START_DAY)
     p.add_argument("--end-day", default=None)
     p.add_argument("--spec", default=os.path.join(REPO, "configs", "features", "synthetic.yaml"))
     p.add_argument("--num-cpus", type=int, default=None)

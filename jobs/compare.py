@@ -6,9 +6,14 @@ pipeline/report/writer.py).
     python -m jobs.compare --config configs/X.yaml compare.seeds=[0,1] train.epochs=3 --out reports/X
     ray job submit --working-dir . -- python -m jobs.compare --config configs/X.yaml
 
+    python -m jobs.compare compare.conflict=[0,1,2] compare.variants=[ple,mmoe,shared_bottom]   # conflict sweep
+    python -m jobs.compare --config configs/jobs/adult.yaml   # any training config (real logs, its own spec)
+
 Writes <out>/report.md, <out>/results.json and PNG plots; <out> defaults to
-<output_dir>/<name>-report. Finished runs are reused when the same comparison is run again
-(--rerun trains them afresh).
+<output_dir>/<name>-report. With `compare.conflict: [0, 0.5, 1]` (generated data only) the
+comparison runs once per conflict strength, and <out>/report.md plots PLE's gain against it
+(pipeline/report/sweep.py); each point's own report is in <out>/conflict-<c>/. Finished runs
+are reused when the same comparison is run again (--rerun trains them afresh).
 """
 
 from __future__ import annotations
@@ -35,8 +40,16 @@ def main(argv: list[str] | None = None) -> Path:
         job, cc = load_compare_config(args.config, args.overrides)
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    comp = run_comparison(job, cc, args.address, rerun=args.rerun)
-    path = write_report(comp, args.out or Path(job.output_dir) / f"{job.name}-report")
+    out = args.out or Path(job.output_dir) / f"{job.name}-report"
+    try:
+        if cc.conflict is not None:
+            from pipeline.report.sweep import run_sweep, write_sweep_report
+
+            path = write_sweep_report(run_sweep(job, cc, args.address, rerun=args.rerun), out)
+        else:
+            path = write_report(run_comparison(job, cc, args.address, rerun=args.rerun), out)
+    except ConfigError as err:  # e.g. data.root generated with other settings
+        sys.exit(f"error: {err}")
     print(f"report: {path}")
     return path
 

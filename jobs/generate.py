@@ -9,7 +9,7 @@ spec is configs/features/synthetic.yaml.
 import argparse
 import time
 
-from pipeline.data.synthetic import SyntheticConfig, generate_dataset
+from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset
 
 
 def main() -> None:
@@ -19,10 +19,15 @@ def main() -> None:
     p.add_argument("--days", type=int, default=1)
     p.add_argument("--files-per-day", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--start-day", default="2024-01-01", help="first dt=YYYY-MM-DD partition")
+    p.add_argument(
+        "--start-day", default=DEFAULT_START_DAY, help="first dt=YYYY-MM-DD partition (the configs' first day)"
+    )
     p.add_argument("--chunk-rows", type=int, default=100_000, help="rows generated at once (bounds memory)")
     p.add_argument("--num-users", type=int, default=SyntheticConfig.num_users)
     p.add_argument("--num-items", type=int, default=SyntheticConfig.num_items)
+    p.add_argument(
+        "--conflict", type=float, default=SyntheticConfig.conflict, help="clickbait strength: 0 none, 1 default"
+    )
     args = p.parse_args()
 
     import ray
@@ -31,7 +36,7 @@ def main() -> None:
 
     connect()
     start = time.time()
-    config = SyntheticConfig(num_users=args.num_users, num_items=args.num_items)
+    config = SyntheticConfig(num_users=args.num_users, num_items=args.num_items, conflict=args.conflict)
     files = generate_dataset(
         args.out,
         args.rows,

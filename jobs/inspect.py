@@ -1,6 +1,6 @@
 """Propose a feature spec (YAML) from the Parquet data itself: one streaming pass, flat memory.
 
-    python -m jobs.inspect --data data/synthetic --days 2024-01-01..2024-01-07 \\
+    python -m jobs.inspect --data data/synthetic --days 2026-01-01..2026-01-07 \\
         --labels click,conversion --task ctr=click --task cvr=conversion@click \\
         --exclude impression_id,true_p_click,true_p_conv --group-by user_id --out spec.yaml
 

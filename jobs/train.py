@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from pipeline.train.launch import run_training
 
-    result = run_training(cfg, args.address)
+    try:
+        result = run_training(cfg, args.address)
+    except ConfigError as err:  # e.g. data.root generated with other settings
+        sys.exit(f"error: {err}")
     _print_metrics(result.metrics)
     print(f"checkpoint: {result.checkpoint_dir}\nexported model: {result.export_dir}")
     return result.metrics

@@ -15,6 +15,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 Model = TypeVar("Model", bound=BaseModel)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as configs use it: a date such as 2026-01-01 stays the string it was typed as (days
+    are strings everywhere here), in files and in overrides alike."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str):
+    """A config value or document (see _ConfigLoader)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 class ConfigError(ValueError):
     """A config file, key or override that cannot be used; the message names it."""
 
@@ -36,17 +52,41 @@ def set_dotted(data: dict, dotted: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{key}': '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = load_yaml(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{key}': cannot read the value {value!r}: {err}") from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over` laid on top: sections merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """One config file; `extends: other.yaml` (relative to this file) starts it from that one's
+    values, so that a config differs from its base only where it says so."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops: {' -> '.join(map(str, (*seen, path.resolve())))}")
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections, not {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return deep_merge(_read_yaml(path.parent / str(base), (*seen, path.resolve())), data)
 
 
 def read_config_dict(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
-    """The YAML at `path` (None: empty) with dotted overrides applied, not yet validated."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read config: {err}") from None
+    """The YAML at `path` (None: empty; `extends:` resolved) with dotted overrides applied, not
+    yet validated."""
+    data = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides:
         set_dotted(data, item)
     return data
@@ -65,5 +105,8 @@ def validated(
             loc = loc[1:] if drop_prefix and loc and loc[0] == drop_prefix else loc
             return ".".join(str(p) for p in loc) or "<root>"
 
-        lines = [f"{key(e['loc'])}: {e['msg']}" for e in err.errors()]
+        def got(e: dict) -> str:  # the value given, unless it is a whole section
+            return "" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
+
+        lines = [f"{key(e['loc'])}: {e['msg']}{got(e)}" for e in err.errors()]
         raise ConfigError(f"{path or '<defaults>'}: invalid {what}\n  " + "\n  ".join(lines)) from None

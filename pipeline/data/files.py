@@ -39,15 +39,27 @@ def day_range(start_day: str, end_day: str) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
+def existing_days(root: str) -> str:
+    """The day partitions under `root`, as an error message shows them."""
+    days = sorted(n[3:] for n in os.listdir(root) if n.startswith("dt=")) if os.path.isdir(root) else []
+    if not days:
+        return f"{root} has no dt=YYYY-MM-DD directories" if os.path.isdir(root) else f"{root} does not exist"
+    shown = days if len(days) <= 6 else [*days[:3], "...", *days[-2:]]
+    return f"days under {root}: {', '.join(shown)} ({len(days)} in all)"
+
+
 def list_day_files(root: str, start_day: str, end_day: str, allow_missing_days: bool = False) -> list[str]:
-    """Parquet files of the days in [start_day, end_day], opening only those directories."""
+    """Parquet files of the days in [start_day, end_day], opening only those directories. The
+    paths are absolute: Ray's read tasks and Train controller do not run in the driver's working
+    directory, so a relative `data.root` (configs/jobs/adult.yaml's `data/adult`) must not reach them."""
+    root = os.path.abspath(root)
     files: list[str] = []
     for day in day_range(start_day, end_day):
         d = os.path.join(root, f"dt={day}")
         if not os.path.isdir(d):
             if allow_missing_days:
                 continue
-            raise DataValidationError(f"no partition directory for day {day}", file=d)
+            raise DataValidationError(f"no partition directory for day {day} ({existing_days(root)})", file=d)
         names = sorted(n for n in os.listdir(d) if n.endswith(".parquet") and n[0] not in "._")
         files.extend(os.path.join(d, n) for n in names)
     if not files:

@@ -6,15 +6,18 @@ ids by hashing, so they are the same in every file without storing any table:
 
     affinity    = <u_user, v_item> / sqrt(K)             shared by both tasks
     history_aff = <mean(v_history), v_item> / sqrt(K)     shared by both tasks
-    clickbait   in [-1, 1] per item                       + for click, - for conversion (seesaw)
+    clickbait   in [-1, 1] per item, times `conflict`      + for click, - for conversion (seesaw)
     quality     in [-1, 1] per item (seen noisily via the dense `item_rating`)   conversion only
     price_sens  in [0, 1] per user, times log(price)      conversion only
     hour, device                                          click only
 
-    p_click = sigmoid(-1.8 + 0.9 affinity + 0.5 history_aff + 0.8 clickbait + 0.3 cos(2 pi hour/24) + device)
-    p_conv  = sigmoid(-1.3 + 0.9 affinity + 0.5 history_aff - 0.9 clickbait + 0.7 quality
+    p_click = sigmoid(-1.8 + 0.9 affinity + 0.5 history_aff + 0.8 c clickbait + 0.3 cos(2 pi hour/24) + device)
+    p_conv  = sigmoid(-1.3 + 0.9 affinity + 0.5 history_aff - 0.9 c clickbait + 0.7 quality
                       - 1.0 price_sens (log price - 2.5))                        (given a click)
     click ~ Bernoulli(p_click); conversion = click * Bernoulli(p_conv)
+
+`conflict` (c above) sets how strongly the tasks pull apart: 0 takes the clickbait effect out
+(the tasks share affinity and differ only in their own signals), 1 is the default, 2 doubles it.
 
 `true_p_click` and `true_p_conv` (= P(conversion | click)) are written alongside, so the best
 achievable AUC of each task is the AUC of its true probability on the same rows.
@@ -40,6 +43,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data.id_mapping import hash_int64
 
+DEFAULT_START_DAY = "2026-01-01"  # the first day of every config in configs/jobs/ (dt=2026-01-01)
 LATENT_DIM = 4
 DEVICES = ("android", "ios", "web")
 DEVICE_PROBS = (0.55, 0.35, 0.10)
@@ -56,6 +60,7 @@ class SyntheticConfig:
     zipf_exponent: float = 1.1
     mean_history: float = 8.0
     max_history: int = 40
+    conflict: float = 1.0  # strength of the clickbait signal that raises clicks and lowers conversions
 
 
 SCHEMA = pa.schema(
@@ -165,7 +170,7 @@ def generate_table(
         -1.8
         + 0.9 * affinity
         + 0.5 * history_aff
-        + 0.8 * clickbait
+        + 0.8 * c.conflict * clickbait
         + 0.3 * np.cos(2 * np.pi * hour / 24)
         + DEVICE_CLICK_EFFECT[device]
     )
@@ -173,7 +178,7 @@ def generate_table(
         -1.3
         + 0.9 * affinity
         + 0.5 * history_aff
-        - 0.9 * clickbait
+        - 0.9 * c.conflict * clickbait
         + 0.7 * quality
         - 1.0 * price_sens * (np.log(price) - 2.5)
     )
@@ -234,7 +239,7 @@ def generate_dataset(
     days: int = 1,
     files_per_day: int = 1,
     seed: int = 0,
-    start_day: str = "2024-01-01",
+    start_day: str = DEFAULT_START_DAY,
     config: SyntheticConfig | None = None,
     chunk_rows: int = 100_000,
 ) -> list[dict]:

@@ -20,6 +20,9 @@ Variants (every expert width is rescaled so the dense parameter count matches th
     single_task    one model per task: a shared-bottom trained on that task's loss alone
                    (loss weight 1 for it, 0 for the others, whose towers stay untrained and are
                    ignored); its budget counts the bottom and its one tower
+    ple_uncertainty, ple_dwa
+                   the PLE reference trained with train.loss_balancing uncertainty or dwa
+                   (learned or loss-rate task weights instead of the configured fixed ones)
 
 Each finished run leaves `compare_result.json` in its run directory; a re-run with the same
 config (hence the same run name) reads it instead of training again.
@@ -33,7 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,14 +45,15 @@ from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import JobConfig, tasks_from_spec
 from ple_model import ModelConfig
 
-VariantKind = Literal["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
+VariantKind = Literal["ple", "cgc", "mmoe", "shared_bottom", "single_task", "ple_uncertainty", "ple_dwa"]
+BASE_VARIANTS: list[VariantKind] = ["ple", "cgc", "mmoe", "shared_bottom", "single_task"]
 RESULT_FILE = "compare_result.json"
 
 
 class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    variants: list[VariantKind] = Field(default_factory=lambda: list(get_args(VariantKind)), min_length=1)
+    variants: list[VariantKind] = Field(default_factory=lambda: list(BASE_VARIANTS), min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     param_tolerance: float = Field(0.05, gt=0, description="allowed relative gap to the reference's dense parameters")
     unused_gate_weight: float = Field(
@@ -59,6 +63,14 @@ class CompareConfig(BaseModel):
         description=("an expert whose mean weight is below this in every gate that can pick it is flagged unused"),
     )
     gate_rows: int = Field(20_000, ge=1, description="validation rows the gate weights are averaged over")
+    conflict: list[float] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "a sweep over the generator's conflict strength (data.generate.conflict): one comparison per value, "
+            "each on its own generated logs (pipeline/report/sweep.py)"
+        ),
+    )
 
 
 class _CompareSection(BaseModel):
@@ -75,7 +87,10 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> tupl
     job = validated(JobConfig, data, path)
     if job.train.esmm:
         raise ConfigError(f"{path}: train.esmm couples the tasks; the comparison trains every variant without it")
-    return job, validated(_CompareSection, {"compare": compare}, path, "compare section").compare
+    cc = validated(_CompareSection, {"compare": compare}, path, "compare section").compare
+    if cc.conflict is not None and job.data.generate is None:
+        raise ConfigError(f"{path}: compare.conflict sweeps the generator's knob; it needs a data.generate section")
+    return job, cc
 
 
 # -- variants at a comparable parameter budget -------------------------------------------------
@@ -91,6 +106,7 @@ class Variant:
     task: str | None  # single-task models: the one task they learn and are judged on
     params: int  # dense parameters that count toward the budget
     reference_params: int
+    balancing: str | None = None  # train.loss_balancing of its runs; None: the training config's
 
     @property
     def budget_gap(self) -> float:
@@ -145,7 +161,7 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
     experts = t * ref.task_experts + ref.shared_experts  # experts of one PLE/CGC level
 
     def make(key, label, kind, cfg, weights=None, task=None, towers=None):
-        cfg = match_budget(cfg, d, target, towers) if key != "ple" else cfg
+        cfg = cfg if cfg is ref else match_budget(cfg, d, target, towers)  # the reference is the budget
         return Variant(key, label, kind, cfg, weights, task, dense_params(cfg, d, towers), target)
 
     out = []
@@ -188,6 +204,11 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
                     ),
                 )
             )
+        elif kind in ("ple_uncertainty", "ple_dwa"):
+            method = kind.removeprefix("ple_")
+            v = make(kind, f"PLE + {'uncertainty weighting' if method == 'uncertainty' else 'DWA'}", kind, ref)
+            v.balancing = method
+            out.append(v)
         elif kind == "single_task":
             bottom = ref.model_copy(
                 update={"architecture": "shared_bottom", "num_levels": 1, "task_experts": 0, "shared_experts": 1}
@@ -221,6 +242,12 @@ def run_config(job: JobConfig, variant: Variant, seed: int) -> JobConfig:
     data["train"]["seed"] = seed
     if variant.loss_weights is not None:
         data["train"]["loss_weights"] = variant.loss_weights
+    if variant.balancing is not None:
+        data["train"]["loss_balancing"] = variant.balancing
+    stopping = data["train"].get("early_stopping")
+    if variant.task and stopping and stopping["metric"] in ("mean_auc", "mean_gauc"):
+        # A single-task model is judged on its task alone: the mean would count the untrained towers.
+        stopping["metric"] = f"val/{variant.task}/{stopping['metric'].removeprefix('mean_')}"
     # The name carries a hash of everything else: re-running the same comparison finds its
     # finished runs, a changed config gets fresh runs (the same name would resume the old one).
     digest = hashlib.sha1(json.dumps({k: v for k, v in data.items() if k != "name"}, sort_keys=True).encode())

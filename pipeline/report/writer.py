@@ -170,24 +170,24 @@ def results(comp: Comparison) -> dict:
 # -- Markdown ----------------------------------------------------------------------------------
 
 
-def _f(x: float, digits: int = 4, sign: bool = False) -> str:
+def fmt(x: float, digits: int = 4, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _label(comp: Comparison, key: str) -> str:
+def label_of(comp: Comparison, key: str) -> str:
     return next(v.label for v in comp.variants if v.key == key)
 
 
 def _sentence(comp: Comparison, d: dict) -> str:
-    a, b = _label(comp, d["a"]), _label(comp, d["b"])
+    a, b = label_of(comp, d["a"]), label_of(comp, d["b"])
     how = (
-        f"{_f(d['mean'], sign=True)} AUC (mean of the per-seed differences), seed spread {_f(d['spread'])}; "
+        f"{fmt(d['mean'], sign=True)} AUC (mean of the per-seed differences), seed spread {fmt(d['spread'])}; "
         f"higher on {d['a_higher_on']} of {d['seeds']} seeds"
     )
     if d["outcome"] == "beats":
@@ -197,7 +197,7 @@ def _sentence(comp: Comparison, d: dict) -> str:
     if d["outcome"] == "ties":
         return f"{a} **ties** with {b} within the seed spread: {how}."
     return (
-        f"{a} is {d['outcome']} than {b}: {_f(d['mean'], sign=True)} AUC on the one seed "
+        f"{a} is {d['outcome']} than {b}: {fmt(d['mean'], sign=True)} AUC on the one seed "
         "(no spread measured, not judged)."
     )
 
@@ -217,14 +217,21 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         f"models in turn), on the same data "
         f"(`{d.root}`, train {d.train_days[0]}..{d.train_days[1]}, validation {d.val_days[0]}..{d.val_days[1]}), "
         f"the same embedding tables (`{d.spec}`), the same training settings and the same seeds. "
-        f"Numbers are validation metrics of the final evaluation of each run."
+        + (
+            "Numbers are validation metrics of each run's best evaluation (early stopping on "
+            f"`{job.train.early_stopping.metric}`), the checkpoint it exported."
+            if job.train.early_stopping
+            else "Numbers are validation metrics of the final evaluation of each run."
+        )
     ]
     if best:
+        conflict = job.data.generate.conflict if job.data.generate else None
         lines += [
             "",
             "The data is generated with a planted ground truth (`pipeline/data/synthetic.py`): some signals "
-            "are shared by the tasks, and one conflicts (clickbait raises clicks and lowers conversions). "
-            "*Best achievable* is the AUC of the true probabilities on the same validation rows.",
+            "are shared by the tasks, and one conflicts (clickbait raises clicks and lowers conversions"
+            + (f", at strength {conflict:g}" if conflict is not None else "")
+            + "). *Best achievable* is the AUC of the true probabilities on the same validation rows.",
         ]
 
     lines += [
@@ -262,12 +269,12 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
             "",
         ]
         rows = [
-            [_label(comp, s["variant"])]
-            + [f"{_f(g['mean'], sign=True)} ({_f(g['spread'])})" for g in s["gains"].values()]
+            [label_of(comp, s["variant"])]
+            + [f"{fmt(g['mean'], sign=True)} ({fmt(g['spread'])})" for g in s["gains"].values()]
             + [s["verdict"]]
             for s in res["seesaw"]
         ]
-        lines += _table(["model"] + [f"{t} ΔAUC" for t in res["seesaw"][0]["gains"]] + ["verdict"], rows)
+        lines += md_table(["model"] + [f"{t} ΔAUC" for t in res["seesaw"][0]["gains"]] + ["verdict"], rows)
 
     lines += [
         "",
@@ -283,12 +290,12 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         row = [v.label]
         for t in tasks:
             s = res["summary"][v.key].get(t)
-            row += ["—"] * len(shown) if s is None else [f"{_f(s[m]['mean'])} ± {_f(s[m]['std'])}" for m in shown]
+            row += ["—"] * len(shown) if s is None else [f"{fmt(s[m]['mean'])} ± {fmt(s[m]['std'])}" for m in shown]
         rows.append(row)
     if best:
         blank = [""] * (len(shown) - 1)
-        rows.append(["Best achievable (planted truth)"] + sum(([_f(best[t]), *blank] for t in tasks), []))
-    lines += _table(["model"] + [f"{t} {METRIC_LABELS[m]}" for t in tasks for m in shown], rows)
+        rows.append(["Best achievable (planted truth)"] + sum(([fmt(best[t]), *blank] for t in tasks), []))
+    lines += md_table(["model"] + [f"{t} {METRIC_LABELS[m]}" for t in tasks for m in shown], rows)
 
     lines += ["", "## Every run", "", "The final validation metrics each training run reported.", ""]
     rows = []
@@ -296,9 +303,11 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         for r in comp.runs_of(v.key):
             row = [v.label, str(r.seed), str(int(r.metrics.get("step", 0)))]
             for t in tasks:
-                row += [_f(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in shown]
+                row += [fmt(float(r.metrics[f"val/{t}/{m}"])) if t in judged_tasks(comp, v.key) else "—" for m in shown]
             rows.append(row + [f"{r.seconds:.0f}", f"`{r.name}`"])
-    lines += _table(["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in shown] + ["seconds", "run"], rows)
+    lines += md_table(
+        ["model", "seed", "steps"] + [f"{t} {m}" for t in tasks for m in shown] + ["seconds", "run"], rows
+    )
 
     lines += [
         "",
@@ -321,7 +330,7 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         ]
         for v in comp.variants
     ]
-    lines += _table(
+    lines += md_table(
         ["model", "architecture", "levels", "experts per level", "expert hidden", "dense params", "vs PLE"], rows
     )
 
@@ -345,7 +354,7 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
                 gates, experts, matrix = expert_matrix(level, tasks)
                 unused = set(unused_experts(level, tasks, cc.unused_gate_weight))
                 lines += [f"Level {i + 1}:", ""]
-                lines += _table(
+                lines += md_table(
                     ["gate"] + [f"{e} **(unused)**" if e in unused else e for e in experts],
                     [
                         [g] + ["·" if math.isnan(w) else f"{w:.3f}" for w in row]
@@ -375,15 +384,20 @@ def markdown(comp: Comparison, res: dict, images: dict[str, str]) -> str:
         "- Shared-bottom: one shared expert feeding every task tower.",
         "- Single-task models: a shared-bottom network trained on one task's loss alone (loss weight 1 "
         "for it, 0 for the others); the other towers are never trained and their numbers are not shown.",
-        "- Raw numbers: `results.json` (every run's metrics and evaluation history).",
     ]
+    if any(v.balancing for v in comp.variants):
+        lines.append(
+            "- PLE + uncertainty weighting / PLE + DWA: the PLE reference trained with `train.loss_balancing` "
+            "uncertainty (Kendall et al., CVPR 2018) or dwa (Liu et al., CVPR 2019) instead of fixed task weights."
+        )
+    lines.append("- Raw numbers: `results.json` (every run's metrics and evaluation history).")
     return "\n".join(lines) + "\n"
 
 
 # -- plots -------------------------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster or CI machine
@@ -393,7 +407,7 @@ def _pyplot():
 
 
 def plot_curves(comp: Comparison, res: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     tasks = comp.spec.task_names
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=False):
@@ -418,20 +432,29 @@ def plot_curves(comp: Comparison, res: dict, path: Path) -> None:
                 )
         if task in res["best_auc"]:
             ax.axhline(res["best_auc"][task], color="black", linestyle="--", linewidth=1, label="best achievable")
-        ax.set_title(f"{task}: validation AUC")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("AUC")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        label_axes(ax, f"{task}: validation AUC", "training step", "AUC")
+    save_figure(fig, path)
+
+
+def label_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, a light grid and the legend: every line plot of the reports."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) -> None:
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     tasks, threshold = comp.spec.task_names, comp.compare.unused_gate_weight
     fig, axes = plt.subplots(
         1,
@@ -457,7 +480,7 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
         ax.set_yticks(range(len(gates)), gates, fontsize=8)
         ax.set_title(f"level {i + 1}", fontsize=10)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="mean gate weight")
-    fig.suptitle(f"{_label(comp, key)}: expert utilisation (seed {comp.compare.seeds[0]})", fontsize=10, y=1.05)
+    fig.suptitle(f"{label_of(comp, key)}: expert utilisation (seed {comp.compare.seeds[0]})", fontsize=10, y=1.05)
     fig.text(
         0.5,
         -0.08,
@@ -469,14 +492,14 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
     plt.close(fig)
 
 
-def _no_nan(x):
+def no_nan(x):
     # Strict JSON has no NaN (e.g. the std of one seed): null instead.
     if isinstance(x, float) and math.isnan(x):
         return None
     if isinstance(x, dict):
-        return {k: _no_nan(v) for k, v in x.items()}
+        return {k: no_nan(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_no_nan(v) for v in x]
+        return [no_nan(v) for v in x]
     return x
 
 
@@ -492,7 +515,7 @@ def write_report(comp: Comparison, out_dir: str | Path) -> Path:
         if utilisations:
             images[v.key] = f"gates_{v.key}.png"
             plot_gates(comp, v.key, utilisations[0], out / images[v.key])
-    (out / "results.json").write_text(json.dumps(_no_nan(res), indent=1, default=float))
+    (out / "results.json").write_text(json.dumps(no_nan(res), indent=1, default=float))
     path = out / "report.md"
     path.write_text(markdown(comp, res, images))
     return path

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel, read_config_dict, validated
-from pipeline.data.synthetic import SyntheticConfig
+from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.schedule import LRSchedule
 from ple_model import ModelConfig
@@ -22,12 +22,19 @@ class GenerateConfig(StrictModel):
     rows: int = Field(200_000, ge=1000)
     days: int = Field(3, ge=2, description="the last day is used for validation")
     files_per_day: int = Field(2, ge=1)
-    start_day: str = "2026-01-01"
+    start_day: str = DEFAULT_START_DAY
     seed: int = 0
     # Catalogue sizes: fewer ids means more impressions per id, i.e. a planted truth that a
     # short run can learn (the quality tests use this); the defaults are the generator's.
     num_users: int = Field(SyntheticConfig.num_users, ge=1)
     num_items: int = Field(SyntheticConfig.num_items, ge=1)
+    conflict: float = Field(
+        SyntheticConfig.conflict, ge=0.0, description="how strongly clickbait pits clicks against conversions"
+    )
+
+    def synthetic(self) -> SyntheticConfig:
+        """The generator's settings for these logs."""
+        return SyntheticConfig(num_users=self.num_users, num_items=self.num_items, conflict=self.conflict)
 
 
 class DataConfig(StrictModel):

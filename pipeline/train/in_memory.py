@@ -20,13 +20,15 @@ from ple_model import RecModel
 
 
 def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Train `cfg.model` for `cfg.train.epochs` on `cfg.data.generate.rows` generated rows (the
-    generator's defaults without a `generate` section), then evaluate on a quarter as many fresh
-    rows: {task}/auc, logloss, calibration, count and best_auc."""
+    """Train `cfg.model` for `cfg.train.epochs` on `cfg.data.generate.rows` generated rows (its
+    catalogue sizes and conflict; the generator's defaults without a `generate` section), then
+    evaluate on a quarter as many fresh rows: {task}/auc, logloss, calibration, count, best_auc."""
     t = cfg.train
-    rows, seed, batch_size = (cfg.data.generate or GenerateConfig()).rows, t.seed, t.batch_size
+    gen = cfg.data.generate or GenerateConfig()
+    rows, seed, batch_size, synthetic = gen.rows, t.seed, t.batch_size, gen.synthetic()
     torch.manual_seed(seed)
-    train, val = generate_table(rows, seed=seed), generate_table(max(rows // 4, 1000), seed=seed + 1)
+    train = generate_table(rows, seed=seed, config=synthetic)
+    val = generate_table(max(rows // 4, 1000), seed=seed + 1, config=synthetic)
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg.model)
     # Sparse rows see few updates each: Adagrad suits the tables, Adam the dense layers.
     opt_sparse = torch.optim.Adagrad(model.ebc.parameters(), lr=t.sparse_lr)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.common.config import ConfigError
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import JobConfig
 from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
@@ -35,12 +36,27 @@ def connect_ray(cfg: JobConfig, address: str | None = None) -> None:
     connect(address, cfg.cluster.local_num_cpus)
 
 
+GENERATED_FILE = "_generated.json"  # in a generated root: the data.generate settings that wrote it
+
+
 def ensure_data(cfg: JobConfig) -> None:
-    """Generate the synthetic logs when `data.generate` is set and the root has none."""
+    """Generate the synthetic logs when `data.generate` is set and the root has none. A root
+    generated earlier with other settings (say, an older default's catalogue) is refused rather
+    than trained on: its rows would not be the ones the config describes."""
     root, gen = Path(cfg.data.root), cfg.data.generate
-    if gen is None or any(root.glob("dt=*/*.parquet")):
+    if gen is None:
         return
-    from pipeline.data.synthetic import SyntheticConfig, generate_dataset
+    marker, wanted = root / GENERATED_FILE, gen.model_dump(mode="json")
+    if any(root.glob("dt=*/*.parquet")):
+        if marker.is_file() and (had := json.loads(marker.read_text())) != wanted:
+            changed = sorted(k for k in wanted.keys() | had.keys() if wanted.get(k) != had.get(k))
+            raise ConfigError(
+                f"{root} holds logs generated with other data.generate settings ({', '.join(changed)}: "
+                f"{ {k: had.get(k) for k in changed} } there, { {k: wanted.get(k) for k in changed} } now); "
+                "remove the folder to generate them again, or point data.root elsewhere"
+            )
+        return
+    from pipeline.data.synthetic import generate_dataset
 
     print(f"[data] generating {gen.rows:,} rows over {gen.days} days into {root}", flush=True)
     generate_dataset(
@@ -50,8 +66,11 @@ def ensure_data(cfg: JobConfig) -> None:
         files_per_day=gen.files_per_day,
         seed=gen.seed,
         start_day=gen.start_day,
-        config=SyntheticConfig(num_users=gen.num_users, num_items=gen.num_items),
+        config=gen.synthetic(),
     )
+    tmp = root / f".{GENERATED_FILE}.tmp"
+    tmp.write_text(json.dumps(wanted, indent=1))
+    os.replace(tmp, marker)
 
 
 def make_trainer(
@@ -145,14 +164,15 @@ def _best_aucs(datasets: dict) -> dict[str, float]:
     return {f"val/{task}/best_auc": auc for task, auc in best.items()}
 
 
-def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict) -> TrainingResult:
-    """Add the best achievable AUCs to a run's final metrics and export its final checkpoint."""
+def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict, final_checkpoint) -> TrainingResult:
+    """Add the best achievable AUCs to a run's metrics and export `checkpoint` (the final one,
+    or with early stopping the best); the history is the final checkpoint's, every evaluation."""
     from pipeline.train.checkpoint import EXTRA_FILE
     from pipeline.train.export import export_model
 
     metrics = {**metrics, **best_aucs}
     # The evaluation history travels in the checkpoint (Ray logs every reported metric in full).
-    extra = json.loads((Path(checkpoint.path) / EXTRA_FILE).read_text())
+    extra = json.loads((Path(final_checkpoint.path) / EXTRA_FILE).read_text())
     run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
     export_dir = os.path.join(run_dir, "export")
     export_model(checkpoint.path, export_dir, metrics=metrics)
@@ -174,7 +194,7 @@ def run_training(
     if result.error:
         raise result.error
     checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
-    return _finish(cfg, checkpoint, metrics, _best_aucs(datasets))
+    return _finish(cfg, checkpoint, metrics, _best_aucs(datasets), result.checkpoint)
 
 
 def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = None) -> list[TrainingResult]:
@@ -211,5 +231,5 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = N
     results = []
     for c in cfgs:
         checkpoint, metrics = _exported_checkpoint(c, *finals[c.name], kept, run=c.name)
-        results.append(_finish(c, checkpoint, metrics, best))
+        results.append(_finish(c, checkpoint, metrics, best, finals[c.name][0]))
     return results

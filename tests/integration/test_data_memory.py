@@ -20,10 +20,11 @@ import pytest
 
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import list_day_files
-from pipeline.data.synthetic import generate_dataset
+from pipeline.data.synthetic import DEFAULT_START_DAY, day_names, generate_dataset
 
 DAYS = 4
 ROWS_PER_DAY = 200_000
+DAY_NAMES = day_names(DEFAULT_START_DAY, DAYS)
 
 PROBE = r"""
 import json, os, sys
@@ -31,15 +32,15 @@ os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import list_day_files, read_days
 from pipeline.data.reader import iter_file_batches, iter_ray_batches
-reader, root, spec_path, end_day, address = sys.argv[1:]
+reader, root, spec_path, start_day, end_day, address = sys.argv[1:]
 spec = load_spec(spec_path)
 if reader == "local":
-    batches = iter_file_batches(list_day_files(root, "2024-01-01", end_day), spec, 4096)
+    batches = iter_file_batches(list_day_files(root, start_day, end_day), spec, 4096)
 else:
     import ray
     ray.init(address=address, log_to_driver=False)  # the test session's cluster: no start-up cost
     ray.data.DataContext.get_current().enable_progress_bars = False
-    batches = iter_ray_batches(read_days(root, "2024-01-01", end_day, spec), spec, 4096)
+    batches = iter_ray_batches(read_days(root, start_day, end_day, spec), spec, 4096)
 def private_bytes():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith("RssAnon:"))
@@ -63,7 +64,7 @@ def _probe(reader, root, spec_path, end_day, cwd) -> dict:
 
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, reader, root, str(spec_path), end_day, address],
+        [sys.executable, "-c", PROBE, reader, root, str(spec_path), DAY_NAMES[0], end_day, address],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -78,11 +79,11 @@ def _probe(reader, root, spec_path, end_day, cwd) -> dict:
 def test_peak_memory_does_not_grow_with_rows(data, repo_root, reader):
     spec_path = repo_root / "configs" / "features" / "synthetic.yaml"
     spec = load_spec(spec_path)
-    one = _probe(reader, data, spec_path, "2024-01-01", repo_root)
-    four = _probe(reader, data, spec_path, "2024-01-04", repo_root)
+    one = _probe(reader, data, spec_path, DAY_NAMES[0], repo_root)
+    four = _probe(reader, data, spec_path, DAY_NAMES[3], repo_root)
     assert one["rows"] == ROWS_PER_DAY and four["rows"] == DAYS * ROWS_PER_DAY
     # Arrow bytes of the spec's columns in the 3 extra days: what accumulating them would add.
-    extra = list_day_files(data, "2024-01-02", "2024-01-04")
+    extra = list_day_files(data, DAY_NAMES[1], DAY_NAMES[3])
     extra_bytes = sum(pq.read_table(f, columns=spec.columns()).nbytes for f in extra)
     growth = four["peak"] - one["peak"]
     print(

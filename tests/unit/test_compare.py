@@ -162,3 +162,95 @@ def test_single_task_budget_counts_one_tower(tmp_path):
     assert single.loss_weights == [0.0, 1.0]
     assert single.params < dense_params(single.model, d)  # the untrained ctr tower is not counted
     assert math.isclose(single.params, dense_params(job.model, d), rel_tol=0.05)
+
+
+def test_conflict_sweep_report_from_fabricated_comparisons(tmp_path):
+    """compare.conflict: each point on logs of its own strength, PLE's gain per point in the
+    table, results.json and a plot, and every point's own report linked."""
+    import json
+
+    from PIL import Image
+
+    from pipeline.data.feature_spec import load_spec
+    from pipeline.report.sweep import FIGURE, conflict_job, write_sweep_report
+
+    job, cc = compare_config(tmp_path, "compare.conflict=[0,1,1.5]", "compare.variants=[ple,mmoe,shared_bottom]")
+    assert cc.conflict == [0, 1, 1.5]
+    spec = load_spec(job.data.spec)
+    points = []
+    for c in cc.conflict:
+        point = conflict_job(job, c)
+        assert point.data.generate.conflict == c
+        assert point.data.root == (job.data.root if c == 1 else f"{job.data.root}/conflict-{c:g}")
+        variants = build_variants(point, cc, spec)
+        # PLE's lead over MMoE grows with conflict (+0.01 at 0, +0.04 at 1.5); shared-bottom level.
+        aucs = {"ple": 0.70 + 0.02 * c, "mmoe": 0.69, "shared_bottom": 0.70 + 0.02 * c}
+        runs = [
+            RunRecord(
+                v.key,
+                s,
+                f"{v.key}-c{c}-s{s}",
+                {
+                    **{
+                        f"val/{t}/{m}": aucs[v.key] + 0.002 * s
+                        for t in TASKS
+                        for m in ("auc", "gauc", "logloss", "calibration")
+                    },
+                    **{f"val/{t}/best_auc": 0.8 for t in TASKS},
+                },
+                [],
+                "",
+                "",
+                1.0,
+            )
+            for v in variants
+            for s in cc.seeds
+        ]
+        points.append((c, Comparison(point, cc, spec, variants, runs, 30.0)))
+    path = write_sweep_report(points, tmp_path / "sweep")
+    text = path.read_text()
+    rows = table(text)
+    assert [(r["conflict"], r["task"]) for r in rows] == [(c, t) for c in ("0", "1", "1.5") for t in TASKS]
+    assert rows[0]["PLE − MMoE"].startswith("+0.0100") and rows[4]["PLE − MMoE"].startswith("+0.0400")
+    assert rows[4]["PLE − Shared-bottom"].startswith("+0.0000") and "(ties)" in rows[4]["PLE − Shared-bottom"]
+    res = json.loads((path.parent / "results.json").read_text())
+    gains = [d["mean"] for p in res["points"] for d in p["differences"] if (d["task"], d["b"]) == ("cvr", "mmoe")]
+    assert gains == pytest.approx([0.01, 0.03, 0.04])
+    with Image.open(path.parent / FIGURE) as im:
+        im.verify()
+    for c in ("0", "1", "1.5"):
+        assert (path.parent / f"conflict-{c}" / "report.md").is_file() and f"(conflict-{c}/report.md)" in text
+    assert "at strength 1.5" in (path.parent / "conflict-1.5" / "report.md").read_text()
+
+
+def test_conflict_sweep_needs_generated_data(tmp_path, repo_root):
+    from pipeline.report.compare import load_compare_config
+
+    with pytest.raises(ConfigError, match="compare.conflict .*data.generate"):
+        load_compare_config(repo_root / "configs/jobs/adult.yaml", ["compare.conflict=[0,1]"])
+
+
+def test_loss_balancing_variants_train_the_reference_with_their_method(tmp_path):
+    from pipeline.data.feature_spec import load_spec
+    from pipeline.report.compare import run_config
+
+    job, _ = compare_config(tmp_path)
+    variants = build_variants(
+        job, CompareConfig(variants=["ple", "ple_uncertainty", "ple_dwa"]), load_spec(job.data.spec)
+    )
+    ple, unc, dwa = variants
+    assert unc.model == ple.model == dwa.model and unc.params == ple.params  # the same network, no rescaling
+    assert (unc.label, dwa.label) == ("PLE + uncertainty weighting", "PLE + DWA")
+    cfgs = [run_config(job, v, seed=0) for v in variants]
+    assert [c.train.loss_balancing for c in cfgs] == [job.train.loss_balancing, "uncertainty", "dwa"]
+    assert len({c.name for c in cfgs}) == 3
+
+
+def test_single_task_models_stop_early_on_their_own_task(tmp_path):
+    from pipeline.data.feature_spec import load_spec
+    from pipeline.report.compare import run_config
+
+    job, _ = compare_config(tmp_path, "train.early_stopping={metric: mean_gauc}")
+    variants = build_variants(job, CompareConfig(variants=["ple", "single_task"]), load_spec(job.data.spec))
+    metrics = {v.key: run_config(job, v, seed=0).train.early_stopping.metric for v in variants}
+    assert metrics == {"ple": "mean_gauc", "single_ctr": "val/ctr/gauc", "single_cvr": "val/cvr/gauc"}

@@ -1,6 +1,8 @@
 """Listing day partitions and the Ray-free parts of the readers (tests/integration/
 test_reader_ray.py reads through Ray Data)."""
 
+import os
+
 import pyarrow as pa
 import pytest
 
@@ -20,7 +22,7 @@ def root(tmp_path_factory):
     return write_reader_logs(tmp_path_factory.mktemp("logs"))
 
 
-def test_listing_prunes_days_and_ignores_non_data_files(root):
+def test_listing_prunes_days_and_ignores_non_data_files(root, monkeypatch):
     files = list_day_files(str(root), DAYS[1], DAYS[2])
     assert [f.split("/")[-2:] for f in files] == [
         [f"dt={DAYS[1]}", "part-00000.parquet"],
@@ -29,9 +31,15 @@ def test_listing_prunes_days_and_ignores_non_data_files(root):
         [f"dt={DAYS[2]}", "part-00001.parquet"],
     ]
     assert day_range("2024-02-28", "2024-03-01") == ["2024-02-28", "2024-02-29", "2024-03-01"]
-    with pytest.raises(DataValidationError, match="no partition directory for day 2024-03-05"):
+    with pytest.raises(DataValidationError, match="no partition directory for day 2024-03-05") as err:
         list_day_files(str(root), DAYS[2], "2024-03-05")
+    assert f"days under {root}: {', '.join(sorted(DAYS))} ({len(DAYS)} in all)" in str(err.value)  # what exists
     assert len(list_day_files(str(root), DAYS[2], "2024-03-05", allow_missing_days=True)) == 4
+    # A relative root (as configs write `data/adult`) lists absolute paths: Ray's read tasks and
+    # Train controller do not share the driver's working directory.
+    monkeypatch.chdir(root.parent)
+    relative = list_day_files(root.name, DAYS[1], DAYS[2])
+    assert relative == files and all(os.path.isabs(f) for f in relative)
 
 
 def test_scoring_keeps_key_columns_as_plain_strings(root, spec):

@@ -67,3 +67,31 @@ def test_zipf_ids_and_varying_history(table):
     lengths = pc.list_value_length(table["history"]).to_numpy()
     assert lengths.min() == 0 and lengths.max() >= 15 and 4 < lengths.mean() < 12
     assert table["history"].null_count == 0
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = p.astype(np.float64)
+    return np.log(p / (1 - p))
+
+
+def test_conflict_knob_scales_only_the_clickbait_effect():
+    from pipeline.data.synthetic import SyntheticConfig
+
+    tables = {c: generate_table(5000, seed=4, config=SyntheticConfig(conflict=c)) for c in (0.0, 1.0, 2.0)}
+    assert tables[1.0].equals(generate_table(5000, seed=4))  # 1 is the default: the same logs as before
+    inputs = [n for n in SCHEMA.names if n not in ("click", "conversion", "true_p_click", "true_p_conv")]
+    assert all(tables[0.0].select(inputs).equals(t.select(inputs)) for t in tables.values())
+
+    def shift(c: float, column: str) -> np.ndarray:  # what conflict c adds to the task's logit
+        return _logit(tables[c][column].to_numpy()) - _logit(tables[0.0][column].to_numpy())
+
+    click1, conv1 = shift(1.0, "true_p_click"), shift(1.0, "true_p_conv")
+    # One per-item effect, in opposite directions (+0.8 and -0.9 times clickbait), twice as big at 2.
+    assert np.corrcoef(click1, conv1)[0, 1] < -0.999
+    np.testing.assert_allclose(conv1, -0.9 / 0.8 * click1, atol=1e-4)
+    np.testing.assert_allclose(shift(2.0, "true_p_click"), 2 * click1, atol=1e-4)
+    assert click1.std() > 0.3  # a real effect at the default strength
+    # Without it the click and conversion probabilities of an item no longer pull apart.
+    p0 = tables[0.0].to_pandas().groupby("item_id")[["true_p_click", "true_p_conv"]].mean()
+    p1 = tables[1.0].to_pandas().groupby("item_id")[["true_p_click", "true_p_conv"]].mean()
+    assert p0.corr().iloc[0, 1] > p1.corr().iloc[0, 1] + 0.2

@@ -20,3 +20,22 @@ def test_config_errors_name_the_key(repo_root):
 def test_load_export_rejects_a_directory_that_is_not_one(tmp_path):
     with pytest.raises(ExportError, match="not an exported model"):
         load_export(str(tmp_path))
+
+
+def test_generated_root_of_other_settings_is_refused(repo_root, tmp_path):
+    import json
+
+    from pipeline.data.synthetic import write_file
+    from pipeline.train.launch import GENERATED_FILE, ensure_data
+
+    root = tmp_path / "data"
+    write_file(str(root / "dt=2026-01-01" / "part-00000.parquet"), 2000, seed=0, day_index=0, file_index=0)
+    cfg = load_config(repo_root / "configs/jobs/train_local.yaml", [f"data.root={root}"])
+    assert cfg.data.generate is not None
+    (root / GENERATED_FILE).write_text(json.dumps({**cfg.data.generate.model_dump(mode="json"), "num_users": 5}))
+    with pytest.raises(ConfigError, match=rf"{root}.*num_users.*5.*{cfg.data.generate.num_users}"):
+        ensure_data(cfg)
+    # The same settings: the logs are used as they are (nothing generated, nothing removed).
+    (root / GENERATED_FILE).write_text(json.dumps(cfg.data.generate.model_dump(mode="json")))
+    ensure_data(cfg)
+    assert [p.name for p in root.glob("dt=*/*.parquet")] == ["part-00000.parquet"]

@@ -1,0 +1,51 @@
+"""Config files: `extends` starts a config from another's values (sections merged key by key,
+overrides applied last), and a loop or a file that is not a mapping is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.common.config import ConfigError, read_config_dict
+
+
+def test_extends_merges_sections_and_overrides_win(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\ntrain: {epochs: 3, dense_lr: 0.01}\ncluster: {num_workers: 2}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\nname: child\ntrain: {epochs: 5}\n")
+    data = read_config_dict(tmp_path / "sub" / "child.yaml", ["train.dense_lr=0.5"])
+    assert data == {"name": "child", "train": {"epochs": 5, "dense_lr": 0.5}, "cluster": {"num_workers": 2}}
+
+
+def test_extends_loop_and_non_mapping_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends` loops"):
+        read_config_dict(tmp_path / "a.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: a config is a mapping"):
+        read_config_dict(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        read_config_dict(tmp_path / "missing.yaml")
+
+
+def test_comparison_config_is_the_quality_config_plus_its_section(repo_root):
+    quality = read_config_dict(repo_root / "configs/jobs/train_quality.yaml")
+    compare = read_config_dict(repo_root / "configs/jobs/compare_local.yaml")
+    assert compare.pop("compare")["seeds"] == [0, 1, 2]
+    assert {k: v for k, v in compare.items() if k not in ("name", "data")} == {
+        k: v for k, v in quality.items() if k not in ("name", "data")
+    }
+    assert {k: v for k, v in compare["data"].items() if k != "root"} == {
+        k: v for k, v in quality["data"].items() if k != "root"
+    }
+
+
+def test_dates_stay_strings_and_errors_name_key_and_value(repo_root):
+    from pipeline.train.config import load_config
+
+    cfg = load_config(repo_root / "configs/jobs/train_local.yaml", ["data.train_days=[2026-01-01,2026-01-02]"])
+    assert cfg.data.train_days == ("2026-01-01", "2026-01-02")  # typed unquoted, as users do
+    with pytest.raises(ConfigError, match=r"train\.epochs: .*\(got 'many'\)"):
+        load_config(repo_root / "configs/jobs/train_local.yaml", ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"override 'train.epochs': cannot read the value '\[1'"):
+        load_config(repo_root / "configs/jobs/train_local.yaml", ["train.epochs=[1"])
