@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -105,7 +106,7 @@ def validated(
             loc = loc[1:] if drop_prefix and loc and loc[0] == drop_prefix else loc
             return ".".join(str(p) for p in loc) or "<root>"
 
-        def got(e: dict) -> str:  # the value given, unless it is a whole section
+        def got(e: ErrorDetails) -> str:  # the value given, unless it is a whole section
             return "" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
 
         lines = [f"{key(e['loc'])}: {e['msg']}{got(e)}" for e in err.errors()]
