@@ -55,6 +55,8 @@ def ensure_data(cfg: JobConfig) -> None:
                 f"{ {k: had.get(k) for k in changed} } there, { {k: wanted.get(k) for k in changed} } now); "
                 "remove the folder to generate them again, or point data.root elsewhere"
             )
+        if not marker.is_file():
+            print(f"[data] using the logs already in {root} (not a record of data.generate: remove it to regenerate)")
         return
     from pipeline.data.synthetic import generate_dataset
 
