@@ -13,7 +13,7 @@ def test_generate_dataset_with_ray_tasks(ray_local, tmp_path):
     written = generate_dataset(str(out), rows=10_001, days=2, files_per_day=3, seed=5, chunk_rows=1000)
     assert len(written) == 6 and sum(w["rows"] for w in written) == 10_001
     files = sorted(out.glob("dt=*/part-*.parquet"))
-    assert [f.parent.name for f in files] == ["dt=2024-01-01"] * 3 + ["dt=2024-01-02"] * 3
+    assert [f.parent.name for f in files] == ["dt=2026-01-01"] * 3 + ["dt=2026-01-02"] * 3
     assert not list(out.rglob("*.tmp"))  # temp names were renamed away
     for w in written:
         assert pq.ParquetFile(w["path"]).metadata.num_rows == w["rows"]
