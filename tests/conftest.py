@@ -52,30 +52,3 @@ def stock_delays(monkeypatch):
     monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
     monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
     return streaming_executor_state, resource_manager.ResourceManager
-
-
-# The longest test files, longest first (wall seconds on 2 cores, measured per file). `make test`
-# hands whole files to its two pytest workers in collection order (--dist loadfile): started in
-# alphabetical order, the long training files came last and one worker idled minutes while the
-# other finished them. Starting them first lets the many short files fill in at the end.
-LONGEST_FILES = (
-    "tests/integration/test_retrain_days.py",  # 156 s
-    "tests/integration/test_train_cluster.py",  # 125 s
-    "tests/integration/test_train_recovery.py",  # 120 s
-    "tests/integration/test_score_job.py",  # 105 s
-    "tests/integration/test_compare_report.py",  # 77 s
-    "tests/integration/test_train_quality.py",  # 74 s
-    "tests/integration/test_retrain_url_registry.py",  # 43 s
-    "tests/integration/test_data_memory.py",  # 38 s
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Longest files first; every file's own tests keep their order (a stable sort by file)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-
-    def file_rank(item) -> int:
-        path = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix()
-        return rank.get(path, len(rank))
-
-    items.sort(key=file_rank)
