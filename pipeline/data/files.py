@@ -41,9 +41,11 @@ def day_range(start_day: str, end_day: str) -> list[str]:
 
 def existing_days(root: str) -> str:
     """The day partitions under `root`, as an error message shows them."""
-    days = sorted(n[3:] for n in os.listdir(root) if n.startswith("dt=")) if os.path.isdir(root) else []
+    if not os.path.isdir(root):
+        return f"{root} does not exist"
+    days = sorted(n[3:] for n in os.listdir(root) if n.startswith("dt="))
     if not days:
-        return f"{root} has no dt=YYYY-MM-DD directories" if os.path.isdir(root) else f"{root} does not exist"
+        return f"{root} has no dt=YYYY-MM-DD directories"
     shown = days if len(days) <= 6 else [*days[:3], "...", *days[-2:]]
     return f"days under {root}: {', '.join(shown)} ({len(days)} in all)"
 

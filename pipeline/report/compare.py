@@ -160,9 +160,9 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
     target = dense_params(ref, d)
     experts = t * ref.task_experts + ref.shared_experts  # experts of one PLE/CGC level
 
-    def make(key, label, kind, cfg, weights=None, task=None, towers=None):
+    def make(key, label, kind, cfg, weights=None, task=None, towers=None, balancing=None):
         cfg = cfg if cfg is ref else match_budget(cfg, d, target, towers)  # the reference is the budget
-        return Variant(key, label, kind, cfg, weights, task, dense_params(cfg, d, towers), target)
+        return Variant(key, label, kind, cfg, weights, task, dense_params(cfg, d, towers), target, balancing)
 
     out = []
     for kind in cc.variants:
@@ -206,9 +206,8 @@ def build_variants(job: JobConfig, cc: CompareConfig, spec: FeatureSpec) -> list
             )
         elif kind in ("ple_uncertainty", "ple_dwa"):
             method = kind.removeprefix("ple_")
-            v = make(kind, f"PLE + {'uncertainty weighting' if method == 'uncertainty' else 'DWA'}", kind, ref)
-            v.balancing = method
-            out.append(v)
+            label = f"PLE + {'uncertainty weighting' if method == 'uncertainty' else 'DWA'}"
+            out.append(make(kind, label, kind, ref, balancing=method))
         elif kind == "single_task":
             bottom = ref.model_copy(
                 update={"architecture": "shared_bottom", "num_levels": 1, "task_experts": 0, "shared_experts": 1}

@@ -15,6 +15,7 @@ catalogue, rows and seed, only the clickbait effect's strength differs.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from pipeline.report.compare import CompareConfig, Comparison, run_comparison
@@ -92,7 +93,7 @@ def plot_sweep(res: dict, path: Path) -> None:
             bar = ax.errorbar(
                 [x + shift for x in xs],
                 [d["mean"] for _, d in pts],
-                yerr=[0 if d["spread"] != d["spread"] else d["spread"] for _, d in pts],  # NaN: one seed
+                yerr=[0 if math.isnan(d["spread"]) else d["spread"] for _, d in pts],  # NaN: one seed
                 marker="o",
                 capsize=3,
                 label=f"PLE − {res['labels'][other]}",

@@ -48,15 +48,17 @@ def ensure_data(cfg: JobConfig) -> None:
         return
     marker, wanted = root / GENERATED_FILE, gen.model_dump(mode="json")
     if any(root.glob("dt=*/*.parquet")):
-        if marker.is_file() and (had := json.loads(marker.read_text())) != wanted:
-            changed = sorted(k for k in wanted.keys() | had.keys() if wanted.get(k) != had.get(k))
+        if not marker.is_file():
+            print(f"[data] using the logs already in {root} (not a record of data.generate: remove it to regenerate)")
+            return
+        had = json.loads(marker.read_text())
+        changed = sorted(k for k in wanted.keys() | had.keys() if wanted.get(k) != had.get(k))
+        if changed:
             raise ConfigError(
                 f"{root} holds logs generated with other data.generate settings ({', '.join(changed)}: "
                 f"{ {k: had.get(k) for k in changed} } there, { {k: wanted.get(k) for k in changed} } now); "
                 "remove the folder to generate them again, or point data.root elsewhere"
             )
-        if not marker.is_file():
-            print(f"[data] using the logs already in {root} (not a record of data.generate: remove it to regenerate)")
         return
     from pipeline.data.synthetic import generate_dataset
 

@@ -31,6 +31,11 @@ class LRSchedule(StrictModel):
     step_every: int | None = Field(None, ge=1, description="step: decay every this many steps")
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="step: the factor of each decay")
 
+    @property
+    def needs_run_steps(self) -> bool:
+        """Whether the factor depends on the run's length (cosine without total_steps)."""
+        return self.kind == "cosine" and self.total_steps is None
+
     @model_validator(mode="after")
     def _step_needs_a_period(self) -> LRSchedule:
         if self.kind == "step" and self.step_every is None:

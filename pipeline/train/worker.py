@@ -352,8 +352,10 @@ class WorkerTrainer:
         )
 
     def lr_factor_at(self, step: int) -> float:
-        """The learning-rate schedule's factor at `step` (train.lr_schedule)."""
-        return lr_factor(self.cfg.train.lr_schedule, step, self.run_steps)
+        """The learning-rate schedule's factor at `step` (train.lr_schedule). Only a schedule
+        that needs the run's length reads the training files' footers for it."""
+        schedule = self.cfg.train.lr_schedule
+        return lr_factor(schedule, step, self.run_steps if schedule.needs_run_steps else None)
 
     @property
     def run_steps(self) -> int | None:

@@ -7,28 +7,21 @@ import json
 from pathlib import Path
 
 from helpers.export_metrics import export_metrics
+from helpers.small_job import small_job_config
 from pipeline.data.files import list_day_files
 from pipeline.train.checkpoint import EXTRA_FILE
-from pipeline.train.config import load_config
 from pipeline.train.early_stopping import BestTracker
 from pipeline.train.launch import run_training
 
 
 def test_early_stopping_exports_the_best_checkpoint(ray_local, tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    cfg = load_config(
-        "configs/jobs/train_local.yaml",
-        [
-            f"data.root={tmp_path}/data",
-            f"output_dir={tmp_path}/runs",
-            "data.generate.rows=20000",
-            "train.epochs=4",
-            "train.batch_size=512",
-            "train.eval_every_steps=4",
-            # A gain of 0.01 mean AUC every 4 steps does not last four epochs: the run stops.
-            "train.early_stopping={patience: 1, min_delta: 0.01}",
-            "cluster.max_failures=0",
-        ],
+    cfg = small_job_config(
+        tmp_path,
+        "train.epochs=4",
+        "train.eval_every_steps=4",
+        # A gain of 0.01 mean AUC every 4 steps does not last four epochs: the run stops.
+        "train.early_stopping={patience: 1, min_delta: 0.01}",
     )
     result = run_training(cfg)
     m = result.metrics

@@ -7,32 +7,25 @@ import json
 from pathlib import Path
 
 from helpers.export_metrics import export_metrics
+from helpers.small_job import BATCH_SIZE, ROWS, small_job_config
 from pipeline.data.files import list_day_files
 from pipeline.train.checkpoint import EXTRA_FILE
-from pipeline.train.config import load_config
 from pipeline.train.launch import run_training
 
 
 def test_training_job_end_to_end(ray_local, tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
-    cfg = load_config(
-        "configs/jobs/train_local.yaml",
-        [
-            f"data.root={tmp_path}/data",
-            f"output_dir={tmp_path}/runs",
-            "data.generate.rows=20000",
-            "train.epochs=1",
-            "train.batch_size=512",
-            "train.checkpoint_every_steps=5",
-            "cluster.max_failures=0",
-            "train.eval_every_steps=4",  # the final evaluation then runs on the cached validation batches
-        ],
+    cfg = small_job_config(
+        tmp_path,
+        "train.epochs=1",
+        "train.checkpoint_every_steps=5",
+        "train.eval_every_steps=4",  # the final evaluation then runs on the cached validation batches
     )
     result = run_training(cfg)
 
     extra = json.loads(Path(result.checkpoint_dir, EXTRA_FILE).read_text())
     # 2 train days of 20k rows over 3 days, 2 workers x 512 rows per step, last partial batch dropped
-    assert extra["world_size"] == 2 and extra["step"] == (2 * 20000 // 3) // 1024
+    assert extra["world_size"] == 2 and extra["step"] == (2 * ROWS // 3) // (2 * BATCH_SIZE) == 13
     assert result.metrics["done"] == 1
     assert [h["step"] for h in result.history] == [4, 8, 12, 13]
     # Throughput over the epoch, and in steady state (the epoch's first step, which waits for
