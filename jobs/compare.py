@@ -19,7 +19,6 @@ are reused when the same comparison is run again (--rerun trains them afresh).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -29,28 +28,28 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", default=None, help="report directory (default: <output_dir>/<name>-report)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("--rerun", action="store_true", help="train every run again, even if it finished before")
+    p.add_argument("--verbose", action="store_true", help="show library logs live (always in <out>/logs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides: compare.seeds=[0,1], train.epochs=3, ...")
     args = p.parse_args(argv)
 
-    from pipeline.common.config import ConfigError
+    from pipeline.common.errors import exit_on_bad_input
     from pipeline.report.compare import load_compare_config, run_comparison
     from pipeline.report.writer import write_report
 
-    try:
-        job, cc = load_compare_config(args.config, args.overrides)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    with exit_on_bad_input():
+        job, cc = load_compare_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
     out = args.out or Path(job.output_dir) / f"{job.name}-report"
-    try:
+    from pipeline.common.logs import configure_logs
+
+    configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
+    with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
         if cc.conflict is not None:
             from pipeline.report.sweep import run_sweep, write_sweep_report
 
             path = write_sweep_report(run_sweep(job, cc, args.address, rerun=args.rerun), out)
         else:
             path = write_report(run_comparison(job, cc, args.address, rerun=args.rerun), out)
-    except ConfigError as err:  # e.g. data.root generated with other settings
-        sys.exit(f"error: {err}")
-    print(f"report: {path}")
+    print(f"report: {path}\nfull logs: {Path(out) / 'logs'}")
     return path
 
 

@@ -10,8 +10,9 @@ newest day (held out), and promotes the candidate only if it is not worse beyond
 configured tolerances. Only one run at a time per registry (a lock file).
 
 Exit status: 0 promoted, or nothing new to train on; 3 candidate rejected (kept in the registry,
-production unchanged); 75 another retrain holds the lock; 1 any other error (the registry is
-left as it was).
+production unchanged); 75 another retrain holds the lock; 65 bad data in the new days; 78 bad
+config or feature spec; 1 any other error (pipeline/common/errors.py). The registry is left as it
+was on every error.
 """
 
 from __future__ import annotations
@@ -26,22 +27,24 @@ def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/jobs/retrain_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
+    p.add_argument("--verbose", action="store_true", help="show library logs live (always in <run>/logs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. retrain.registry=/mnt/models")
     args = p.parse_args(argv)
 
-    from pipeline.common.config import ConfigError
+    from pipeline.common.errors import exit_on_bad_input, fail
+    from pipeline.common.logs import configure_logs
     from pipeline.registry.lock import LockHeldError
     from pipeline.registry.versions import RegistryError
     from pipeline.retrain.config import load_retrain_config
     from pipeline.retrain.daily import RetrainError, retrain
 
     try:
-        outcome = retrain(load_retrain_config(args.config, args.overrides), args.address)
+        with exit_on_bad_input(RegistryError, RetrainError):
+            cfg = load_retrain_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
+            configure_logs(cfg.job.run_dir / "logs" / "driver.log", cfg.job.verbose)
+            outcome = retrain(cfg, args.address)
     except LockHeldError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_LOCKED)
-    except (ConfigError, RegistryError, RetrainError) as err:
-        sys.exit(f"error: {err}")
+        fail(err, EXIT_LOCKED)
     if outcome.status == "rejected":
         sys.exit(EXIT_REJECTED)
     return outcome

@@ -12,12 +12,14 @@ O/_manifest.json lists completed files. Running the same command again after a f
 kill finishes the work without duplicating rows. Joins the Ray cluster in RAY_ADDRESS (set by
 `ray job submit`) or --address, else starts a local one. Settings: configs/jobs/score_local.yaml,
 overridden by dotted KEY=VALUE arguments (batch_size=16384 gpus_per_actor=1).
+
+Exit status: 0 scored; 65 bad data (the files already scored stay in the manifest, a rerun
+goes on from there); 78 bad config or feature spec; 1 any other error (pipeline/common/errors.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def main(argv: list[str] | None = None):
@@ -36,27 +38,28 @@ def main(argv: list[str] | None = None):
     )
     p.add_argument("--config", default="configs/jobs/score_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
+    p.add_argument("--verbose", action="store_true", help="show library logs live (always in <output>/_logs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_actors=4")
     args = p.parse_args(argv)
 
-    from pipeline.common.config import ConfigError
-    from pipeline.data.feature_spec import FeatureSpecError
-    from pipeline.data.validation import DataValidationError
+    from pipeline.common.errors import exit_on_bad_input
+    from pipeline.common.logs import configure_logs
     from pipeline.score.config import load_score_config
     from pipeline.score.errors import ScoringError
+    from pipeline.score.output import log_dir
     from pipeline.score.run import score
     from pipeline.train.export import ExportError
 
     overrides = list(args.overrides)
     if args.keys:
         overrides.append(f"key_columns=[{args.keys}]")
-    try:
-        cfg = load_score_config(args.config, overrides)
+    with exit_on_bad_input(ExportError, ScoringError):
+        cfg = load_score_config(args.config, [*overrides, *(["verbose=true"] if args.verbose else [])])
+        configure_logs(log_dir(args.output) / "driver.log", cfg.verbose)
         summary = score(
             args.model, args.input, args.output, cfg, days=args.days, overwrite=args.overwrite, address=args.address
         )
-    except (ConfigError, ExportError, FeatureSpecError, DataValidationError, ScoringError) as err:
-        sys.exit(f"error: {err}")
+    print(f"full logs: {log_dir(args.output)}")
     return summary
 
 

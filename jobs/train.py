@@ -5,12 +5,14 @@ python -m jobs.train                                  # embedded default: config
 python -m jobs.train --config configs/X.yaml train.batch_size=2048 cluster.num_workers=8
 ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
 python -m jobs.train --in-memory                      # one process, no Ray (quick smoke run)
+
+Exit status: 0 trained and exported; 65 bad data (a value the feature spec does not allow);
+78 bad config or feature spec; 1 any other error (pipeline/common/errors.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -36,16 +38,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--config", default="configs/jobs/train_local.yaml")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else start local)")
     p.add_argument("--in-memory", action="store_true", help="train in this process on in-memory generated data")
+    p.add_argument("--verbose", action="store_true", help="show library logs live (always in <run>/logs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     args = p.parse_args(argv)
 
-    from pipeline.common.config import ConfigError
+    from pipeline.common.errors import exit_on_bad_input
     from pipeline.train.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    with exit_on_bad_input():
+        cfg = load_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
+    from pipeline.common.logs import configure_logs
+
+    logs = cfg.run_dir / "logs"  # the driver's and every worker's full log
+    configure_logs(None if args.in_memory else logs / "driver.log", cfg.verbose)
     if args.in_memory:
         from pipeline.data.feature_spec import load_spec
         from pipeline.train.in_memory import train_in_memory
@@ -56,12 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from pipeline.train.launch import run_training
 
-    try:
+    with exit_on_bad_input():  # a bad row stops the run at once: exit 65 (pipeline/common/errors.py)
         result = run_training(cfg, args.address)
-    except ConfigError as err:  # e.g. data.root generated with other settings
-        sys.exit(f"error: {err}")
     _print_metrics(result.metrics)
-    print(f"checkpoint: {result.checkpoint_dir}\nexported model: {result.export_dir}")
+    print(f"checkpoint: {result.checkpoint_dir}\nexported model: {result.export_dir}\nfull logs: {logs}")
     return result.metrics
 
 

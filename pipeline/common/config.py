@@ -13,6 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
+from pipeline.common.errors import BadInputError
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -32,7 +34,7 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """A config file, key or override that cannot be used; the message names it."""
 
 

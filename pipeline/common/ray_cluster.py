@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from pipeline.common.logs import RAY_DATA_LOGGING_ENV, VERBOSE_ENV
+
 WORKER_SETUP_HOOK = "pipeline.common.ray_cluster.setup_worker"
 
 
@@ -19,6 +21,9 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
         if address or os.environ.get("RAY_ADDRESS"):
             ray.init(address=address, log_to_driver=True)
         else:
+            from pipeline.common.leftovers import EmbeddedClusterRecord, clean_leftovers
+
+            clean_leftovers()  # what a killed job's cluster left (pipeline/common/leftovers.py)
             # address="local": a new instance. Without it Ray joins any cluster it finds in
             # /tmp/ray/ray_current_cluster, e.g. another user's or another test's on this machine.
             ray.init(
@@ -26,8 +31,13 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
                 num_cpus=local_num_cpus,
                 include_dashboard=False,
                 log_to_driver=True,
-                runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK},
+                runtime_env={
+                    "worker_process_setup_hook": WORKER_SETUP_HOOK,
+                    # The job's --verbose, for every process's logs (pipeline/common/logs.py).
+                    "env_vars": {k: os.environ[k] for k in (VERBOSE_ENV, RAY_DATA_LOGGING_ENV) if k in os.environ},
+                },
             )
+            EmbeddedClusterRecord()  # this cluster's processes, for the next job if this one is killed
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -38,12 +48,17 @@ def setup_worker() -> None:
 
     - Ray Data's scheduling delays (pipeline/common/ray_data_tuning.py) in the workers too: Ray Train's
       SplitCoordinator actor runs training's reads.
+    - Quiet logs (pipeline/common/logs.py) in every process, Ray Train's controller and Ray Data's
+      coordinators included: the training workers and scoring actors also set them up themselves,
+      on any cluster.
     - The cluster runs without the dashboard, which serves Ray's State API, so Ray Train's
       placement-group cleaner warned every second that it could not query the controller's
       state (harmless: it frees the group when the job ends anyway)."""
     import logging
 
+    from pipeline.common.logs import configure_worker_process
     from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 
+    configure_worker_process()
     shorten_scheduling_delays()
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)

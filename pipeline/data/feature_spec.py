@@ -15,8 +15,10 @@ from typing import Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.common.errors import BadInputError
 
-class FeatureSpecError(ValueError):
+
+class FeatureSpecError(BadInputError):
     """A feature spec file is malformed; the message names the file and the bad key."""
 
 

@@ -30,13 +30,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.common.errors import EXIT_BAD_DATA, BadInputError
 from pipeline.data.feature_spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(BadInputError):
     """Bad input data. `file`, `column` and `count` say where and how much."""
+
+    exit_status = EXIT_BAD_DATA
 
     def __init__(self, problem: str, *, file: str | None = None, column: str | None = None, count: int | None = None):
         self.problem, self.file, self.column, self.count = problem, file, column, count

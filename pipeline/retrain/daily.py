@@ -305,4 +305,33 @@ def _train_and_publish(
         assert production is not None  # without production there is nothing to be worse than
         msg = f"rejected {vid}, production stays {production.id}: {decision.reason}"
     log(f"[retrain] {msg}")
+    _track(job, vid, plan, cand, prod, decision.accepted)
     return RetrainOutcome("promoted" if decision.accepted else "rejected", msg, vid, version.record)
+
+
+def _track(job: JobConfig, vid: str, plan: DayPlan, cand: dict, prod: dict | None, accepted: bool) -> None:
+    """The day's gate, to the job's trackers: `candidate/<task>/<metric>` and `production/...` at
+    step N for version vN, in TensorBoard under <output_dir>/<name>/tensorboard/retrain/ and, with
+    tracking.mlflow_uri, as an MLflow run named after the version in experiment <name>-retrain
+    (the candidate's training run is logged too, under its attempt's name)."""
+    from pipeline.train.tracking import TENSORBOARD_DIR, TensorBoardWriter, log_mlflow_run
+
+    step = int(vid.lstrip("v"))
+    values = {f"candidate/{k}": v for k, v in cand.items()}
+    values.update({f"production/{k}": v for k, v in (prod or {}).items()})
+    values["promoted"] = float(accepted)
+    if job.tracking.tensorboard:
+        writer = TensorBoardWriter(job.run_dir / TENSORBOARD_DIR / "retrain", every=1, rows_per_step=0)
+        writer.scalars(step, values)
+        writer.close()
+    log_mlflow_run(
+        job.tracking,
+        experiment=f"{job.name}-retrain",
+        run_name=vid,
+        params={
+            "version": vid,
+            "train_days": f"{plan.train_days[0]}..{plan.train_days[-1]}",
+            "eval_day": plan.eval_day,
+        },
+        final={**values, "step": step},
+    )

@@ -36,9 +36,16 @@ class Scorer:
         batch_delay_s: float = 0.0,
         stats=None,
         model_url: str | None = None,
+        log_dir: str | None = None,
+        verbose: bool = False,
     ):
         import ray
         import torch
+
+        from pipeline.common.logs import configure_logs
+
+        # Before torchrec is imported (load_export): fbgemm logs each library it loads.
+        configure_logs(f"{log_dir}/actor-{os.getpid()}.log" if log_dir else None, verbose)
 
         from pipeline.score.allocator import prepare_allocator
         from pipeline.train.export import load_export

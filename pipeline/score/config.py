@@ -15,6 +15,7 @@ from pipeline.common.config import read_config_dict, validated
 class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    verbose: bool = Field(False, description="library logs live on the console (always in <output>/_logs/)")
     key_columns: list[str] = Field(
         default_factory=lambda: ["impression_id", "user_id", "item_id"],
         min_length=1,

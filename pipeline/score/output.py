@@ -16,6 +16,14 @@ import pyarrow.parquet as pq
 from pipeline.score.errors import ScoringError
 
 MANIFEST, LOCK = "_manifest.json", "_lock"
+LOGS = "_logs"  # under the output directory: the job's full logs, the driver's and every actor's
+
+
+def log_dir(output_dir: str | Path) -> Path:
+    """Where a scoring job writes its full logs (pipeline/common/logs.py)."""
+    return Path(output_dir) / LOGS
+
+
 TMP_MARK = ".tmp-"
 
 

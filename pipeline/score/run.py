@@ -53,11 +53,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.common.logs import duration
 from pipeline.data.validation import DataValidationError, describe_filled
 from pipeline.score.actor import FILE_COLUMN, ROW_HASH, ActorStats, Scorer
 from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
-from pipeline.score.output import MANIFEST, FileOutput, lock_output, remove_temp_files, write_json_atomic
+from pipeline.score.output import MANIFEST, FileOutput, lock_output, log_dir, remove_temp_files, write_json_atomic
 from pipeline.score.plan import VERSION_COLUMN, InputFile, ScorePlan, output_columns, plan_scoring
 
 
@@ -322,6 +323,8 @@ def _scores(plan: ScorePlan, cfg: ScoreConfig, todo: list[InputFile], stats):
             use_gpu=cfg.gpus_per_actor > 0,
             batch_delay_s=cfg.debug_batch_delay_s,
             stats=stats,
+            log_dir=str(log_dir(plan.output_dir)),
+            verbose=cfg.verbose,
         ),
     )
 
@@ -384,9 +387,12 @@ def _progress(start: float, commits: _Commits, files: int, total_rows: int, stat
         "actors": actors,
     }
     peak = max((a["peak_rss_mb"] for a in actors), default=0.0)
+    # The rows left are known from the inputs' Parquet footers (the plan).
+    info["eta_s"] = (total_rows - commits.rows) / info["rows_per_s"] if info["rows_per_s"] else None
+    eta = f", ETA {duration(info['eta_s'])}" if info["eta_s"] is not None else ""
     log(
         f"[score] {commits.files_done}/{files} files, {commits.rows:,}/{total_rows:,} rows, "
-        f"{info['rows_per_s']:,.0f} rows/s, {elapsed:.0f} s, {len(actors)} actors (peak RSS {peak:.0f} MB)"
+        f"{info['rows_per_s']:,.0f} rows/s{eta}, {elapsed:.0f} s, {len(actors)} actors (peak RSS {peak:.0f} MB)"
     )
     if on_progress is not None:
         on_progress(info)

@@ -13,6 +13,7 @@ from pipeline.common.config import ConfigError, StrictModel, read_config_dict, v
 from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.schedule import LRSchedule
+from pipeline.train.tracking import TrackingConfig
 from ple_model import ModelConfig
 
 
@@ -71,8 +72,11 @@ class TrainConfig(StrictModel):
     dwa_temperature: float = Field(2.0, gt=0)
     esmm: bool = False
     sharding_type: str | None = None
-    log_every_steps: int = Field(
-        50, ge=1, description="a progress line (losses, rows/s) from rank 0 every this many steps"
+    log_every_steps: int | None = Field(
+        None, ge=1, description="a progress line (losses, rows/s, ETA) from rank 0 every this many steps"
+    )
+    log_every_s: float | None = Field(
+        15.0, gt=0, description="a progress line at the first step this long after the previous one"
     )
     eval_every_steps: int | None = Field(None, ge=1, description="also evaluate mid-epoch")
     eval_at_start: bool = Field(
@@ -126,6 +130,15 @@ class JobConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     cluster: ClusterConfig = ClusterConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    # Library logs and warnings live on the console too (the jobs' --verbose); either way they
+    # are in <output_dir>/<name>/logs/ (pipeline/common/logs.py).
+    verbose: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        """<output_dir>/<name>, absolute: the run's checkpoints (Ray Train's), export/ and logs/."""
+        return Path(self.output_dir).resolve() / self.name
 
     @model_validator(mode="after")
     def _check(self) -> JobConfig:

@@ -90,9 +90,10 @@ def make_trainer(
 ):
     """Re-running with the same name and storage path resumes the run from its latest
     checkpoint (Ray Train restores its checkpoint manager from storage)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipeline.train.fail_fast import FailFast
     from pipeline.train.worker import train_loop_per_worker
 
     c = cfg.cluster
@@ -105,6 +106,8 @@ def make_trainer(
             **(loop_config or {"job": cfg.model_dump(mode="json")}),
             "spec": spec.model_dump(mode="json"),
             "files": {key: ds.input_files() for key, ds in datasets.items()},
+            "log_dir": str(Path(storage_path) / (name or cfg.name) / "logs"),  # the workers' full logs
+            "storage": storage_path,  # absolute: the workers do not run in the driver's directory
         },
         scaling_config=ScalingConfig(
             num_workers=c.num_workers,
@@ -113,14 +116,35 @@ def make_trainer(
             placement_strategy=c.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if c.use_gpu else "gloo"),
-        run_config=RunConfig(
+        # ray.train exports Train v2's RunConfig at run time; mypy sees v1's (no callbacks or logging_config).
+        run_config=RunConfig(  # type: ignore[call-arg]
             name=name or cfg.name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=c.max_failures),
             checkpoint_config=_checkpoint_config(cfg, num_to_keep),
+            callbacks=[FailFast()],  # type: ignore[list-item]  # bad data or config: no retries (pipeline/train/fail_fast.py)
+            # Ray Train's INFO lines (an echo of every report from every rank) only when verbose.
+            logging_config=LoggingConfig(log_level="INFO" if cfg.verbose else "WARNING"),
         ),
         datasets=datasets,
     )
+
+
+def fit(trainer):
+    """Run `trainer` (from make_trainer); a run stopped for bad data or config raises the worker's
+    own error (a DataValidationError, say) instead of Ray Train's wrapper around it."""
+    from pipeline.train.fail_fast import unwrap_fail_fast
+
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        cause = unwrap_fail_fast(err)
+        if cause is err:
+            raise
+        raise cause from None
+    if result.error:
+        raise result.error
+    return result
 
 
 def _checkpoint_config(cfg: JobConfig, num_to_keep: int | None):
@@ -173,13 +197,23 @@ def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict, final_ch
     or with early stopping the best); the history is the final checkpoint's, every evaluation."""
     from pipeline.train.checkpoint import EXTRA_FILE
     from pipeline.train.export import export_model
+    from pipeline.train.tracking import log_mlflow_run
 
     metrics = {**metrics, **best_aucs}
     # The evaluation history travels in the checkpoint (Ray logs every reported metric in full).
     extra = json.loads((Path(final_checkpoint.path) / EXTRA_FILE).read_text())
-    run_dir = os.path.join(str(Path(cfg.output_dir).resolve()), cfg.name)
+    run_dir = str(cfg.run_dir)
     export_dir = os.path.join(run_dir, "export")
     export_model(checkpoint.path, export_dir, metrics=metrics)
+    log_mlflow_run(
+        cfg.tracking,
+        experiment=cfg.name,
+        run_name=cfg.name,
+        params=cfg.model_dump(mode="json"),
+        history=extra["history"],
+        final=metrics,
+        artifacts={"model": export_dir},
+    )
     return TrainingResult(
         metrics=metrics,
         history=extra["history"],
@@ -194,9 +228,7 @@ def run_training(
 ) -> TrainingResult:
     """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it)."""
     spec, datasets = _prepare(cfg, address)
-    result = make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop).fit()
-    if result.error:
-        raise result.error
+    result = fit(make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop))
     checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
     return _finish(cfg, checkpoint, metrics, _best_aucs(datasets), result.checkpoint)
 
@@ -226,9 +258,7 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = N
     shutil.rmtree(os.path.join(storage, name), ignore_errors=True)  # a group never resumes
     loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
     # Every run reports one checkpoint, its final one: keep them all.
-    result = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None).fit()
-    if result.error:
-        raise result.error
+    result = fit(make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None))
     kept = result.best_checkpoints
     finals = {m["run"]: (ckpt, m) for ckpt, m in kept if m.get("done")}
     best = _best_aucs(datasets)  # the same validation days for every run: read once

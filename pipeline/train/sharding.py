@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
@@ -79,7 +80,10 @@ def make_plan(
         for name in tables
     }
     planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world_size, compute_device=device.type),
+        # The factory, not Topology(...): torchrec warns on every plan of a directly built one.
+        topology=TopologyFactory.create_topology(
+            TrainerConfig(world_size=world_size), kernel_config=KernelConfig(compute_device=device.type)
+        ),
         batch_size=batch_size,
         constraints=constraints,
         debug=False,

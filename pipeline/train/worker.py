@@ -8,6 +8,7 @@ and workers on other nodes import them in their own process.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -21,8 +22,10 @@ from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
 from pipeline.train.early_stopping import BestTracker
+from pipeline.train.progress import eval_line, progress_line
 from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
+from pipeline.train.tracking import TENSORBOARD_DIR, GateMeter, TensorBoardWriter
 
 # Ray Train routes workers' logging (and print) to the driver's log once; print would show twice.
 log = logging.getLogger("ple.train")
@@ -87,13 +90,15 @@ class WorkerTrainer:
     early_first_batch = True  # see _EarlyFirstBatch (benchmarks' in-memory trainer turns it off)
 
     def __init__(
-        self, cfg: JobConfig, spec: FeatureSpec, files: dict[str, list[str]] | None = None, group_run: str | None = None
+        self,
+        cfg: JobConfig,
+        spec: FeatureSpec,
+        files: dict[str, list[str]] | None = None,
+        group_run: str | None = None,
+        storage: str | None = None,
     ) -> None:
         import ray.train
 
-        # torchrec logs its planner's tables and its pipeline's per-batch states at INFO: hundreds
-        # of lines per run that would bury the progress lines.
-        logging.getLogger("torchrec").setLevel(logging.WARNING)
         log.setLevel(logging.INFO)
         self.cfg, self.spec = cfg, spec
         self.files = files or {}  # behind each dataset: lets a bad batch's error name its file
@@ -106,7 +111,7 @@ class WorkerTrainer:
         # Set when Ray Train restarts or resumes the run.
         self.checkpoint = None if group_run else ray.train.get_checkpoint()
         self.step, self.epoch, self.batches_in_epoch = 0, 0, 0
-        self._run_steps: int | None = None  # see run_steps
+        self._steps_per_epoch: int | None = None  # see steps_per_epoch
         es = cfg.train.early_stopping
         self.tracker = BestTracker(es, spec.task_names) if es is not None else None
         self.stopped_early = False
@@ -130,6 +135,20 @@ class WorkerTrainer:
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
         self.val_cache: list | None = None  # collated validation batches (see val_batches)
+        self.tensorboard = self._tensorboard(storage)
+
+    def _tensorboard(self, storage: str | None) -> TensorBoardWriter | None:
+        """Rank 0's event files in <output_dir>/<name>/tensorboard/. A run that starts afresh
+        (not resumed from a checkpoint) replaces those of an earlier run of the same name."""
+        tracking = self.cfg.tracking
+        if not (tracking.tensorboard and storage and self.rank == 0):
+            return None
+        path = f"{storage}/{self.cfg.name}/{TENSORBOARD_DIR}"
+        if self.checkpoint is None:
+            shutil.rmtree(path, ignore_errors=True)
+        return TensorBoardWriter(
+            path, tracking.scalars_every_steps, rows_per_step=self.cfg.train.batch_size * self.world
+        )
 
     # -- state --------------------------------------------------------------------------------
     def _saved_sharding(self) -> dict[str, str] | None:
@@ -226,6 +245,7 @@ class WorkerTrainer:
         if self.pipeline is not None:
             self.pipeline.detach()
         self.sm.model.eval()
+        gates = GateMeter(self.sm.model, self.spec.task_names) if self.tensorboard is not None else None
         with torch.no_grad():
             for batch in self.val_batches():
                 batch = batch.to(self.device)
@@ -247,6 +267,10 @@ class WorkerTrainer:
                     )
             result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
+        if self.rank == 0:
+            log.info(eval_line(self.step, result, self.spec.task_names))
+        if self.tensorboard is not None and gates is not None:
+            self.tensorboard.evaluation(self.step, result, gates.close())
         return result
 
     def val_batches(self) -> Iterator:
@@ -350,6 +374,8 @@ class WorkerTrainer:
             # Stopped early: this step has a checkpoint already, the final one needs a name of its own.
             dir_suffix="-final" if stopped_here else "",
         )
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def lr_factor_at(self, step: int) -> float:
         """The learning-rate schedule's factor at `step` (train.lr_schedule). Only a schedule
@@ -358,19 +384,24 @@ class WorkerTrainer:
         return lr_factor(schedule, step, self.run_steps if schedule.needs_run_steps else None)
 
     @property
-    def run_steps(self) -> int | None:
-        """Steps of the whole run: epochs x steps per epoch (from the training files' footers: a
-        worker's drop_last batches of its share of the rows), capped by train.max_steps."""
-        if self._run_steps is None and self.files.get("train"):
+    def steps_per_epoch(self) -> int | None:
+        """A worker's drop_last batches of its share of the training rows, from the files' footers
+        (read once; None without files, as in the benchmarks' in-memory trainer)."""
+        if self._steps_per_epoch is None and self.files.get("train"):
             import pyarrow.parquet as pq
 
             rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files["train"])
-            per_epoch = max(rows // (self.world * self.cfg.train.batch_size), 1)
-            self._run_steps = per_epoch * self.cfg.train.epochs
-        max_steps = self.cfg.train.max_steps
-        if self._run_steps is None:
+            self._steps_per_epoch = max(rows // (self.world * self.cfg.train.batch_size), 1)
+        return self._steps_per_epoch
+
+    @property
+    def run_steps(self) -> int | None:
+        """Steps of the whole run: epochs x steps per epoch, capped by train.max_steps."""
+        per_epoch, max_steps = self.steps_per_epoch, self.cfg.train.max_steps
+        if per_epoch is None:
             return max_steps
-        return min(self._run_steps, max_steps) if max_steps else self._run_steps
+        run = per_epoch * self.cfg.train.epochs
+        return min(run, max_steps) if max_steps else run
 
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
@@ -395,8 +426,13 @@ class WorkerTrainer:
             per_task, _, _, _ = self.pipeline.progress(batches)  # the model output, loss excluded
         except StopIteration:
             return None
-        meter.record(time.perf_counter() - began, first_of_epoch)
+        seconds = time.perf_counter() - began
+        meter.record(seconds, first_of_epoch)
         self.step += 1
+        if self.tensorboard is not None and self.tensorboard.due(self.step, seconds):
+            losses = dict(zip(self.spec.task_names, per_task.tolist(), strict=True))
+            lrs = {"sparse": self.sm.lr_groups[0][0][0]["lr"], "dense": self.sm.lr_groups[-1][0][0]["lr"]}
+            self.tensorboard.train_step(self.step, losses, lrs)
         if self.dwa is not None:
             self.dwa.observe(per_task)
             if self.step % self.dwa.window == 0:
@@ -410,21 +446,46 @@ class WorkerTrainer:
         """What the cadence decided for this step: a progress line (rank 0), an evaluation, a
         checkpoint (an evaluation and a checkpoint at the same step are one report)."""
         if actions.log and self.rank == 0 and per_task is not None and meter is not None:
-            losses = " ".join(f"{n}={v:.4f}" for n, v in zip(self.spec.task_names, per_task.tolist(), strict=True))
-            log.info(
-                f"[train] epoch {self.epoch} step {self.step} loss {losses} {meter.window_rows_per_s():,.0f} rows/s"
+            line = progress_line(
+                epoch=self.epoch,
+                epochs=self.cfg.train.epochs,
+                step=self.step,
+                batch_in_epoch=self.batches_in_epoch,
+                steps_per_epoch=self.steps_per_epoch,
+                tasks=self.spec.task_names,
+                losses=per_task.tolist(),
+                rows_per_s=meter.window_rows_per_s(),
+                rows_per_step=meter.rows_per_step,
             )
+            log.info(line)
         if actions.report:
             self.report(self.evaluate() if actions.evaluate else {}, with_checkpoint=actions.checkpoint)
+
+
+def _configure_worker_logs(loop_config: dict, verbose: bool) -> None:
+    """Library logs to <run>/logs/worker-<rank>.log, off the console unless verbose; set before
+    torchrec and fbgemm are imported (fbgemm logs each library it loads)."""
+    import ray.train
+
+    from pipeline.common.logs import configure_logs
+
+    log_dir = loop_config.get("log_dir")
+    rank = ray.train.get_context().get_world_rank()
+    configure_logs(f"{log_dir}/worker-{rank}.log" if log_dir else None, verbose)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """One run ("job"), or a group of runs ("jobs", see launch.run_training_group) trained one
     after the other on the same data, sharing the cached validation batches."""
+    first = loop_config["job"] if "job" in loop_config else loop_config["jobs"][0]
+    _configure_worker_logs(loop_config, bool(first.get("verbose")))
     if "job" in loop_config:
         cfg = JobConfig.model_validate(loop_config["job"])
         trainer = WorkerTrainer(
-            cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files")
+            cfg,
+            spec_from_dict(loop_config["spec"], source=cfg.data.spec),
+            loop_config.get("files"),
+            storage=loop_config.get("storage"),
         )
         trainer.resume()
         trainer.fit()
@@ -433,7 +494,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for job in loop_config["jobs"]:
         cfg = JobConfig.model_validate(job)
         trainer = WorkerTrainer(
-            cfg, spec_from_dict(loop_config["spec"], source=cfg.data.spec), loop_config.get("files"), group_run=cfg.name
+            cfg,
+            spec_from_dict(loop_config["spec"], source=cfg.data.spec),
+            loop_config.get("files"),
+            group_run=cfg.name,
+            storage=loop_config.get("storage"),
         )
         trainer.val_cache = val_cache  # the same validation days for every run
         trainer.resume()  # a warm start (train.init_from) if configured

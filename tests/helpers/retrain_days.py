@@ -42,3 +42,9 @@ def registry_files(root) -> dict[str, str]:
         if p.is_file() and not rel.startswith("."):
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def attempt_dirs(runs: Path) -> list[str]:
+    """The training attempts' directories left under the retrain's output_dir. The retrain's own
+    directory (<output_dir>/<name>: its logs and its TensorBoard curves of the daily gate) stays."""
+    return sorted(p.name for p in runs.iterdir() if p.name != "ple-retrain") if runs.is_dir() else []

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from helpers.process_utils import child_env, descendants, find_descendant, wait_for
-from helpers.retrain_days import DAYS, registry_files, write_day
+from helpers.retrain_days import DAYS, attempt_dirs, registry_files, write_day
 from pipeline.registry.versions import Registry
 from pipeline.retrain.config import load_retrain_config
 from pipeline.retrain.daily import PAUSE_ENV, retrain
@@ -119,7 +119,14 @@ def test_first_run_trains_from_scratch_and_promotes(ray_local, world):
         "version.json",
     ):
         assert (Path(v.path) / f).is_file(), f
-    assert not list(world["runs"].iterdir())  # the attempt's Ray Train directory was removed
+    assert not attempt_dirs(world["runs"])  # the attempt's Ray Train directory was removed
+    # The day's gate, in the retrain's TensorBoard curves (step 1: version v0001).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    gate = EventAccumulator(str(world["runs"] / "ple-retrain" / "tensorboard" / "retrain")).Reload()
+    [auc] = gate.Scalars("candidate/ctr/auc")
+    assert auc.step == 1 and abs(auc.value - r["metrics"]["candidate"]["ctr/auc"]) < 1e-6
+    assert [e.value for e in gate.Scalars("promoted")] == [1.0]
     # The registry's checkpoint holds optimizer state too (what tomorrow's warm start loads).
     import torch.distributed.checkpoint as dcp
 
@@ -242,7 +249,7 @@ def test_next_run_recovers_warm_starts_and_promotes(world):
         # It starts exactly where production is on that day (the gate measured production there).
         assert abs(warm_loss - r["metrics"]["production"][f"{task}/logloss"]) < 1e-3
     assert not (world["registry"] / ".retrain.lock").exists()
-    assert not list(world["runs"].iterdir())  # killed attempts' directories removed too
+    assert not attempt_dirs(world["runs"])  # killed attempts' directories removed too
 
 
 def test_worse_candidate_is_rejected_and_production_stays(world):

@@ -12,7 +12,7 @@ from pipeline.registry.versions import Registry
 def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(
     ray_local, tmp_path, repo_root, monkeypatch
 ):
-    from helpers.retrain_days import write_day
+    from helpers.retrain_days import attempt_dirs, write_day
     from pipeline.retrain.config import load_retrain_config
     from pipeline.retrain.daily import retrain
     from pipeline.score.plan import resolve_model
@@ -50,7 +50,7 @@ def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(
     config = (tmp_path / "registry" / "versions" / "v0002" / "config.yaml").read_text()
     assert "/production/checkpoint" in config
     assert not (tmp_path / "registry" / ".retrain.lock").exists()
-    assert not list((tmp_path / "runs").iterdir())  # attempts (and their downloads) cleaned up
+    assert not attempt_dirs(tmp_path / "runs")  # attempts (and their downloads) cleaned up
 
     # Scoring's model reference: a local copy of the production export, loadable.
     local, source = resolve_model(f"{url}@production")

@@ -92,8 +92,10 @@ def scored(ray_local, export, data, tmp_path_factory):
     writer (row hashes). The job completes in this one run."""
     out = tmp_path_factory.mktemp("scored") / "out"
     killed: list[int] = []
+    progress_seen: list[dict] = []
 
     def kill_one_actor(progress: dict) -> None:
+        progress_seen.append(progress)
         busy = [a for a in progress["actors"] if a["rows"] > 0]
         if busy and not killed:
             os.kill(busy[0]["pid"], signal.SIGKILL)
@@ -102,12 +104,17 @@ def scored(ray_local, export, data, tmp_path_factory):
     summary = score(
         export, str(data), str(out), score_config(batch_size=400, debug_batch_delay_s=0.2), on_progress=kill_one_actor
     )
-    return out, summary, killed
+    return out, summary, killed, progress_seen
 
 
 def test_scores_equal_the_models_forward_pass_despite_a_killed_actor(scored, export, data):
-    out, summary, killed = scored
+    out, summary, killed, progress = scored
     total = DAYS * FILES_PER_DAY * ROWS_PER_FILE
+    # Progress lines: rows done of the rows planned (from the footers), and the ETA they imply.
+    assert progress and all(p["rows_total"] == total for p in progress)
+    for p in progress:
+        if p["rows_per_s"] > 0:
+            assert p["eta_s"] == pytest.approx((total - p["rows"]) / p["rows_per_s"])
     assert killed, "no actor was killed"
     assert (summary.rows_scored, summary.files_scored, summary.files_skipped) == (total, 6, 0)
     # The killed process was one of the scoring actors (Ray restarts it as a new process, which

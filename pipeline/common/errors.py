@@ -1,0 +1,51 @@
+"""The error every room raises for bad input (a config, a feature spec or data that cannot be
+used as they are), and the jobs' exit statuses for it.
+
+Bad input is deterministic (the same input fails the same way again), so a training run stops
+at once instead of retrying (pipeline/train/fail_fast.py), a job prints it as one line, last,
+with its own exit status, and the console leaves the libraries' tracebacks of it to the log file
+(pipeline/common/logs.py).
+
+Exit statuses of every job (retraining adds its own 3 and 75, jobs/retrain.py):
+
+    0   success
+    1   any other error
+    65  bad data: a value the feature spec does not allow (a NaN, a null, a wrong type), rows
+        that cannot be read (sysexits' EX_DATAERR)
+    78  bad configuration: a config or feature spec that does not validate, or that does not
+        fit the files or the checkpoint (sysexits' EX_CONFIG)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_BAD_DATA, EXIT_BAD_CONFIG = 65, 78
+
+
+class BadInputError(ValueError):
+    """Bad input, named in the message (the file, key, column and rows it is about)."""
+
+    exit_status = EXIT_BAD_CONFIG  # DataValidationError: EXIT_BAD_DATA
+
+
+def fail(err: BaseException, status: int = 1) -> None:
+    """Print `error: <err>` last, on stderr, and exit with `status`."""
+    sys.stdout.flush()
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+@contextmanager
+def exit_on_bad_input(*others: type[BaseException]) -> Iterator[None]:
+    """For a job's main: bad input exits with its status (65 data, 78 config or spec), any of
+    `others` (the job's own expected errors: a rejected export...) with 1; anything else is a
+    bug and keeps its traceback."""
+    try:
+        yield
+    except BadInputError as err:
+        fail(err, err.exit_status)
+    except others as err:
+        fail(err)

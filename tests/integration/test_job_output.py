@@ -1,0 +1,84 @@
+"""What a person sees when running the training job as `make demo` does: a short console (the
+project's progress and results, not the libraries' chatter), the full logs in the run's
+directory, and for bad data one start of the workers, the error line last and exit status 65."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from helpers.process_utils import child_env
+from pipeline.common.errors import EXIT_BAD_DATA
+
+SMALL = ["data.generate.rows=12000", "train.epochs=1", "train.batch_size=512", "cluster.max_failures=2"]
+MAX_LINES = 30  # the demo's budget (make demo), for a run of any length: progress comes every 15 s
+
+
+def _train_job(tmp_path: Path, repo_root: Path, *extra: str) -> subprocess.CompletedProcess:
+    overrides = [f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", *SMALL, *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.train", *overrides],
+        cwd=repo_root,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # as a terminal shows them: interleaved
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_job_prints_a_short_summary_and_keeps_the_full_log(tmp_path, repo_root):
+    proc = _train_job(tmp_path, repo_root)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert len(lines) <= MAX_LINES, proc.stdout
+    for noise in ("Successfully loaded", "SplitTableBatchedEmbeddingBagsCodegen", "Reporting training result"):
+        assert noise not in proc.stdout, noise
+    assert any("[eval] step" in line for line in lines), proc.stdout
+    run = tmp_path / "runs" / "ple-local"
+    # It ends with the AUCs and where the checkpoint, the model and the logs went.
+    assert [line.split(":")[0] for line in lines[-5:]] == ["ctr", "cvr", "checkpoint", "exported model", "full logs"]
+    assert lines[-1] == f"full logs: {run / 'logs'}"
+    # The libraries' lines are captured, not lost: fbgemm's library loads in every worker's log.
+    for rank in (0, 1):
+        assert "Successfully loaded" in (run / "logs" / f"worker-{rank}.log").read_text()
+    assert "Started a local Ray instance" in (run / "logs" / "driver.log").read_text()
+
+
+def test_bad_data_fails_fast_with_its_own_exit_status(ray_local, tmp_path, repo_root):
+    from pipeline.data.files import list_day_files
+    from pipeline.train.config import load_config
+    from pipeline.train.launch import ensure_data
+
+    cfg = load_config(
+        repo_root / "configs/jobs/train_local.yaml",
+        [f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", *SMALL],
+    )
+    ensure_data(cfg)  # generated with the session's Ray (ray_local), as the job would
+    bad = list_day_files(cfg.data.root, *cfg.data.train_days)[-1]
+    table = pq.read_table(bad)
+    price = table["price"].to_numpy().astype(np.float64)
+    price[-5] = np.nan
+    price_type = table.schema.field("price").type
+    pq.write_table(table.set_column(table.schema.get_field_index("price"), "price", pa.array(price, price_type)), bad)
+
+    proc = _train_job(tmp_path, repo_root)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == EXIT_BAD_DATA, proc.stdout[-5000:]
+    assert (
+        lines[-1]
+        == f"error: {bad}: column 'price': null or NaN dense values (set missing: default to fill them) (1 rows)"
+    )
+    # Once: no retry of the worker group, no library traceback of it on the console (Ray Train's
+    # worker and controller log one each)...
+    assert proc.stdout.count("null or NaN dense values") == 1, proc.stdout
+    for traceback_of_it in ("Error in training function", "Error in control loop", "StopRun", "DataValidationError"):
+        assert traceback_of_it not in proc.stdout, proc.stdout
+    # ...where the worker's log has it.
+    worker_logs = "".join(p.read_text() for p in (tmp_path / "runs" / "ple-local" / "logs").glob("worker-*.log"))
+    assert "Error in training function" in worker_logs and "DataValidationError" in worker_logs

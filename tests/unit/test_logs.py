@@ -1,0 +1,149 @@
+"""Quiet output (pipeline/common/logs.py): library logs and warnings go to the log file only,
+the project's own lines and warnings still show, and --verbose shows everything."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import pytest
+
+from pipeline.common.logs import (
+    RAY_DATA_QUIET_CONFIG,
+    VERBOSE_ENV,
+    ChosenSettingNotices,
+    ConsoleFilter,
+    configure_logs,
+    console_loggers,
+    is_console_handler,
+)
+
+LIBRARY_FILE = f"{sys.prefix}/lib/python3.11/site-packages/torchrec/distributed/planner/types.py"
+PROJECT_FILE = "/work/repo/pipeline/train/worker.py"
+
+
+@pytest.fixture
+def clean_logging(monkeypatch):
+    """configure_logs changes this process's logging: put back what pytest had."""
+    monkeypatch.setenv(VERBOSE_ENV, "0")
+    import ray.data  # noqa: F401  # their loggers exist before the snapshot, as configure_logs imports them
+    import torch  # noqa: F401
+
+    loggers = [logging.getLogger(), logging.getLogger("torchrec"), logging.getLogger("fbgemm_gpu")]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    saved = {
+        lg: (list(lg.handlers), {h: list(h.filters) for h in lg.handlers}, lg.level, lg.propagate) for lg in loggers
+    }
+    yield
+    logging.captureWarnings(False)
+    for lg, (handlers, filters, level, propagate) in saved.items():
+        for h in list(lg.handlers):
+            if h not in handlers:
+                lg.removeHandler(h)
+                h.close()
+        for h in handlers:
+            h.filters[:] = filters[h]
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
+def _record(name: str, level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord(name, level, "x.py", 1, message, (), None)
+
+
+def _warning(message: str, category: type[Warning], filename: str) -> logging.LogRecord:
+    # What logging.captureWarnings logs: warnings.formatwarning's text on logger py.warnings.
+    return _record("py.warnings", logging.WARNING, warnings.formatwarning(message, category, filename, 10))
+
+
+SHARDED = "Please use DTensor instead and we are deprecating ShardedTensor."
+SHOWN = [
+    _record("ple.train", logging.INFO, "[train] epoch 1/3 step 50 loss ctr=0.4"),
+    _warning("train.foo is ignored on CPU", UserWarning, PROJECT_FILE),  # the project's own warning
+    _record("ray.data", logging.ERROR, "a library's error still shows"),
+    _record("my_plugin", logging.WARNING, "a warning of code that is not a known library"),
+]
+HIDDEN = [
+    _record("root", logging.INFO, "Successfully loaded: 'fbgemm_gpu_tbe_training.so'"),  # fbgemm, on the root
+    _record("torchrec.distributed.planner.types", logging.WARNING, "The topology was constructed directly"),
+    _record("ray.train", logging.INFO, "Reporting training result 3: TrainingReport(...)"),
+    _warning("HeuristicalStorageReservation is deprecated", FutureWarning, LIBRARY_FILE),
+    # torch's deprecation, raised from the project's line that called isinstance (stacklevel=2).
+    _warning(SHARDED, FutureWarning, "/work/repo/pipeline/train/checkpoint.py"),
+    _record("ray.data._internal.progress", logging.WARNING, "Progress bars disabled. To enable, set `...`."),
+]
+
+
+def test_the_console_shows_the_projects_lines_and_real_errors_only():
+    console = ConsoleFilter()
+    assert [console.filter(r) for r in SHOWN] == [True] * len(SHOWN)
+    assert [console.filter(r) for r in HIDDEN] == [False] * len(HIDDEN)
+
+
+def test_a_librarys_traceback_of_bad_input_stays_off_the_console():
+    from pipeline.data.validation import DataValidationError
+
+    console = ConsoleFilter()
+    traceback_text = _record("ray.train.v2._internal.util", logging.ERROR, "Error in training function: ...")
+    try:  # Ray Train logs the traceback text while it handles the worker's exception
+        raise DataValidationError("null or NaN dense values", file="part-0.parquet", column="price", count=1)
+    except DataValidationError:
+        assert not console.filter(traceback_text)  # the job prints it as one line, last
+    try:
+        raise RuntimeError("gloo: connection reset by peer")
+    except RuntimeError:
+        assert console.filter(traceback_text)  # a fault: its traceback shows
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_every_line_goes_to_the_file_and_every_console_is_filtered(clean_logging, tmp_path, verbose):
+    path = configure_logs(tmp_path / "logs" / "driver.log", verbose=verbose)
+    consoles = [h for lg in console_loggers() for h in lg.handlers if is_console_handler(h)]
+    assert consoles and all(any(isinstance(f, ConsoleFilter) for f in h.filters) != verbose for h in consoles)
+    for record in SHOWN + HIDDEN:
+        logging.getLogger(record.name).handle(record)
+    assert path is not None
+    full = path.read_text()
+    for record in SHOWN + HIDDEN:
+        assert record.getMessage().splitlines()[0].strip() in full, record.getMessage()  # captured, not lost
+
+
+def test_a_second_call_replaces_the_first(clean_logging, tmp_path):
+    configure_logs(tmp_path / "a.log")
+    configure_logs(tmp_path / "b.log")
+    logging.getLogger("ple.train").info("only in b")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    assert "only in b" not in (tmp_path / "a.log").read_text()
+    assert "only in b" in (tmp_path / "b.log").read_text()
+
+
+def test_ray_data_quiet_config_is_the_pinned_rays_default_with_a_quieter_console():
+    """configs/logging/ray_data.yaml is Ray Data's DEFAULT_CONFIG (private: this pins it) but for
+    its console's level and one more console filter."""
+    import pydoc
+
+    import yaml
+    from ray.data._internal.logging import DEFAULT_CONFIG
+
+    ours = yaml.safe_load(RAY_DATA_QUIET_CONFIG.read_text())
+    assert ours["loggers"] == DEFAULT_CONFIG["loggers"]
+    assert ours["formatters"]["ray"] == DEFAULT_CONFIG["formatters"]["ray"]
+    assert ours["handlers"]["file"] == DEFAULT_CONFIG["handlers"]["file"]
+    console, default_console = ours["handlers"]["console"], DEFAULT_CONFIG["handlers"]["console"]
+    assert (console["class"], console["formatter"]) == (default_console["class"], default_console["formatter"])
+    assert (default_console["level"], console["level"]) == ("INFO", "WARNING")
+    assert console["filters"] == [*default_console["filters"], "chosen_settings"]
+    named = [f["()"] for f in ours["filters"].values()] + [h["class"] for h in ours["handlers"].values()]
+    assert all(pydoc.locate(name) is not None for name in named), named  # they exist in the pinned Ray
+
+
+def test_chosen_setting_notices_are_dropped():
+    record = logging.LogRecord("ray.data._internal.progress", logging.WARNING, "", 0, "", (), None)
+    record.msg = (
+        "Progress bars disabled. To enable, set `ray.data.DataContext.get_current().enable_progress_bars = True`."
+    )
+    assert not ChosenSettingNotices().filter(record) and not ConsoleFilter().filter(record)
+    record.msg = "Ray Data ran out of disk"
+    assert ChosenSettingNotices().filter(record)
