@@ -268,7 +268,7 @@ class WorkerTrainer:
             result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
         if self.rank == 0:
-            log.info(eval_line(self.step, result, self.spec.task_names))
+            log.info(eval_line(self.step, result, self.spec.task_names, run=self.group_run))
         if self.tensorboard is not None and gates is not None:
             self.tensorboard.evaluation(self.step, result, gates.close())
         return result
@@ -456,6 +456,7 @@ class WorkerTrainer:
                 losses=per_task.tolist(),
                 rows_per_s=meter.window_rows_per_s(),
                 rows_per_step=meter.rows_per_step,
+                run=self.group_run,
             )
             log.info(line)
         if actions.report:
@@ -470,8 +471,11 @@ def _configure_worker_logs(loop_config: dict, verbose: bool) -> None:
     from pipeline.common.logs import configure_logs
 
     log_dir = loop_config.get("log_dir")
-    rank = ray.train.get_context().get_world_rank()
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
     configure_logs(f"{log_dir}/worker-{rank}.log" if log_dir else None, verbose)
+    if rank == 0:  # once per start of the worker group: a restart after a fault shows
+        log.info(f"[train] {ctx.get_world_size()} workers started")
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

@@ -1,6 +1,8 @@
 """What a person sees when running the training job as `make demo` does: a short console (the
 project's progress and results, not the libraries' chatter), the full logs in the run's
-directory, and for bad data one start of the workers, the error line last and exit status 65."""
+directory, and for a NaN met mid-epoch one start of the worker group (no retries, though
+max_failures allows them: test_train_recovery.py keeps a killed worker retried), the error
+line last and exit status 65."""
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def test_bad_data_fails_fast_with_its_own_exit_status(ray_local, tmp_path, repo_
         [f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", *SMALL],
     )
     ensure_data(cfg)  # generated with the session's Ray (ray_local), as the job would
-    bad = list_day_files(cfg.data.root, *cfg.data.train_days)[-1]
+    bad = list_day_files(cfg.data.root, *cfg.data.train_days)[-1]  # the last file read: mid-epoch
     table = pq.read_table(bad)
     price = table["price"].to_numpy().astype(np.float64)
     price[-5] = np.nan
@@ -74,6 +76,8 @@ def test_bad_data_fails_fast_with_its_own_exit_status(ray_local, tmp_path, repo_
         lines[-1]
         == f"error: {bad}: column 'price': null or NaN dense values (set missing: default to fill them) (1 rows)"
     )
+    # One start of the worker group although max_failures=2 would allow two restarts.
+    assert proc.stdout.count("[train] 2 workers started") == 1, proc.stdout
     # Once: no retry of the worker group, no library traceback of it on the console (Ray Train's
     # worker and controller log one each)...
     assert proc.stdout.count("null or NaN dense values") == 1, proc.stdout
