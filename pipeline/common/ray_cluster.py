@@ -51,14 +51,21 @@ def setup_worker() -> None:
     - Quiet logs (pipeline/common/logs.py) in every process, Ray Train's controller and Ray Data's
       coordinators included: the training workers and scoring actors also set them up themselves,
       on any cluster.
+    - RAY_ADDRESS names this cluster in its own processes: Ray Train's placement-group cleaner
+      looks its cluster up by address, and with several Ray instances on one machine (two
+      jobs, the test suite) the lookup without one failed and crashed its thread, with a
+      traceback on the job's console.
     - The cluster runs without the dashboard, which serves Ray's State API, so Ray Train's
       placement-group cleaner warned every second that it could not query the controller's
       state (harmless: it frees the group when the job ends anyway)."""
     import logging
 
+    import ray
+
     from pipeline.common.logs import configure_worker_process
     from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 
     configure_worker_process()
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     shorten_scheduling_delays()
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
