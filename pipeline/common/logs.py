@@ -111,7 +111,9 @@ def configure_logs(
     Returns the log file's path."""
     logging.captureWarnings(True)  # warnings -> logger py.warnings: filtered, and in the file
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # for the processes this one starts
-    if not verbose:  # Ray Data's own switch for its console (read when ray.data is imported)
+    # Ray Data's own switch for its console, read when ray.data is imported. Only from a checkout
+    # (an installed package has no configs/): Ray Data fails to import if the file is missing.
+    if not verbose and RAY_DATA_QUIET_CONFIG.is_file():
         os.environ.setdefault(RAY_DATA_LOGGING_ENV, str(RAY_DATA_QUIET_CONFIG))
     root = logging.getLogger()
     root.setLevel(logging.INFO)

@@ -66,6 +66,7 @@ def setup_worker() -> None:
     from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 
     configure_worker_process()
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    if ray.is_initialized():  # a Ray worker process is (the hook's unit test calls it without Ray)
+        os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     shorten_scheduling_delays()
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
