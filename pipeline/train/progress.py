@@ -20,11 +20,9 @@ def progress_line(
     losses: Sequence[float],
     rows_per_s: float,
     rows_per_step: int,
-    run: str | None = None,
 ) -> str:
     """`[train] epoch 2/3 step 812 (batch 31/781) loss ctr=0.4012 cvr=0.3121, 25,300 rows/s, epoch ETA 0:42`.
-    Without `steps_per_epoch` (data of unknown length) the batch count and ETA are left out.
-    `run`: the run's name when it is one of a group (the comparison's), after the tag."""
+    Without `steps_per_epoch` (data of unknown length) the batch count and ETA are left out."""
     loss = " ".join(f"{t}={v:.4f}" for t, v in zip(tasks, losses, strict=True))
     where = f"epoch {epoch + 1}/{epochs} step {step}"
     eta = ""
@@ -33,15 +31,12 @@ def progress_line(
         left = max(steps_per_epoch - batch_in_epoch, 0)
         if rows_per_s > 0:
             eta = f", epoch ETA {duration(left * rows_per_step / rows_per_s)}"
-    return f"[{_tag('train', run)}] {where} loss {loss}, {rows_per_s:,.0f} rows/s{eta}"
-
-
-def _tag(kind: str, run: str | None) -> str:
-    return f"{kind} {run}" if run else kind
+    return f"[train] {where} loss {loss}, {rows_per_s:,.0f} rows/s{eta}"
 
 
 def eval_line(step: int, metrics: dict, tasks: Sequence[str], run: str | None = None) -> str:
-    """`[eval] step 400: ctr AUC 0.7412 (GAUC 0.61), cvr AUC 0.7511; best mean_auc 0.7480 at step 400`."""
+    """`[eval] step 400: ctr AUC 0.7412 (GAUC 0.61), cvr AUC 0.7511; best 0.7480 at step 400`;
+    `run`: the run's name when it is one of a group (the comparison's): `[eval mmoe-s1] ...`."""
     parts = []
     for t in tasks:
         auc = metrics.get(f"val/{t}/auc")
@@ -49,7 +44,8 @@ def eval_line(step: int, metrics: dict, tasks: Sequence[str], run: str | None = 
             continue
         gauc = metrics.get(f"val/{t}/gauc")
         parts.append(f"{t} AUC {auc:.4f}" + (f" (GAUC {gauc:.4f})" if gauc is not None else ""))
-    line = f"[{_tag('eval', run)}] step {step}: " + ", ".join(parts)
+    line = f"[eval {run}] step {step}: " if run else f"[eval] step {step}: "
+    line += ", ".join(parts)
     if BEST_KEY in metrics and STEP_KEY in metrics:  # with early stopping
         line += f"; best {metrics[BEST_KEY]:.4f} at step {int(metrics[STEP_KEY])}"
     return line

@@ -267,8 +267,8 @@ class WorkerTrainer:
                     )
             result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
-        if self.rank == 0:
-            log.info(eval_line(self.step, result, self.spec.task_names, run=self.group_run))
+        if self.rank == 0 and not self.group_run:  # a group's runs say it once each, at the end (fit)
+            log.info(eval_line(self.step, result, self.spec.task_names))
         if self.tensorboard is not None and gates is not None:
             self.tensorboard.evaluation(self.step, result, gates.close())
         return result
@@ -358,6 +358,8 @@ class WorkerTrainer:
         stopped_here = self.stopped_early and bool(self.history) and self.history[-1]["step"] == self.step
         # Stopped early: the run's last evaluation was at this very step.
         final = self.history[-1] if stopped_here else self.evaluate()
+        if self.rank == 0 and self.group_run:  # one line per run of a comparison's many
+            log.info(eval_line(self.step, final, self.spec.task_names, run=self.group_run))
         self.report(
             {
                 **final,
@@ -445,7 +447,8 @@ class WorkerTrainer:
     ) -> None:
         """What the cadence decided for this step: a progress line (rank 0), an evaluation, a
         checkpoint (an evaluation and a checkpoint at the same step are one report)."""
-        if actions.log and self.rank == 0 and per_task is not None and meter is not None:
+        # A group's runs (the comparison's, tens of short runs) print no progress lines.
+        if actions.log and self.rank == 0 and not self.group_run and per_task is not None and meter is not None:
             line = progress_line(
                 epoch=self.epoch,
                 epochs=self.cfg.train.epochs,
@@ -456,7 +459,6 @@ class WorkerTrainer:
                 losses=per_task.tolist(),
                 rows_per_s=meter.window_rows_per_s(),
                 rows_per_step=meter.rows_per_step,
-                run=self.group_run,
             )
             log.info(line)
         if actions.report:
