@@ -33,14 +33,13 @@ def main(argv: list[str] | None = None) -> Path:
     args = p.parse_args(argv)
 
     from pipeline.common.errors import exit_on_bad_input
+    from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.report.compare import load_compare_config, run_comparison
     from pipeline.report.writer import write_report
 
     with exit_on_bad_input():
-        job, cc = load_compare_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
+        job, cc = load_compare_config(args.config, with_verbose(args.overrides, args.verbose))
     out = args.out or Path(job.output_dir) / f"{job.name}-report"
-    from pipeline.common.logs import configure_logs
-
     configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
     with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
         if cc.conflict is not None:

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
 
     from pipeline.common.errors import exit_on_bad_input, fail
-    from pipeline.common.logs import configure_logs
+    from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.registry.lock import LockHeldError
     from pipeline.registry.versions import RegistryError
     from pipeline.retrain.config import load_retrain_config
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None):
 
     try:
         with exit_on_bad_input(RegistryError, RetrainError):
-            cfg = load_retrain_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
+            cfg = load_retrain_config(args.config, with_verbose(args.overrides, args.verbose))
             configure_logs(cfg.job.run_dir / "logs" / "driver.log", cfg.job.verbose)
             outcome = retrain(cfg, args.address)
     except LockHeldError as err:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
 
     from pipeline.common.errors import exit_on_bad_input
-    from pipeline.common.logs import configure_logs
+    from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.score.config import load_score_config
     from pipeline.score.errors import ScoringError
     from pipeline.score.output import log_dir
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None):
     if args.keys:
         overrides.append(f"key_columns=[{args.keys}]")
     with exit_on_bad_input(ExportError, ScoringError):
-        cfg = load_score_config(args.config, [*overrides, *(["verbose=true"] if args.verbose else [])])
+        cfg = load_score_config(args.config, with_verbose(overrides, args.verbose))
         configure_logs(log_dir(args.output) / "driver.log", cfg.verbose)
         summary = score(
             args.model, args.input, args.output, cfg, days=args.days, overwrite=args.overwrite, address=args.address

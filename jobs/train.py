@@ -43,12 +43,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from pipeline.common.errors import exit_on_bad_input
+    from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.train.config import load_config
 
     with exit_on_bad_input():
-        cfg = load_config(args.config, [*args.overrides, *(["verbose=true"] if args.verbose else [])])
-    from pipeline.common.logs import configure_logs
-
+        cfg = load_config(args.config, with_verbose(args.overrides, args.verbose))
     logs = cfg.run_dir / "logs"  # the driver's and every worker's full log
     configure_logs(None if args.in_memory else logs / "driver.log", cfg.verbose)
     if args.in_memory:

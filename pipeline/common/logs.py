@@ -91,6 +91,11 @@ def is_console_handler(handler: logging.Handler) -> bool:
     return handler.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
 
 
+def with_verbose(overrides: list[str], verbose: bool) -> list[str]:
+    """A job's dotted overrides with its --verbose flag as the config key it sets."""
+    return [*overrides, "verbose=true"] if verbose else list(overrides)
+
+
 def console_loggers() -> list[logging.Logger]:
     """The root and every library logger that does not propagate to it (Ray's, Ray Data's and
     torch's have handlers of their own): the loggers whose handlers print to the console."""

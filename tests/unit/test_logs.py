@@ -17,6 +17,7 @@ from pipeline.common.logs import (
     configure_logs,
     console_loggers,
     is_console_handler,
+    with_verbose,
 )
 
 LIBRARY_FILE = f"{sys.prefix}/lib/python3.11/site-packages/torchrec/distributed/planner/types.py"
@@ -147,3 +148,12 @@ def test_chosen_setting_notices_are_dropped():
     assert not ChosenSettingNotices().filter(record) and not ConsoleFilter().filter(record)
     record.msg = "Ray Data ran out of disk"
     assert ChosenSettingNotices().filter(record)
+
+
+def test_the_verbose_flag_is_the_verbose_config_key(repo_root):
+    from pipeline.train.config import load_config
+
+    overrides = ["train.epochs=1"]
+    assert with_verbose(overrides, False) == ["train.epochs=1"] and overrides == ["train.epochs=1"]
+    cfg = load_config(repo_root / "configs/jobs/train_local.yaml", with_verbose(overrides, True))
+    assert cfg.verbose and cfg.train.epochs == 1
