@@ -4,6 +4,8 @@
     python benchmarks/bench_score.py --rows 400000 --rows-per-file 25000   # many tiny files
     python benchmarks/bench_score.py --num-actors 8 --cpus-per-actor 1 --torch-threads 1
     python benchmarks/bench_score.py --allocator system       # glibc's malloc, actors and baseline
+    python benchmarks/bench_score.py --actor-memory 1,4 --user-rows 8000000 --rows 200000
+                                                              # node memory: 4 actors vs 1 mapping one model
 
 Generates synthetic logs of N rows and of scale*N rows (same rows per file, scale times the
 files), exports a randomly initialised model (or uses --model), then prints, in one run:
@@ -44,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -52,8 +55,9 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
+from pipeline.common.logs import configure_logs
 from pipeline.data.collate import collate
-from pipeline.data.feature_spec import load_spec
+from pipeline.data.feature_spec import spec_from_dict
 from pipeline.data.synthetic import write_file
 from pipeline.score.allocator import jemalloc_env, prepare_allocator
 from pipeline.score.config import ScoreConfig
@@ -73,31 +77,68 @@ def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
     return files
 
 
-def make_export(path: str) -> str:
-    spec = load_spec(os.path.join(REPO, "configs", "features", "synthetic.yaml"))
+def make_export(path: str, user_rows: int | None = None) -> str:
+    """A randomly initialised export of the demo's model; `user_rows`: its user table hashed
+    into that many rows instead (a model of a larger size, for --actor-memory)."""
+    with open(os.path.join(REPO, "configs", "features", "synthetic.yaml")) as f:
+        data = yaml.safe_load(f)
+    if user_rows:
+        user = next(t for t in data["tables"] if t["name"] == "user")
+        user.pop("vocab_size", None)
+        user["hash_buckets"] = user_rows
+    spec = spec_from_dict(data)
     with open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")) as f:
         cfg = ModelConfig.model_validate(yaml.safe_load(f)["model"])
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
     return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
 
 
+def export_mb(model_dir: str) -> float:
+    return sum(p.stat().st_size for p in Path(model_dir).rglob("*.safetensors")) / 2**20
+
+
 def forward_only_with(
-    allocator: str, model_dir: str, files: list[str], batch_size: int, threads: int
+    allocator: str, model_dir: str, files: list[str], batch_size: int, threads: int, ab: bool = False
 ) -> tuple[float, float]:
-    """forward_only in a fresh process with the scoring actors' allocator (jemalloc is preloaded
-    at start-up, so it cannot be switched on in this one): both sides allocate alike."""
+    """forward_only (or with `ab` mapped_vs_copied) in a fresh process with the scoring actors'
+    allocator (jemalloc is preloaded at start-up, so it cannot be switched on in this one): both
+    sides allocate alike."""
     env = {**os.environ, **(jemalloc_env() if allocator == "jemalloc" else {})}
     args = [
         sys.executable,
         os.path.abspath(__file__),
         "--baseline-of",
         model_dir,
+        "ab" if ab else "forward",
         str(batch_size),
         str(threads),
         *files,
     ]
     out = subprocess.run(args, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
     return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
+def mapped_vs_copied(model_dir: str, files: list[str], batch_size: int, threads: int) -> tuple[float, float]:
+    """Forward-only rows/s of the export as load_export maps it, and of a private copy of it (as
+    exports were loaded before they were mapped), timed in turn, best of 5 passes each (the first
+    pass touches every page both ways)."""
+    import copy
+
+    torch.set_num_threads(threads)
+    prepare_allocator()
+    mapped, spec, _ = load_export(model_dir)
+    models = {"mapped": mapped, "copied": copy.deepcopy(mapped)}  # deepcopy clones every tensor
+    batches = [collate(t, spec, with_labels=False) for f in files for t in pq.ParquetFile(f).iter_batches(batch_size)]
+    rows = sum(len(b) for b in batches)
+    best = dict.fromkeys(models, 0.0)
+    with torch.inference_mode():
+        for _ in range(5):
+            for name, model in models.items():
+                start = time.perf_counter()
+                for b in batches:
+                    model(*_inputs(b))
+                best[name] = max(best[name], rows / (time.perf_counter() - start))
+    return best["mapped"], best["copied"]
 
 
 def forward_only(model_dir: str, files: list[str], batch_size: int, threads: int) -> tuple[float, float]:
@@ -151,6 +192,50 @@ def run_job(model_dir: str, data: str, out: str, cfg: ScoreConfig):
     return summary, peak, anon, shmem
 
 
+def actor_memory(args, work: str, counts: list[int]) -> None:
+    """Node memory of scoring with 1 and with more actors on this node, next to the model's
+    size: each actor maps the export read-only, so only its own activations are private."""
+    data = os.path.join(work, "small")
+    files = make_data(data, args.rows, args.rows_per_file)
+    model_dir = args.model or make_export(os.path.join(work, "export"), args.user_rows)
+    model_mb = export_mb(model_dir)
+    print(f"model: {model_mb:.0f} MB of safetensors files; data: {args.rows:,} rows; {os.cpu_count()} CPUs", flush=True)
+    mapped, copied = forward_only_with(args.allocator, model_dir, files, args.batch_size, args.torch_threads, ab=True)
+    print(
+        f"forward only, {args.torch_threads} thread(s), in turn in one process: {mapped:,.0f} rows/s with the mapped "
+        f"model, {copied:,.0f} rows/s with a private copy: ratio {mapped / copied:.2f} (target >= 1.0 within noise)",
+        flush=True,
+    )
+    node = {}
+    for n in counts:
+        cfg = ScoreConfig(
+            batch_size=args.batch_size,
+            num_actors=n,
+            cpus_per_actor=min(1.0, (os.cpu_count() or 2) / (2 * n)),  # half the CPUs: the rest reads
+            torch_threads=args.torch_threads,
+            local_num_cpus=args.num_cpus,
+            actor_allocator=args.allocator,
+            progress_every_s=3600,
+        )
+        summary, *_ = run_job(model_dir, data, os.path.join(work, f"out_{n}"), cfg)
+        private = sum(a["peak_anon_mb"] for a in summary.actors)
+        by_model = max(a["model_private_mb"] for a in summary.actors)
+        # The mapped model's pages are the page cache's: counted once on the node, however many map them.
+        node[n] = private + model_mb
+        print(
+            f"{n} actors: summed private memory {private:,.0f} MB ({private / n:,.0f} per actor, of which loading "
+            f"the model added at most {by_model:,.0f} MB); node memory "
+            f"{node[n]:,.0f} MB with the model once (a copy per actor would be {private + n * model_mb:,.0f} MB); "
+            f"{summary.steady_rows_per_s:,.0f} rows/s steady",
+            flush=True,
+        )
+    lo, hi = min(counts), max(counts)
+    print(
+        f"\nnode memory {hi} actors / {lo} actor: {node[hi] / node[lo]:.2f} (model {model_mb:.0f} MB; a copy per "
+        f"actor would give {(node[hi] + (hi - 1) * model_mb) / node[lo]:.2f})"
+    )
+
+
 def _object_store_mb() -> float:
     import ray
 
@@ -159,8 +244,9 @@ def _object_store_mb() -> float:
 
 def main():
     if sys.argv[1:2] == ["--baseline-of"]:  # the child process of forward_only_with
-        model_dir, batch_size, threads, *files = sys.argv[2:]
-        print(json.dumps(forward_only(model_dir, files, int(batch_size), int(threads))))
+        model_dir, how, batch_size, threads, *files = sys.argv[2:]
+        measure = mapped_vs_copied if how == "ab" else forward_only
+        print(json.dumps(measure(model_dir, files, int(batch_size), int(threads))))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # 1M rows: at ~200k rows/s the steady-state window of the small input lasts ~4 s.
@@ -182,9 +268,21 @@ def main():
     )
     p.add_argument("--model", default=None, help="export directory (default: a random-init export)")
     p.add_argument("--workdir", default=None, help="where data and outputs go (default: a temp dir)")
+    p.add_argument(
+        "--actor-memory",
+        default=None,
+        help="e.g. 1,4: node memory of the job with that many actors, instead of the N / scale*N runs",
+    )
+    p.add_argument("--user-rows", type=int, default=None, help="the random export's user table rows (model size)")
     args = p.parse_args()
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_score_")
+    configure_logs(Path(work, "driver.log"))  # as the jobs: library logs to a file, not the console
+    if args.actor_memory:
+        actor_memory(args, work, [int(n) for n in args.actor_memory.split(",")])
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     small, large = os.path.join(work, "small"), os.path.join(work, "large")
     t0 = time.perf_counter()
     small_files = make_data(small, args.rows, args.rows_per_file)

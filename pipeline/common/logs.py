@@ -42,7 +42,12 @@ def _library_warning(record: logging.LogRecord) -> bool:
     message = record.getMessage()  # "<file>:<line>: <Category>: <message>"
     if any(f": {category}: " in message and text in message for category, text in LIBRARY_WARNINGS):
         return True
-    parts = Path(message.split(":", 1)[0]).parts
+    return _library_file(message.split(":", 1)[0])
+
+
+def _library_file(path: str) -> bool:
+    """A file of an installed package (site-packages) that is not the project's."""
+    parts = Path(path).parts
     return "site-packages" in parts and not any(p in parts for p in PROJECT_PACKAGES)
 
 
@@ -81,6 +86,10 @@ class ConsoleFilter(logging.Filter):
             return True
         if record.name == "py.warnings":
             return not _library_warning(record)
+        if record.name == "root" and _library_file(record.pathname):
+            # A library's logging.warning(...) on the root logger: torchrec's planner says
+            # "Sharding spec not found" of every data-parallel table.
+            return False
         return record.levelno >= logging.WARNING and record.name.split(".")[0] not in LIBRARIES
 
 

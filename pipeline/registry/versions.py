@@ -5,7 +5,7 @@ is in production.
     <root>/versions/v0003/
         version.json               status (accepted/rejected + reason), parent, days, metrics, gate,
                                    code version, warm start, training history
-        export/                    the exported model (weights.pt, model.json): what scoring loads
+        export/                    the exported model (safetensors files, model.json): what scoring loads
         checkpoint/                the sharded training checkpoint (DCP + extra.json + plan.json):
                                    the next day's warm start (weights and optimizer state)
         config.yaml                the training job's config as run (days and warm start included)

@@ -41,6 +41,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.common.config import ConfigError, read_config_dict, validated
+from pipeline.common.logs import duration
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import JobConfig, tasks_from_spec
 from ple_model import ModelConfig
@@ -264,34 +265,28 @@ def gate_utilisation(export_dir: str, job: JobConfig, rows: int) -> list[dict]:
     from pipeline.data.files import list_day_files
     from pipeline.data.reader import iter_file_batches
     from pipeline.train.export import load_export
+    from pipeline.train.tracking import GateMeter
 
     model, spec, _ = load_export(export_dir)
     files = list_day_files(job.data.root, *job.data.val_days)
-    sums, seen = None, 0
+    meter = GateMeter(model, spec.task_names)  # the same averaging as TensorBoard's gate scalars
     with torch.no_grad():
         for batch in iter_file_batches(files, spec, min(job.train.batch_size, rows), validate=False):
-            n = len(batch)
-            levels = model.dense.expert_utilisation(model.features(batch.sparse_features, batch.dense_features))
-            weighted = [(g.task * n, None if g.shared is None else g.shared * n) for g in levels]
-            sums = (
-                weighted
-                if sums is None
-                else [(a + b, None if s is None else s + u) for (a, s), (b, u) in zip(sums, weighted, strict=True)]
-            )
-            seen += n
-            if seen >= rows:
+            model(batch.sparse_features, batch.dense_features)
+            if meter.rows >= rows:
                 break
-    cfg = model.dense.ple.cfg  # resolved: the expert counts the layers were built with
-    if sums is None:
+    levels = meter.close()
+    if not levels:
         raise ValueError(f"no validation rows in {files} to measure the gates on")
+    cfg = model.dense.ple.cfg  # resolved: the expert counts the layers were built with
     return [
         {
-            "task": (task / seen).tolist(),
-            "shared": None if shared is None else (shared / seen).tolist(),
+            "task": [level[t] for t in spec.task_names],
+            "shared": level.get("shared"),
             "task_experts": cfg.task_experts,
             "shared_experts": cfg.shared_experts,
         }
-        for task, shared in sums
+        for level in levels
     ]
 
 
@@ -302,6 +297,18 @@ def _cached_run(cfg: JobConfig, rerun: bool) -> RunRecord | None:
         print(f"[compare] {cfg.name}: finished earlier, reading {cached}", flush=True)
         return RunRecord(**{**json.loads(cached.read_text()), "reused": True})
     return None
+
+
+def seed_line(seed: int, variants: list[Variant], records: list, seconds: float) -> str:
+    """One console line per seed of a comparison (its runs print none of their own): each
+    model's final validation AUC per task, `—` for a single-task model's other task."""
+    keys = (k for r in records for k in r.metrics if k.startswith("val/") and k.endswith("/auc"))
+    tasks = list(dict.fromkeys(k.split("/")[1] for k in keys))  # in the spec's order
+    cells = []
+    for v, r in zip(variants, records, strict=True):
+        aucs = "/".join("—" if v.task not in (None, t) else f"{r.metrics[f'val/{t}/auc']:.4f}" for t in tasks)
+        cells.append(f"{v.label} {aucs}")
+    return f"[compare] seed {seed} done in {duration(seconds)}, val AUC {'/'.join(tasks)}: {', '.join(cells)}"
 
 
 def run_seed(
@@ -335,6 +342,7 @@ def run_seed(
                 record.utilisation = gate_utilisation(result.export_dir, cfg, cc.gate_rows)
             Path(result.run_dir, RESULT_FILE).write_text(json.dumps(asdict(record), default=float))
             records[v.key] = record
+        print(seed_line(seed, todo, [records[v.key] for v in todo], time.perf_counter() - began), flush=True)
     return [done for v in variants if (done := records[v.key]) is not None]  # every one, by now
 
 
@@ -351,11 +359,14 @@ class Comparison:
         return sorted((r for r in self.runs if r.variant == key), key=lambda r: r.seed)
 
 
-def run_comparison(job: JobConfig, cc: CompareConfig, address: str | None = None, rerun: bool = False) -> Comparison:
-    """Every variant x seed in one Ray session: one Ray Train run per seed (see run_seed)."""
+def run_comparison(
+    job: JobConfig, cc: CompareConfig, address: str | None = None, rerun: bool = False, describe: bool = True
+) -> Comparison:
+    """Every variant x seed in one Ray session: one Ray Train run per seed (see run_seed).
+    `describe`: print each model's size first."""
     spec = load_spec(job.data.spec)
     variants = build_variants(job, cc, spec)
-    for v in variants:
+    for v in variants if describe else []:
         print(
             f"[compare] {v.label}: {v.params:,} dense parameters ({v.budget_gap:+.1%} vs the PLE budget), "
             f"experts {v.model.expert_hidden}",

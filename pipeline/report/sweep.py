@@ -55,9 +55,10 @@ def run_sweep(
     """One comparison per value of `cc.conflict`, in order, in one Ray session."""
     assert cc.conflict is not None
     points = []
-    for c in cc.conflict:
+    for i, c in enumerate(cc.conflict):
         print(f"[compare] conflict {c:g}: {len(cc.variants)} variants x {len(cc.seeds)} seeds", flush=True)
-        points.append((c, run_comparison(conflict_job(job, c), cc, address, rerun)))
+        # The models are the same at every conflict strength: their sizes are printed once.
+        points.append((c, run_comparison(conflict_job(job, c), cc, address, rerun, describe=i == 0)))
     return points
 
 

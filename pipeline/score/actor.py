@@ -59,7 +59,14 @@ class Scorer:
             from pipeline.registry.store import fetched_copy
 
             model_dir = fetched_copy(model_url, "export")
+        import safetensors.torch  # noqa: F401  imported first, so that model_private_mb is the
+        import torchrec  # noqa: F401  model's alone, not the code's (the load imports them)
+
+        before_load = _resident_mb()[0]
         self.model, self.spec, meta = load_export(model_dir)
+        # The export is mapped, not copied: the private memory its load adds is the modules' own
+        # bookkeeping, not the tables (those are the page cache's, shared by the node's actors).
+        self.model_private_mb = _resident_mb()[0] - before_load
         if meta["version"] != version:
             # The export directory was replaced (a new training run) after the job was planned.
             raise ScoringError(
@@ -141,6 +148,7 @@ class Scorer:
                     "batches": self.batches,
                     "missing": dict(self.missing),
                     "load_s": self.load_s,
+                    "model_private_mb": self.model_private_mb,
                     "busy_s": self.busy_s,
                     "peak_anon_mb": self.peak_anon_mb,
                     "peak_shmem_mb": self.peak_shmem_mb,

@@ -121,6 +121,10 @@ class ClusterConfig(StrictModel):
     # them: at Ray's default of 2 s every evaluation and checkpoint stalled the workers ~0.8 s.
     # An explicit RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment wins.
     health_check_interval_s: float = Field(0.5, gt=0)
+    # Memory one worker may hold, which the sharding planner fits the tables and their optimizer
+    # state into (failing at planning, naming the tables, when they cannot fit). None: a GPU's
+    # memory, or on CPU the node's memory shared among the workers on it.
+    worker_memory_gb: float | None = Field(None, gt=0)
 
 
 class JobConfig(StrictModel):

@@ -34,9 +34,8 @@ def progress_line(
     return f"[train] {where} loss {loss}, {rows_per_s:,.0f} rows/s{eta}"
 
 
-def eval_line(step: int, metrics: dict, tasks: Sequence[str], run: str | None = None) -> str:
-    """`[eval] step 400: ctr AUC 0.7412 (GAUC 0.61), cvr AUC 0.7511; best 0.7480 at step 400`;
-    `run`: the run's name when it is one of a group (the comparison's): `[eval mmoe-s1] ...`."""
+def eval_line(step: int, metrics: dict, tasks: Sequence[str]) -> str:
+    """`[eval] step 400: ctr AUC 0.7412 (GAUC 0.61), cvr AUC 0.7511; best 0.7480 at step 400`."""
     parts = []
     for t in tasks:
         auc = metrics.get(f"val/{t}/auc")
@@ -44,8 +43,7 @@ def eval_line(step: int, metrics: dict, tasks: Sequence[str], run: str | None = 
             continue
         gauc = metrics.get(f"val/{t}/gauc")
         parts.append(f"{t} AUC {auc:.4f}" + (f" (GAUC {gauc:.4f})" if gauc is not None else ""))
-    line = f"[eval {run}] step {step}: " if run else f"[eval] step {step}: "
-    line += ", ".join(parts)
+    line = f"[eval] step {step}: " + ", ".join(parts)
     if BEST_KEY in metrics and STEP_KEY in metrics:  # with early stopping
         line += f"; best {metrics[BEST_KEY]:.4f} at step {int(metrics[STEP_KEY])}"
     return line

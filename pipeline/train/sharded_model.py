@@ -198,6 +198,7 @@ def build_sharded_model(
     sharding_type: str | dict[str, str] | None = None,
     pg: dist.ProcessGroup | None = None,
     min_column_shard_dim: int | None = None,
+    memory_budget: int | None = None,
 ) -> ShardedModel:
     """Needs an initialised default process group (Ray Train's, or the caller's); `pg` defaults to it.
     Every rank must call this with the same arguments. Dense weights start as rank 0's (DDP
@@ -205,7 +206,8 @@ def build_sharded_model(
 
     `train` gives the optimizers, learning rates, loss weights (at step 0), ESMM, and the batch
     size the planner assumes; `sharding_type` overrides `train.sharding_type` (a resumed run
-    plans with its checkpoint's types)."""
+    plans with its checkpoint's types); `memory_budget`: bytes per rank the tables must fit in
+    (sharding.worker_memory_budget), None for torchrec's default."""
     device = torch.device(device)
     check_sparse_optimizer(train.sparse_optimizer, device)
     pg = pg or dist.group.WORLD
@@ -229,6 +231,8 @@ def build_sharded_model(
         train.batch_size,
         pg,
         min_column_shard_dim,
+        memory_budget,
+        train.sparse_optimizer,
     )
     dmp = DistributedModelParallel(
         module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan, sharders=sharders()

@@ -11,12 +11,68 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
-from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
+from torchrec.distributed.planner.types import KernelConfig, PlannerError, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
+from pipeline.common.config import ConfigError
+
 CPU_SHARDING_TYPES = ["data_parallel", "table_wise", "column_wise", "table_column_wise"]
 GPU_SHARDING_TYPES = CPU_SHARDING_TYPES + ["row_wise", "table_row_wise"]
+
+
+class PlanningError(ConfigError):
+    """The tables cannot be placed within the workers' memory budget: a config to change, not a
+    fault to retry (it fails the run at once, before the tables are allocated)."""
+
+
+# Bytes of optimizer state per row of a table of width `dim` (fp32): what the planner must fit
+# beside the weights.
+OPTIMIZER_STATE_FLOATS = {"rowwise_adagrad": lambda dim: 1, "adam": lambda dim: 2 * dim, "sgd": lambda dim: 0}
+
+
+def table_bytes(rows: int, dim: int, sparse_optimizer: str) -> int:
+    """Weights plus optimizer state of one fp32 table."""
+    return rows * (dim + OPTIMIZER_STATE_FLOATS[sparse_optimizer](dim)) * 4
+
+
+def worker_memory_budget(worker_memory_gb: float | None, device: torch.device, local_world_size: int) -> int:
+    """Bytes one training worker may hold: `worker_memory_gb` when set, else its device's memory
+    (a GPU's), or on CPU this node's memory shared among the workers on it."""
+    if worker_memory_gb is not None:
+        return int(worker_memory_gb * 2**30)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total // max(local_world_size, 1)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def _does_not_fit(error: PlannerError, configs, world_size: int, budget: int, sparse_optimizer: str) -> PlanningError:
+    sizes = sorted(
+        (
+            (
+                c.name,
+                c.num_embeddings,
+                c.embedding_dim,
+                table_bytes(c.num_embeddings, c.embedding_dim, sparse_optimizer),
+            )
+            for c in configs
+        ),
+        key=lambda t: -t[3],
+    )
+    tables = ", ".join(f"{n} {rows:,} x {dim} = {_gb(b)}" for n, rows, dim, b in sizes[:3])
+    last = str(error).strip().splitlines()[-1].strip()
+    return PlanningError(
+        f"the embedding tables do not fit the workers' memory: {tables} (weights + {sparse_optimizer} state; "
+        f"{_gb(sum(s[3] for s in sizes))} in all) against a budget of {_gb(budget)} per worker x {world_size} "
+        f"workers, of which torchrec keeps 15% for dense weights and activations (cluster.worker_memory_gb). "
+        f"Raise the budget, add workers, or shrink the tables (vocab_size / hash_buckets / dim). Planner: {last}"
+    )
 
 
 def allowed_sharding_types(device_type: str) -> list[str]:
@@ -52,6 +108,8 @@ def make_plan(
     batch_size: int = 512,
     pg: dist.ProcessGroup | None = None,
     min_column_shard_dim: int | None = None,
+    memory_budget: int | None = None,
+    sparse_optimizer: str = "rowwise_adagrad",
 ) -> ShardingPlan:
     """Plan the sharding of every embedding table in `ebc_module`.
 
@@ -64,6 +122,9 @@ def make_plan(
         were not deterministic.
     min_column_shard_dim: smallest column shard for (table_)column_wise; the planner's default
         (128) leaves tables narrower than that in one piece.
+    memory_budget: bytes each rank may hold (worker_memory_budget); None keeps torchrec's default
+        (128 GB of DDR per CPU rank). Tables that cannot fit raise PlanningError naming them.
+    sparse_optimizer: the tables' update rule, whose state the error message counts.
     """
     allowed = allowed_sharding_types(device.type)
     tables = embedding_tables(ebc_module)
@@ -82,15 +143,31 @@ def make_plan(
     planner = EmbeddingShardingPlanner(
         # The factory, not Topology(...): torchrec warns on every plan of a directly built one.
         topology=TopologyFactory.create_topology(
-            TrainerConfig(world_size=world_size), kernel_config=KernelConfig(compute_device=device.type)
+            TrainerConfig(world_size=world_size, **_capacity(device, memory_budget)),
+            kernel_config=KernelConfig(compute_device=device.type),
         ),
         batch_size=batch_size,
         constraints=constraints,
         debug=False,
     )
-    if pg is not None:
-        return planner.collective_plan(ebc_module, sharders(), pg)
-    return planner.plan(ebc_module, sharders())
+    try:
+        if pg is not None:
+            return planner.collective_plan(ebc_module, sharders(), pg)
+        return planner.plan(ebc_module, sharders())
+    except PlannerError as e:
+        if memory_budget is None:
+            raise
+        configs = [
+            c for m in ebc_module.modules() if isinstance(m, EmbeddingBagCollection) for c in m.embedding_bag_configs()
+        ]
+        raise _does_not_fit(e, configs, world_size, memory_budget, sparse_optimizer) from None
+
+
+def _capacity(device: torch.device, memory_budget: int | None) -> dict[str, int]:
+    """The TrainerConfig key of a rank's memory: tables live in HBM on a GPU, in DDR on CPU."""
+    if memory_budget is None:
+        return {}
+    return {"hbm_cap_bytes" if device.type == "cuda" else "ddr_cap_bytes": memory_budget}
 
 
 def describe_plan(plan: ShardingPlan) -> dict[str, dict[str, dict]]:

@@ -127,9 +127,15 @@ class WorkerTrainer:
             _EarlyFirstBatch(self.train_batches()) if self.early_first_batch and self.checkpoint is None else None
         )
         from pipeline.train.sharded_model import build_sharded_model  # imports torchrec and fbgemm (seconds)
+        from pipeline.train.sharding import worker_memory_budget
 
         self.sm = build_sharded_model(
-            spec, cfg.model, cfg.train, self.device, sharding_type=cfg.train.sharding_type or self._saved_sharding()
+            spec,
+            cfg.model,
+            cfg.train,
+            self.device,
+            sharding_type=cfg.train.sharding_type or self._saved_sharding(),
+            memory_budget=worker_memory_budget(cfg.cluster.worker_memory_gb, self.device, ctx.get_local_world_size()),
         )
         self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
@@ -267,7 +273,7 @@ class WorkerTrainer:
                     )
             result.update(self.tracker.report())
         self.history.append({"step": self.step, "epoch": self.epoch, **result})
-        if self.rank == 0 and not self.group_run:  # a group's runs say it once each, at the end (fit)
+        if self.rank == 0 and not self.group_run:  # a group's (comparison's) driver prints one line per seed
             log.info(eval_line(self.step, result, self.spec.task_names))
         if self.tensorboard is not None and gates is not None:
             self.tensorboard.evaluation(self.step, result, gates.close())
@@ -358,8 +364,6 @@ class WorkerTrainer:
         stopped_here = self.stopped_early and bool(self.history) and self.history[-1]["step"] == self.step
         # Stopped early: the run's last evaluation was at this very step.
         final = self.history[-1] if stopped_here else self.evaluate()
-        if self.rank == 0 and self.group_run:  # one line per run of a comparison's many
-            log.info(eval_line(self.step, final, self.spec.task_names, run=self.group_run))
         self.report(
             {
                 **final,
@@ -465,7 +469,7 @@ class WorkerTrainer:
             self.report(self.evaluate() if actions.evaluate else {}, with_checkpoint=actions.checkpoint)
 
 
-def _configure_worker_logs(loop_config: dict, verbose: bool) -> None:
+def configure_worker_logs(loop_config: dict, verbose: bool) -> None:
     """Library logs to <run>/logs/worker-<rank>.log, off the console unless verbose; set before
     torchrec and fbgemm are imported (fbgemm logs each library it loads)."""
     import ray.train
@@ -484,7 +488,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """One run ("job"), or a group of runs ("jobs", see launch.run_training_group) trained one
     after the other on the same data, sharing the cached validation batches."""
     first = loop_config["job"] if "job" in loop_config else loop_config["jobs"][0]
-    _configure_worker_logs(loop_config, bool(first.get("verbose")))
+    configure_worker_logs(loop_config, bool(first.get("verbose")))
     if "job" in loop_config:
         cfg = JobConfig.model_validate(loop_config["job"])
         trainer = WorkerTrainer(

@@ -110,7 +110,8 @@ def test_first_run_trains_from_scratch_and_promotes(ray_local, world):
     assert r["train_days"] == [DAYS[0], DAYS[0]] and r["eval_day"] == DAYS[1] and r["metrics"]["production"] is None
     assert r["metrics"]["candidate"]["ctr/auc"] > 0.6 and r["code_version"]
     for f in (
-        "export/weights.pt",
+        "export/dense.safetensors",
+        "export/tables/user.safetensors",
         "export/model.json",
         "checkpoint/extra.json",
         "checkpoint/.metadata",
@@ -200,7 +201,7 @@ def test_retrain_killed_during_promotion_leaves_registry_unchanged(world):
         assert marker.exists(), output(world, "killed-promotion")
         # Everything is ready to commit: the version is staged in full, the gate has decided.
         staged = list((world["registry"] / ".staging").glob("v0002-*"))
-        assert staged and (staged[0] / "export" / "weights.pt").is_file()
+        assert staged and (staged[0] / "export" / "model.json").is_file()
     finally:
         kill_tree(proc)
     assert registry_files(world["registry"]) == before, output(world, "killed-promotion")
@@ -264,7 +265,7 @@ def test_worse_candidate_is_rejected_and_production_stays(world):
     assert "auc" in v.record["reason"] and "worse by" in v.record["reason"], v.record["reason"]
     assert v.record["train_days"] == [DAYS[3], DAYS[3]] and v.record["parent"] == "v0002"
     assert reg.production().id == "v0002"
-    assert (Path(v.path) / "export" / "weights.pt").is_file()  # kept, for inspection
+    assert (Path(v.path) / "export" / "dense.safetensors").is_file()  # kept, for inspection
     meta = json.loads((Path(v.path) / "export" / "model.json").read_text())
     assert meta["registry"]["version"] == "v0003" and meta["checkpoint"] == v.checkpoint_dir
 

@@ -159,7 +159,7 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
         assert submit.returncode == 0, submit.stdout[-5000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout
         run_dir = tmp / "runs" / "submitted"
-        assert (run_dir / "export" / "model.json").is_file() and (run_dir / "export" / "weights.pt").is_file()
+        assert (run_dir / "export" / "model.json").is_file() and (run_dir / "export" / "dense.safetensors").is_file()
         checkpoints = sorted(run_dir.glob("step_*"))
         assert checkpoints and (checkpoints[-1] / "extra.json").is_file()
         assert json.loads((checkpoints[-1] / "extra.json").read_text())["world_size"] == 2

@@ -84,4 +84,8 @@ def _check_mlflow(uri: str, experiment: str, result) -> None:
         history = client.get_metric_history(run.info.run_id, f"val/{task}/auc")
         assert sorted(m.step for m in history) == [4, 8, 12, 13]
         assert run.data.metrics[f"final/val/{task}/auc"] == result.metrics[f"val/{task}/auc"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/model.json", "model/weights.pt"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
+        "model/model.json",
+        "model/dense.safetensors",
+        "model/tables",
+    }

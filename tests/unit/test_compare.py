@@ -18,6 +18,7 @@ from pipeline.report.compare import (
     build_variants,
     dense_params,
     input_dim,
+    seed_line,
 )
 from pipeline.report.writer import difference, write_report
 
@@ -254,3 +255,17 @@ def test_single_task_models_stop_early_on_their_own_task(tmp_path):
     variants = build_variants(job, CompareConfig(variants=["ple", "single_task"]), load_spec(job.data.spec))
     metrics = {v.key: run_config(job, v, seed=0).train.early_stopping.metric for v in variants}
     assert metrics == {"ple": "mean_gauc", "single_ctr": "val/ctr/gauc", "single_cvr": "val/cvr/gauc"}
+
+
+def test_one_console_line_per_seed_with_each_models_aucs(tmp_path):
+    from pipeline.data.feature_spec import load_spec
+
+    job, _ = compare_config(tmp_path)
+    cc = CompareConfig(variants=["ple", "single_task"], seeds=[0])
+    variants = build_variants(job, cc, load_spec(job.data.spec))
+    metrics = {"val/ctr/auc": 0.71234, "val/cvr/auc": 0.6, "val/ctr/logloss": 0.4}
+    runs = [RunRecord(v.key, 0, v.key, metrics, [], "", "", 1.0) for v in variants]
+    assert seed_line(0, variants, runs, 75.0) == (
+        "[compare] seed 0 done in 1:15, val AUC ctr/cvr: PLE (2 levels) 0.7123/0.6000, "
+        "Single-task ctr 0.7123/—, Single-task cvr —/0.6000"
+    )

@@ -49,8 +49,8 @@ def clean_logging(monkeypatch):
         lg.propagate = propagate
 
 
-def _record(name: str, level: int, message: str) -> logging.LogRecord:
-    return logging.LogRecord(name, level, "x.py", 1, message, (), None)
+def _record(name: str, level: int, message: str, path: str = "x.py") -> logging.LogRecord:
+    return logging.LogRecord(name, level, path, 1, message, (), None)
 
 
 def _warning(message: str, category: type[Warning], filename: str) -> logging.LogRecord:
@@ -64,6 +64,7 @@ SHOWN = [
     _warning("train.foo is ignored on CPU", UserWarning, PROJECT_FILE),  # the project's own warning
     _record("ray.data", logging.ERROR, "a library's error still shows"),
     _record("my_plugin", logging.WARNING, "a warning of code that is not a known library"),
+    _record("root", logging.WARNING, "a project script's logging.warning", PROJECT_FILE),
 ]
 HIDDEN = [
     _record("root", logging.INFO, "Successfully loaded: 'fbgemm_gpu_tbe_training.so'"),  # fbgemm, on the root
@@ -73,6 +74,8 @@ HIDDEN = [
     # torch's deprecation, raised from the project's line that called isinstance (stacklevel=2).
     _warning(SHARDED, FutureWarning, "/work/repo/pipeline/train/checkpoint.py"),
     _record("ray.data._internal.progress", logging.WARNING, "Progress bars disabled. To enable, set `...`."),
+    # torchrec's planner, on the root logger, of each data-parallel table.
+    _record("root", logging.WARNING, "Sharding spec not found for model.ebc.device", LIBRARY_FILE),
 ]
 
 

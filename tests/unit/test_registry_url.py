@@ -42,7 +42,7 @@ def _publish_dummy(reg: Registry, promote: bool, before_commit=None, **record):
     vid = reg.next_version_id()
     staged = reg.stage(vid)
     Path(staged, "export").mkdir()
-    Path(staged, "export", "weights.pt").write_bytes(os.urandom(64))
+    Path(staged, "export", "dense.safetensors").write_bytes(os.urandom(64))
     Path(staged, "checkpoint", "sub").mkdir(parents=True)
     Path(staged, "checkpoint", "sub", "shard.distcp").write_bytes(os.urandom(32))
     return reg.publish(
@@ -66,7 +66,7 @@ def test_registry_at_a_url_commits_by_version_json_and_recovers(monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         _publish_dummy(reg, promote=True, before_commit=killed)
-    assert "versions/v0003/export/weights.pt" in registry_objects(reg)
+    assert "versions/v0003/export/dense.safetensors" in registry_objects(reg)
     assert [v.id for v in reg.versions()] == ["v0001", "v0002"] and reg.production().id == "v0001"
     assert reg.recover(log=lambda m: None) == ["versions/v0003 (upload interrupted before its version.json)"]
     assert registry_objects(reg) == before

@@ -127,7 +127,7 @@ def _publish_dummy(reg: Registry, promote: bool, **record):
     vid = reg.next_version_id()
     staged = reg.stage(vid)
     Path(staged, "export").mkdir()
-    Path(staged, "export", "weights.pt").write_bytes(os.urandom(64))
+    Path(staged, "export", "dense.safetensors").write_bytes(os.urandom(64))
     return reg.publish(staged, vid, {"train_days": ["a", "b"], "eval_day": "c", **record}, promote=promote)
 
 

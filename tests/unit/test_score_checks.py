@@ -3,6 +3,7 @@ commit, without Ray (tests/integration/test_score_job.py runs the job)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def test_bad_input_fails_before_any_work(export, data, tmp_path):
         score("ple-latest", str(data), str(out), score_config())
     (tmp_path / "broken").mkdir()
     shutil.copy(Path(export) / "model.json", tmp_path / "broken" / "model.json")
-    (tmp_path / "broken" / "weights.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ExportError, match="unreadable weights.pt"):
+    (tmp_path / "broken" / "tables").mkdir()
+    for name in json.loads((Path(export) / "model.json").read_text())["weights"]:
+        (tmp_path / "broken" / name).write_bytes(b"not a tensor file")
+    with pytest.raises(ExportError, match="unreadable weight files"):
         score(str(tmp_path / "broken"), str(data), str(out), score_config())
     with pytest.raises(DataValidationError, match="no partition directory for day 2026-01-03"):
         score(export, str(data), str(out), score_config(), days="2026-01-02..2026-01-03")

@@ -99,5 +99,3 @@ def test_eval_line_is_one_compact_line():
     assert eval_line(400, metrics, ["ctr", "cvr"]) == "[eval] step 400: ctr AUC 0.7412 (GAUC 0.6100), cvr AUC 0.7511"
     best = eval_line(400, {**metrics, "best/score": 0.748, "best/step": 300.0}, ["ctr", "cvr"])
     assert best.endswith("; best 0.7480 at step 300")
-    # One run of a group (the comparison's) says which.
-    assert eval_line(400, metrics, ["ctr"], run="mmoe-s1") == "[eval mmoe-s1] step 400: ctr AUC 0.7412 (GAUC 0.6100)"

@@ -1,0 +1,97 @@
+"""What the export's format is for, measured in real processes: exporting holds about one table
+at a time (not the model), and processes that load the same export share one copy of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers.checkpoints import demo_spec, write_checkpoint
+from helpers.process_utils import child_env, stop_tree
+
+TABLES = ["user", "item", "category", "device", "t0", "t1", "t2", "t3"]
+ROWS, DIM = 1 << 19, 32
+TABLE_BYTES = ROWS * DIM * 4  # 64 MiB each: the model is 8 of them
+# Everything the export imports, before the baseline is taken: what remains is the export's own.
+IMPORTS = "import sys, psutil, torch, safetensors.torch, ple_model, pipeline.train.checkpoint, pipeline.train.config"
+# The peak is the kernel's high-water mark of this process's memory (VmHWM), not ru_maxrss: that
+# one starts from the parent's RSS at fork (the pytest process, with the checkpoint it wrote).
+EXPORT = f"""{IMPORTS}
+from pipeline.train.export import export_model
+peak = lambda: int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1]) * 1024
+base = peak()
+export_model(sys.argv[1], sys.argv[2])
+print(peak() - base)
+"""
+# Loads the export, reads every byte of every parameter, and waits while the test measures it.
+LOAD = f"""{IMPORTS}
+from pipeline.train.export import load_export
+print("ready", flush=True); sys.stdin.readline()
+model, _, _ = load_export(sys.argv[1])
+with torch.inference_mode():
+    total = sum(float(p.sum()) for p in model.parameters())
+print("loaded", flush=True); sys.stdin.readline()
+"""
+
+
+def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=child_env(), text=True, stdout=subprocess.PIPE, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "step_00000007"
+    write_checkpoint(path, demo_spec(rows=dict.fromkeys(TABLES, ROWS), dim=DIM, extra_tables=4))
+    return path
+
+
+@pytest.fixture(scope="module")
+def export(checkpoint) -> tuple[Path, int]:
+    """(the export, the peak memory its exporting process added)."""
+    out = checkpoint.parent / "export"
+    proc = _python(EXPORT, str(checkpoint), str(out))
+    stdout, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0
+    return out, int(stdout.strip().splitlines()[-1])
+
+
+def test_exporting_holds_one_table_at_a_time_not_the_model(export):
+    out, peak = export
+    model_bytes = sum(f.stat().st_size for f in (out / "tables").iterdir())
+    assert model_bytes >= len(TABLES) * TABLE_BYTES
+    # DCP reads a saved item, then copies it into place: two tables' memory at the peak.
+    assert peak < 3 * TABLE_BYTES < model_bytes / 2, (peak, TABLE_BYTES, model_bytes)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["weights"] == ["dense.safetensors", *(f"tables/{t}.safetensors" for t in TABLES)]
+
+
+def test_two_processes_share_one_copy_of_the_loaded_model(export):
+    out, _ = export
+    model_bytes = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    procs = [_python(LOAD, str(out), stdin=subprocess.PIPE) for _ in range(2)]
+    try:
+
+        def unique_after(line: str) -> list[int]:
+            for p in procs:
+                assert p.stdout.readline().strip() == line
+            return [psutil.Process(p.pid).memory_full_info().uss for p in procs]
+
+        before = unique_after("ready")
+        for p in procs:
+            p.stdin.write("\n")
+            p.stdin.flush()
+        after = unique_after("loaded")  # both alive, every page read by both
+        private = sum(after) - sum(before)
+        # A copy per process would be 2 x model_bytes of private memory: here, the pages are the
+        # page cache's, mapped by both.
+        assert private < model_bytes / 4, (private, model_bytes)
+    finally:
+        for p in procs:
+            stop_tree(p)
