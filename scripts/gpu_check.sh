@@ -7,7 +7,9 @@
 #   2. the training job on one GPU (cluster.use_gpu=true: NCCL, row_wise allowed), the training
 #      benchmark's rows/s on it, and the AUC check of configs/jobs/train_quality.yaml; this needs torchrec,
 #      the CUDA build of fbgemm-gpu 1.8.0 (matching that machine's torch) and ray, and is skipped,
-#      saying so, where they do not import.
+#      saying so, where they do not import;
+#   3. TorchRec's managed-collision EmbeddingBagCollection sharded row-wise on NCCL
+#      (scripts/probe_managed_collisions.py): the case CPU cannot run.
 #
 # Missing pure-Python packages travel as wheels in .whl/ (ignored by git; carried with the run's
 # `carry: [".whl"]`), downloaded here for that machine's Python 3.12, e.g.
@@ -44,3 +46,5 @@ python3 -m jobs.train --config configs/jobs/train_local.yaml cluster.use_gpu=tru
 python3 benchmarks/bench_train.py --gpu --work-dir "$work/bench" 2>&1 | grep -E "rows/s|worker\(s\)" | tee "$OUT/bench_train_gpu.txt"
 python3 -m jobs.train --config configs/jobs/train_quality.yaml cluster.use_gpu=true cluster.num_workers=1 \
     "data.root=$work/quality" "output_dir=$work/runs" 2>&1 | grep -E "AUC" | tee "$OUT/quality_gpu.txt"
+echo "== 3. managed-collision tables sharded row-wise on one GPU"
+python3 scripts/probe_managed_collisions.py 2>&1 | grep -v "^\s*$" | tail -8 | tee "$OUT/managed_collisions_gpu.txt"

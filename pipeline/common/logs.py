@@ -26,6 +26,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VERBOSE_ENV = "PLE_VERBOSE"
 RAY_DATA_LOGGING_ENV = "RAY_DATA_LOGGING_CONFIG"
 RAY_DATA_QUIET_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "logging" / "ray_data.yaml"
+# Ray's switch for worker lines the driver never prints (read when Ray is imported): its C++
+# notice, for each actor of its own (Ray Train's PreemptionWatcher, Ray Data's map workers) whose
+# constructor arguments sit in the object store, that a restart could fail if they were lost.
+# Nothing a user of the job can act on; it stays in Ray's own session logs.
+RAY_SKIP_ENV = "RAY_DEDUP_LOGS_SKIP_REGEX"
+RAY_NOTICES = r"has constructor arguments in the object store and max_restarts > 0"
 _CONFIGURED = "_ple_configured"  # marks handlers this module added (a second call replaces them)
 
 
@@ -129,6 +135,8 @@ def configure_logs(
     # (an installed package has no configs/): Ray Data fails to import if the file is missing.
     if not verbose and RAY_DATA_QUIET_CONFIG.is_file():
         os.environ.setdefault(RAY_DATA_LOGGING_ENV, str(RAY_DATA_QUIET_CONFIG))
+    if not verbose and "ray" not in sys.modules:  # too late once Ray is imported
+        os.environ.setdefault(RAY_SKIP_ENV, RAY_NOTICES)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     logging.getLogger(PROJECT_LOGGER).setLevel(logging.INFO)

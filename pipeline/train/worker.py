@@ -471,7 +471,9 @@ class WorkerTrainer:
 
 def configure_worker_logs(loop_config: dict, verbose: bool) -> None:
     """Library logs to <run>/logs/worker-<rank>.log, off the console unless verbose; set before
-    torchrec and fbgemm are imported (fbgemm logs each library it loads)."""
+    torchrec and fbgemm are imported (fbgemm logs each library it loads). Rank 0 of a single
+    run says when the worker group started (a restart after a fault shows); a group's runs (the
+    comparison's) leave their console to the driver's one line per seed."""
     import ray.train
 
     from pipeline.common.logs import configure_logs
@@ -480,7 +482,7 @@ def configure_worker_logs(loop_config: dict, verbose: bool) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     configure_logs(f"{log_dir}/worker-{rank}.log" if log_dir else None, verbose)
-    if rank == 0:  # once per start of the worker group: a restart after a fault shows
+    if rank == 0 and "job" in loop_config:  # once per start of the worker group
         log.info(f"[train] {ctx.get_world_size()} workers started")
 
 

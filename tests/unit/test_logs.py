@@ -160,3 +160,20 @@ def test_the_verbose_flag_is_the_verbose_config_key(repo_root):
     assert with_verbose(overrides, False) == ["train.epochs=1"] and overrides == ["train.epochs=1"]
     cfg = load_config(repo_root / "configs/jobs/train_local.yaml", with_verbose(overrides, True))
     assert cfg.verbose and cfg.train.epochs == 1
+
+
+def test_rays_notice_about_its_own_actors_is_skipped_by_rays_own_switch():
+    from ray._private.ray_logging import LogDeduplicator
+
+    from pipeline.common.logs import RAY_NOTICES
+
+    notice = (
+        "[2026-12-01 21:27:25,082 E 13758 13805] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' "
+        "and ID: 'fb3da068d4349d78fa3f064901000000' has constructor arguments in the object store and "
+        "max_restarts > 0. If the arguments in the object store go out of scope or are lost, the actor restart "
+        "will fail. See https://github.com/ray-project/ray/issues/53727 for more details."
+    )
+    ours = "[train] 2 workers started"
+    # What the driver does with each batch of worker lines it prints, RAY_DEDUP_LOGS_SKIP_REGEX set.
+    printed = LogDeduplicator(5, None, RAY_NOTICES).deduplicate({"ip": "127.0.0.1", "pid": 7, "lines": [notice, ours]})
+    assert [line for batch in printed for line in batch["lines"]] == [ours]
