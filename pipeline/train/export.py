@@ -8,7 +8,8 @@ safetensors holds tensors without pickle, and its files can be memory-mapped: lo
 them read-only and the model's parameters *are* the mapped tensors, so every scoring actor on a
 node shares one copy of the tables in the page cache instead of holding its own. export_model
 writes the tables one at a time from the training checkpoint, so the exporting process holds
-about the largest table at once, never the whole model.
+one table at a time, never the whole model: at its peak about twice the largest table, as DCP
+reads each saved item whole before copying it into place.
 
 Written to a temporary sibling and renamed, so an existing export is never half-replaced.
 Format 1 (one `weights.pt`, a torch.save file) still loads.
@@ -146,7 +147,7 @@ def read_export_meta(path: str) -> dict:
     if meta.get("format_version") not in READABLE_FORMATS:
         raise ExportError(
             f"{path}: export format {meta.get('format_version')}, this code reads {list(READABLE_FORMATS)}: "
-            "export the training checkpoint again (python -m jobs.train ... with resume, or export_model)"
+            "export the training checkpoint again with pipeline.train.export.export_model(<checkpoint>, <export dir>)"
         )
     for key in ("model_config", "spec", *(("weights",) if meta["format_version"] == 2 else ())):
         if key not in meta:
