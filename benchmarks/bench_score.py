@@ -57,7 +57,7 @@ import yaml
 
 from pipeline.common.logs import configure_logs
 from pipeline.data.collate import collate
-from pipeline.data.feature_spec import spec_from_dict
+from pipeline.data.feature_spec import load_spec
 from pipeline.data.synthetic import write_file
 from pipeline.score.allocator import jemalloc_env, prepare_allocator
 from pipeline.score.config import ScoreConfig
@@ -80,13 +80,8 @@ def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
 def make_export(path: str, user_rows: int | None = None) -> str:
     """A randomly initialised export of the demo's model; `user_rows`: its user table hashed
     into that many rows instead (a model of a larger size, for --actor-memory)."""
-    with open(os.path.join(REPO, "configs", "features", "synthetic.yaml")) as f:
-        data = yaml.safe_load(f)
-    if user_rows:
-        user = next(t for t in data["tables"] if t["name"] == "user")
-        user.pop("vocab_size", None)
-        user["hash_buckets"] = user_rows
-    spec = spec_from_dict(data)
+    spec = load_spec(os.path.join(REPO, "configs", "features", "synthetic.yaml"))
+    spec = spec.resized({"user": user_rows}) if user_rows else spec
     with open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")) as f:
         cfg = ModelConfig.model_validate(yaml.safe_load(f)["model"])
     model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)

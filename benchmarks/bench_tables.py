@@ -37,6 +37,7 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 from pipeline.common.logs import configure_logs  # noqa: E402
+from pipeline.data.feature_spec import load_spec  # noqa: E402
 from pipeline.train.config import load_config  # noqa: E402
 from pipeline.train.launch import run_training  # noqa: E402
 from pipeline.train.worker import WorkerTrainer  # noqa: E402
@@ -118,12 +119,10 @@ def measured_loop(loop_config: dict) -> None:
 
 
 def spec_with_user_rows(work: str, rows: int) -> str:
-    data = yaml.safe_load(Path(REPO, "configs/features/synthetic.yaml").read_text())
-    user = next(t for t in data["tables"] if t["name"] == "user")
-    user.pop("vocab_size", None)
-    user.update(hash_buckets=rows, dim=32)
+    """The demo's feature spec with its user table at `rows` x 32, as a file for the job."""
+    spec = load_spec(Path(REPO, "configs/features/synthetic.yaml")).resized({"user": rows}, {"user": 32})
     path = Path(work, f"spec-{rows}.yaml")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
     return str(path)
 
 

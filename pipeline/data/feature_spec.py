@@ -250,6 +250,22 @@ class FeatureSpec(_Strict):
         return self
 
     # -- derived views used by the reader, the collate and the trainer ---------------------
+    def resized(self, rows: dict[str, int], dims: dict[str, int] | None = None) -> FeatureSpec:
+        """This spec with each table in `rows` hashed into that many rows (hash_buckets) and
+        each in `dims` that wide: the same features and data behind a model of another size
+        (the benchmarks' and tests' big tables)."""
+        dims = dims or {}
+        unknown = sorted((set(rows) | set(dims)) - {t.name for t in self.tables})
+        if unknown:
+            raise FeatureSpecError(f"resized: unknown tables {unknown}")
+        tables = []
+        for t in self.tables:
+            update: dict = {"dim": dims[t.name]} if t.name in dims else {}
+            if t.name in rows:
+                update.update(vocab_size=None, hash_buckets=rows[t.name])
+            tables.append(TableSpec.model_validate({**t.model_dump(), **update}))
+        return self.model_copy(update={"tables": tables})
+
     @property
     def table_by_name(self) -> dict[str, TableSpec]:
         return {t.name: t for t in self.tables}

@@ -23,13 +23,8 @@ def demo_spec(rows: dict[str, int] | None = None, dim: int | None = None, extra_
     for i in range(extra_tables):
         data["tables"].append({"name": f"t{i}", "hash_buckets": 1024, "dim": 8})
         data["sparse"].append({"name": f"f{i}", "column": "category", "table": f"t{i}", "type": "string"})
-    for table in data["tables"]:
-        if rows and table["name"] in rows:
-            table.pop("vocab_size", None)
-            table["hash_buckets"] = rows[table["name"]]
-        if dim:
-            table["dim"] = dim
-    return spec_from_dict(data)
+    spec = spec_from_dict(data)
+    return spec.resized(rows or {}, dict.fromkeys((t.name for t in spec.tables), dim) if dim else None)
 
 
 def write_checkpoint(path: Path, spec: FeatureSpec, seed: int = 0, step: int = 7) -> dict[str, torch.Tensor]:

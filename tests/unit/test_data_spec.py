@@ -86,3 +86,16 @@ def test_not_a_mapping(tmp_path):
     path.write_text("- just\n- a list\n")
     with pytest.raises(FeatureSpecError, match="mapping"):
         load_spec(path)
+
+
+def test_resized_spec_changes_only_the_named_tables(repo_root):
+    from pipeline.data.feature_spec import FeatureSpecError, load_spec
+
+    spec = load_spec(repo_root / "configs/features/synthetic.yaml")
+    big = spec.resized({"user": 30_000_000}, {"user": 32, "device": 8})
+    tables = {t.name: (t.num_embeddings, t.dim, t.hash_all) for t in big.tables}
+    assert tables["user"] == (30_000_000, 32, True)  # hashed into the new size
+    assert tables["device"] == (16, 8, True) and tables["item"] == (20_000, 16, False)
+    assert big.sparse == spec.sparse and big.dense == spec.dense
+    with pytest.raises(FeatureSpecError, match=r"unknown tables \['users'\]"):
+        spec.resized({"users": 10})
