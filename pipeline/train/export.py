@@ -173,8 +173,8 @@ def _mapped_tensors(p: Path, meta: dict) -> dict[str, torch.Tensor]:
     return state
 
 
-def _model_parts(path: str, meta: dict) -> tuple[FeatureSpec, ModelConfig, RecModel]:
-    """(FeatureSpec, ModelConfig, RecModel on the meta device: its keys and shapes, no memory)."""
+def _model_parts(path: str, meta: dict) -> tuple[FeatureSpec, RecModel]:
+    """(FeatureSpec, RecModel on the meta device: its keys and shapes, no memory)."""
     from ple_model import RecModel
 
     spec = spec_from_dict(meta["spec"], source=str(Path(path) / META))
@@ -182,12 +182,12 @@ def _model_parts(path: str, meta: dict) -> tuple[FeatureSpec, ModelConfig, RecMo
         cfg = ModelConfig.model_validate(meta["model_config"])
     except ValueError as e:
         raise ExportError(f"{path}: invalid model_config in {META}: {e}") from None
-    return spec, cfg, RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg, device="meta")
+    return spec, RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg, device="meta")
 
 
-def _load_checked(path: str) -> tuple[FeatureSpec, ModelConfig, dict, RecModel, dict[str, torch.Tensor]]:
+def _load_checked(path: str) -> tuple[FeatureSpec, dict, RecModel, dict[str, torch.Tensor]]:
     meta = read_export_meta(path)
-    spec, cfg, model = _model_parts(path, meta)
+    spec, model = _model_parts(path, meta)
     try:
         state = _mapped_tensors(Path(path), meta)
     except Exception as e:  # torch and safetensors raise several types for a corrupt or truncated file
@@ -202,7 +202,7 @@ def _load_checked(path: str) -> tuple[FeatureSpec, ModelConfig, dict, RecModel, 
             f"{path}: the weights do not match {META} (missing {missing[:3]}, unexpected "
             f"{extra[:3]}, shape mismatches {shapes[:3]})"
         )
-    return spec, cfg, meta, model, state
+    return spec, meta, model, state
 
 
 def check_export(path: str) -> tuple[FeatureSpec, dict]:
@@ -210,7 +210,7 @@ def check_export(path: str) -> tuple[FeatureSpec, dict]:
     weight files hold exactly the tensors (names, shapes) the model config and spec describe.
     For drivers that must reject a bad model before starting work, without the memory of
     loading it (the weights are memory-mapped; embedding tables stay on disk)."""
-    spec, _, meta, _, _ = _load_checked(path)
+    spec, meta, _, _ = _load_checked(path)
     return spec, meta
 
 
@@ -218,7 +218,7 @@ def load_export(path: str):
     """(RecModel in eval mode, FeatureSpec, metadata dict). Clear error if `path` is not one.
     The parameters are the export's memory-mapped tensors (copy-on-write): processes that load
     the same export share its pages; move the model to another device to get a private copy."""
-    spec, _, meta, model, state = _load_checked(path)
+    spec, meta, model, state = _load_checked(path)
     model.load_state_dict(state, assign=True)  # built on the meta device: nothing allocated twice
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:

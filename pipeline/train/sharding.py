@@ -13,6 +13,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.types import KernelConfig, PlannerError, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from pipeline.common.config import ConfigError
@@ -48,28 +49,20 @@ def worker_memory_budget(worker_memory_gb: float | None, device: torch.device, l
     return psutil.virtual_memory().total // max(local_world_size, 1)
 
 
-def _gb(n: float) -> str:
+def _size(n: float) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 
 
-def _does_not_fit(error: PlannerError, configs, world_size: int, budget: int, sparse_optimizer: str) -> PlanningError:
-    sizes = sorted(
-        (
-            (
-                c.name,
-                c.num_embeddings,
-                c.embedding_dim,
-                table_bytes(c.num_embeddings, c.embedding_dim, sparse_optimizer),
-            )
-            for c in configs
-        ),
-        key=lambda t: -t[3],
-    )
-    tables = ", ".join(f"{n} {rows:,} x {dim} = {_gb(b)}" for n, rows, dim, b in sizes[:3])
+def _does_not_fit(
+    error: PlannerError, configs: list[EmbeddingBagConfig], world_size: int, budget: int, sparse_optimizer: str
+) -> PlanningError:
+    sized = [(c, table_bytes(c.num_embeddings, c.embedding_dim, sparse_optimizer)) for c in configs]
+    sized.sort(key=lambda cb: -cb[1])  # the largest first
+    tables = ", ".join(f"{c.name} {c.num_embeddings:,} x {c.embedding_dim} = {_size(b)}" for c, b in sized[:3])
     last = str(error).strip().splitlines()[-1].strip()
     return PlanningError(
         f"the embedding tables do not fit the workers' memory: {tables} (weights + {sparse_optimizer} state; "
-        f"{_gb(sum(s[3] for s in sizes))} in all) against a budget of {_gb(budget)} per worker x {world_size} "
+        f"{_size(sum(b for _, b in sized))} in all) against a budget of {_size(budget)} per worker x {world_size} "
         f"workers, of which torchrec keeps 15% for dense weights and activations (cluster.worker_memory_gb). "
         f"Raise the budget, add workers, or shrink the tables (vocab_size / hash_buckets / dim). Planner: {last}"
     )
@@ -89,15 +82,17 @@ def sharders() -> list[ModuleSharder[nn.Module]]:
     return [EmbeddingBagCollectionSharder()]
 
 
+def _table_configs(module: nn.Module) -> list[EmbeddingBagConfig]:
+    """Every embedding table of the EmbeddingBagCollections inside `module`."""
+    configs = [c for m in module.modules() if isinstance(m, EmbeddingBagCollection) for c in m.embedding_bag_configs()]
+    if not configs:
+        raise ValueError("the module has no EmbeddingBagCollection to shard")
+    return configs
+
+
 def embedding_tables(module: nn.Module) -> list[str]:
     """Names of every embedding table of the EmbeddingBagCollections inside `module`."""
-    names: list[str] = []
-    for m in module.modules():
-        if isinstance(m, EmbeddingBagCollection):
-            names.extend(c.name for c in m.embedding_bag_configs())
-    if not names:
-        raise ValueError("the module has no EmbeddingBagCollection to shard")
-    return names
+    return [c.name for c in _table_configs(module)]
 
 
 def make_plan(
@@ -157,10 +152,7 @@ def make_plan(
     except PlannerError as e:
         if memory_budget is None:
             raise
-        configs = [
-            c for m in ebc_module.modules() if isinstance(m, EmbeddingBagCollection) for c in m.embedding_bag_configs()
-        ]
-        raise _does_not_fit(e, configs, world_size, memory_budget, sparse_optimizer) from None
+        raise _does_not_fit(e, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer) from None
 
 
 def _capacity(device: torch.device, memory_budget: int | None) -> dict[str, int]:
