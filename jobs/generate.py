@@ -28,6 +28,9 @@ def main() -> None:
     p.add_argument(
         "--conflict", type=float, default=SyntheticConfig.conflict, help="clickbait strength: 0 none, 1 default"
     )
+    p.add_argument(
+        "--id-drift", type=float, default=SyntheticConfig.id_drift, help="share of users and items new every day"
+    )
     args = p.parse_args()
 
     import ray
@@ -36,7 +39,9 @@ def main() -> None:
 
     connect()
     start = time.time()
-    config = SyntheticConfig(num_users=args.num_users, num_items=args.num_items, conflict=args.conflict)
+    config = SyntheticConfig(
+        num_users=args.num_users, num_items=args.num_items, conflict=args.conflict, id_drift=args.id_drift
+    )
     files = generate_dataset(
         args.out,
         args.rows,

@@ -31,6 +31,11 @@ def _print_metrics(metrics: dict) -> None:
     filled = filled_from_metrics(metrics)
     if filled:
         print(f"missing values filled (training rows, every epoch): {describe_filled(filled)}")
+    from pipeline.train.id_turnover import describe_turnover, turnover_from_metrics
+
+    turnover = turnover_from_metrics(metrics)
+    if turnover:
+        print(f"managed ids: {describe_turnover(turnover)}")
 
 
 def main(argv: list[str] | None = None) -> dict:

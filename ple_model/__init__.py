@@ -13,4 +13,8 @@ def __getattr__(name):
         from ple_model import rec_model
 
         return getattr(rec_model, name)
+    if name in ("ManagedIds", "ManagedTable"):
+        from ple_model import managed_ids
+
+        return getattr(managed_ids, name)
     raise AttributeError(name)

@@ -7,7 +7,7 @@ state dict unsharded on one machine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from ple_model.config import ModelConfig
+from ple_model.managed_ids import ManagedIds, ManagedTable
 from ple_model.ple import GateWeights, MultiTaskModel
 
 
@@ -33,10 +34,20 @@ class RecModel(nn.Module):
         num_dense: int,
         cfg: ModelConfig,
         device: torch.device | str | None = None,
+        managed: Mapping[str, ManagedTable] | None = None,
+        managed_device: torch.device | str | None = None,
     ) -> None:
+        """managed: {table: ManagedTable} for the tables whose ids are managed (ple_model/managed_ids.py)
+        rather than rows already; their mapping lives on `managed_device` (default `device`):
+        it is never built on the meta device, whose buffers would come back as zeros."""
         super().__init__()
         # device="meta" lets DistributedModelParallel allocate each shard only where it lives.
         self.ebc = EmbeddingBagCollection(tables=list(tables), device=torch.device(device) if device else None)
+        self.managed = (
+            ManagedIds(tables, managed, managed_device or (device if str(device) != "meta" else None))
+            if managed
+            else None
+        )
         self.num_dense = num_dense
         # The concatenation order of pooled features: tables in config order, their features
         # in order. A sharded EBC returns its keys grouped by sharding, so `.values()` would
@@ -45,6 +56,8 @@ class RecModel(nn.Module):
         self.dense = MultiTaskModel(cfg, pooled_dim(tables) + num_dense)
 
     def features(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
+        if self.managed is not None:
+            sparse = self.managed(sparse)
         pooled = self.ebc(sparse).to_dict()
         parts = [pooled[name] for name in self.feature_order]
         if self.num_dense:

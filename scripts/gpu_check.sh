@@ -9,7 +9,9 @@
 #      the CUDA build of fbgemm-gpu 1.8.0 (matching that machine's torch) and ray, and is skipped,
 #      saying so, where they do not import;
 #   3. TorchRec's managed-collision EmbeddingBagCollection sharded row-wise on NCCL
-#      (scripts/probe_managed_collisions.py): the case CPU cannot run.
+#      (scripts/probe_managed_collisions.py): the case CPU cannot run; then the project's own
+#      managed tables (a replicated mapping in front of the sharded tables) in the training job on
+#      one GPU, on logs whose catalogue drifts daily.
 #
 # Missing pure-Python packages travel as wheels in .whl/ (ignored by git; carried with the run's
 # `carry: [".whl"]`), downloaded here for that machine's Python 3.12, e.g.
@@ -48,3 +50,7 @@ python3 -m jobs.train --config configs/jobs/train_quality.yaml cluster.use_gpu=t
     "data.root=$work/quality" "output_dir=$work/runs" 2>&1 | grep -E "AUC" | tee "$OUT/quality_gpu.txt"
 echo "== 3. managed-collision tables sharded row-wise on one GPU"
 python3 scripts/probe_managed_collisions.py 2>&1 | grep -v "^\s*$" | tail -8 | tee "$OUT/managed_collisions_gpu.txt"
+python3 -m jobs.train --config configs/jobs/train_local.yaml cluster.use_gpu=true cluster.num_workers=1 \
+    data.spec=configs/features/synthetic_managed.yaml data.generate.id_drift=0.1 train.max_steps=600 \
+    "data.root=$work/managed" "output_dir=$work/runs" name=managed 2>&1 | grep -E "AUC|managed ids|error" \
+    | tee "$OUT/managed_train_gpu.txt"

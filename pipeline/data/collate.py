@@ -17,7 +17,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from pipeline.data.batch import Batch
 from pipeline.data.feature_spec import DenseFeature, FeatureSpec, SparseFeature, TableSpec
 from pipeline.data.files import PATH_COLUMN
-from pipeline.data.id_mapping import hash_utf8, int_ids_to_rows, strings_to_rows
+from pipeline.data.id_mapping import hash_utf8, int_ids_to_rows, managed_raw_ids, strings_to_rows
 from pipeline.data.validation import DataValidationError, check_schema
 
 
@@ -87,7 +87,10 @@ def _sparse_lists(
 
 
 def _ids_to_rows(values: pa.Array, f: SparseFeature, t: TableSpec) -> np.ndarray:
-    """int64 rows; for int ids of a vocab table possibly a read-only view of the Arrow buffer."""
+    """int64 rows (raw ids for a managed table, mapped to rows by the model); for int ids of a
+    vocab table possibly a read-only view of the Arrow buffer."""
+    if t.managed:
+        return managed_raw_ids(values, f.value_type)
     if f.value_type == "string":
         return strings_to_rows(values, t.num_embeddings)
     ids = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)

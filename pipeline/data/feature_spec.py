@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.common.errors import BadInputError
+from pipeline.data.id_mapping import MISSING_RAW_ID
 
 
 class FeatureSpecError(BadInputError):
@@ -27,12 +28,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EvictionSpec(_Strict):
+    """A managed table's eviction: `lfu` keeps the ids seen most often, `lru` those seen most
+    recently (better when yesterday's popular ids fade); it runs every `interval_steps` steps."""
+
+    policy: Literal["lfu", "lru"] = "lfu"
+    interval_steps: int = Field(default=100, gt=0)
+
+
 class TableSpec(_Strict):
     """One embedding table. Exactly one of `vocab_size` / `hash_buckets` sets its row count.
 
     vocab_size: integer ids in [0, vocab_size) are used as row numbers unchanged; larger ids and
         all strings are hashed into the range (pipeline/data/id_mapping.py).
     hash_buckets: every id (int or string) is hashed into [0, hash_buckets).
+    collision: `hash` (the default) maps ids to rows as above, so ids share rows once there are
+        more ids than rows; `managed` (with hash_buckets as the row count) gives each id a row of
+        its own while there is one, admitting new ids and evicting cold ones as training sees
+        them, with TorchRec's managed-collision modules (ple_model/managed_ids.py). The table's
+        last row takes the ids that hold no row.
+    eviction: the managed table's eviction policy (default: lfu every 100 steps).
     """
 
     name: str = Field(min_length=1)
@@ -40,12 +55,28 @@ class TableSpec(_Strict):
     hash_buckets: int | None = Field(default=None, gt=0)
     dim: int = Field(gt=0)
     pooling: Literal["sum", "mean"] = "sum"
+    collision: Literal["hash", "managed"] = "hash"
+    eviction: EvictionSpec | None = None
 
     @model_validator(mode="after")
     def _one_size(self) -> TableSpec:
         if (self.vocab_size is None) == (self.hash_buckets is None):
             raise ValueError("set exactly one of vocab_size or hash_buckets")
+        if self.managed and self.hash_buckets is None:
+            raise ValueError("collision 'managed' needs hash_buckets (the rows ids are managed into), not vocab_size")
+        if self.managed and self.hash_buckets is not None and self.hash_buckets < 2:
+            raise ValueError("collision 'managed' needs hash_buckets >= 2 (the last row takes unmapped ids)")
+        if self.eviction is not None and not self.managed:
+            raise ValueError("eviction applies to collision: managed only")
         return self
+
+    @property
+    def managed(self) -> bool:
+        return self.collision == "managed"
+
+    @property
+    def eviction_policy(self) -> EvictionSpec:
+        return self.eviction or EvictionSpec()
 
     @property
     def num_embeddings(self) -> int:
@@ -285,10 +316,16 @@ class FeatureSpec(_Strict):
 
     def null_row(self, table: str) -> int | None:
         """The row reserved for missing ids of `table` (its last), or None when no feature of it
-        has `missing: default`."""
+        has `missing: default`. A managed table has no reserved row: a missing id becomes one
+        reserved raw id (id_mapping.MISSING_RAW_ID), which is admitted like any other id."""
         if any(f.table == table and f.missing == "default" for f in self.sparse):
-            return self.table_by_name[table].num_embeddings
+            t = self.table_by_name[table]
+            return MISSING_RAW_ID if t.managed else t.num_embeddings
         return None
+
+    @property
+    def managed_tables(self) -> list[TableSpec]:
+        return [t for t in self.tables if t.managed]
 
     @property
     def task_names(self) -> list[str]:
@@ -315,7 +352,7 @@ class FeatureSpec(_Strict):
         tables = [
             TableConfig(
                 name=t.name,
-                num_embeddings=t.num_embeddings + (self.null_row(t.name) is not None),
+                num_embeddings=t.num_embeddings + (self.null_row(t.name) is not None and not t.managed),
                 dim=t.dim,
                 feature_names=[f.name for f in self.sparse if f.table == t.name],
                 pooling=t.pooling,

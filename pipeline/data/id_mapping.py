@@ -12,6 +12,10 @@ or processes). Everything is vectorised: no Python loop over rows.
 - rows: a `vocab_size` table keeps int ids in [0, vocab_size) as they are and hashes the others
   (larger or negative) into the range; a `hash_buckets` table hashes every id. Strings are
   always hashed. Negative ids hash by their two's complement bits, like any other 64 bits.
+- raw ids of managed tables (ple_model/managed_ids.py maps them to rows): the top 63 bits of
+  the same hashes, so ints and strings alike become non-negative int64 (two ids share one only
+  at a 2**-63 chance), kept below the two values reserved at the top: TorchRec's free-slot
+  marker (2**63 - 1) and the id of a missing value (MISSING_RAW_ID).
 """
 
 from __future__ import annotations
@@ -75,6 +79,24 @@ def hash_utf8(arr: pa.Array) -> np.ndarray:
     local = offsets - first
     sums = csum[local[1:]] - csum[local[:-1]]  # wrapping subtraction = segment sum mod 2**64
     return splitmix64(sums ^ (lengths.astype(np.uint64) * _STRING_SALT))
+
+
+MISSING_RAW_ID = 2**63 - 2
+_RAW_ID_MAX = np.int64(2**63 - 3)
+
+
+def raw_ids(hashes: np.ndarray) -> np.ndarray:
+    """Managed tables' int64 raw ids of uint64 hashes."""
+    return np.minimum((hashes >> np.uint64(1)).astype(np.int64), _RAW_ID_MAX)
+
+
+def managed_raw_ids(values: pa.Array, value_type: str) -> np.ndarray:
+    """Raw ids of int64 or string ids (no nulls) for a managed table."""
+    if value_type == "string":
+        if not pa.types.is_dictionary(values.type):
+            values = pc.dictionary_encode(values)  # hash each distinct string once
+        return raw_ids(hash_utf8(values))
+    return raw_ids(hash_int64(values.to_numpy(zero_copy_only=False)))
 
 
 def int_ids_to_rows(ids: np.ndarray, num_rows: int, hash_all: bool) -> np.ndarray:

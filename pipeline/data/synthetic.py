@@ -61,6 +61,11 @@ class SyntheticConfig:
     mean_history: float = 8.0
     max_history: int = 40
     conflict: float = 1.0  # strength of the clickbait signal that raises clicks and lowers conversions
+    # Share of the users and of the items replaced every day (0: one fixed catalogue). On day d
+    # the catalogue is the ids [d * shift, d * shift + n), shift = round(id_drift * n): each day
+    # the oldest `shift` ids leave and as many new ones arrive, each at a popularity rank drawn
+    # from its id (Zipf over the ranks as without drift), so new ids are popular as often as old ones.
+    id_drift: float = 0.0
 
 
 SCHEMA = pa.schema(
@@ -103,12 +108,23 @@ def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
     return cdf / cdf[-1]
 
 
-def _zipf_ids(rng: np.random.Generator, n: int, exponent: float, size: int) -> np.ndarray:
+def _zipf_ids(
+    rng: np.random.Generator, n: int, exponent: float, size: int, drift: float = 0.0, day: int = 0, salt: int = 0
+) -> np.ndarray:
     rank = np.searchsorted(_zipf_cdf(n, exponent), rng.random(size), side="right")
     rank = np.minimum(rank, n - 1)
+    if drift:
+        return _drifting_catalogue(n, drift, day, salt)[rank]
     # Scatter popularity ranks over the id space (2654435761 is prime): the most popular id is
     # not 0, so nothing can learn popularity from the id's magnitude.
     return ((rank.astype(np.int64) + 1) * 2654435761) % n
+
+
+@functools.lru_cache(maxsize=8)
+def _drifting_catalogue(n: int, drift: float, day: int, salt: int) -> np.ndarray:
+    """Day `day`'s ids by popularity rank (see SyntheticConfig.id_drift)."""
+    ids = np.arange(n, dtype=np.int64) + day * round(drift * n)
+    return ids[np.argsort(_uniform(ids, salt + 64), kind="stable")]
 
 
 @functools.lru_cache(maxsize=8)
@@ -130,19 +146,24 @@ def _impression_ids(n: int, seed: int, stream: tuple[int, ...]) -> np.ndarray:
 
 
 def generate_table(
-    num_rows: int, seed: int = 0, config: SyntheticConfig = SyntheticConfig(), stream: tuple[int, ...] = ()
+    num_rows: int,
+    seed: int = 0,
+    config: SyntheticConfig = SyntheticConfig(),
+    stream: tuple[int, ...] = (),
+    day: int = 0,
 ) -> pa.Table:
     """`num_rows` impressions in memory (for unit tests, demos, and as one chunk of a file).
-    `stream` extends the seed so that chunks of different files/days differ."""
+    `stream` extends the seed so that chunks of different files/days differ; `day` (from the
+    first day, 0) picks the day's catalogue when config.id_drift is set."""
     c = config
     rng = np.random.default_rng(np.random.SeedSequence([seed, *stream]))
     n = num_rows
-    user = _zipf_ids(rng, c.num_users, c.zipf_exponent, n)
-    item = _zipf_ids(rng, c.num_items, c.zipf_exponent, n)
+    user = _zipf_ids(rng, c.num_users, c.zipf_exponent, n, c.id_drift, day, _SALT_USER)
+    item = _zipf_ids(rng, c.num_items, c.zipf_exponent, n, c.id_drift, day, _SALT_ITEM)
     hist_len = np.minimum(rng.poisson(c.mean_history, n), c.max_history).astype(np.int64)
     hist_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(hist_len, out=hist_offsets[1:])
-    hist_items = _zipf_ids(rng, c.num_items, c.zipf_exponent, int(hist_offsets[-1]))
+    hist_items = _zipf_ids(rng, c.num_items, c.zipf_exponent, int(hist_offsets[-1]), c.id_drift, day, _SALT_ITEM)
     device = rng.choice(len(DEVICES), size=n, p=DEVICE_PROBS)
     hour = rng.integers(0, 24, size=n)
     price_noise = rng.standard_normal(n)
@@ -223,7 +244,7 @@ def write_file(
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
         for chunk, start in enumerate(range(0, num_rows, chunk_rows)):
             rows = min(chunk_rows, num_rows - start)
-            writer.write_table(generate_table(rows, seed, config, stream=(day_index, file_index, chunk)))
+            writer.write_table(generate_table(rows, seed, config, stream=(day_index, file_index, chunk), day=day_index))
     os.replace(tmp, path)
     return {"path": path, "rows": num_rows}
 

@@ -43,6 +43,7 @@ from pipeline.data.validation import describe_filled, filled_from_metrics
 from pipeline.registry.versions import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain.config import RetrainConfig
 from pipeline.train.config import JobConfig
+from pipeline.train.id_turnover import describe_turnover, turnover_from_metrics
 
 # Test hook: PLE_RETRAIN_PAUSE_AT=<point>:<marker file> makes the run create the marker file at
 # that point and wait until it is deleted (a test kills the process meanwhile, or deletes the
@@ -254,6 +255,10 @@ def _train_and_publish(
     filled = filled_from_metrics(result.metrics)
     if filled:
         log(f"[retrain] missing values filled in training: {describe_filled(filled)}")
+    turnover = turnover_from_metrics(result.metrics)
+    if turnover:
+        since = production.id if production else "an empty mapping"
+        log(f"[retrain] managed ids since {since}: {describe_turnover(turnover)}")
 
     staged = reg.stage(vid)
     try:

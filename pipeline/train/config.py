@@ -32,10 +32,15 @@ class GenerateConfig(StrictModel):
     conflict: float = Field(
         SyntheticConfig.conflict, ge=0.0, description="how strongly clickbait pits clicks against conversions"
     )
+    id_drift: float = Field(
+        SyntheticConfig.id_drift, ge=0.0, le=1.0, description="share of users and items replaced every day"
+    )
 
     def synthetic(self) -> SyntheticConfig:
         """The generator's settings for these logs."""
-        return SyntheticConfig(num_users=self.num_users, num_items=self.num_items, conflict=self.conflict)
+        return SyntheticConfig(
+            num_users=self.num_users, num_items=self.num_items, conflict=self.conflict, id_drift=self.id_drift
+        )
 
 
 class DataConfig(StrictModel):

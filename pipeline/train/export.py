@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
-META, DENSE, TABLES = "model.json", "dense.safetensors", "tables"
+META, DENSE, TABLES, MANAGED = "model.json", "dense.safetensors", "tables", "managed"
 LEGACY_WEIGHTS = "weights.pt"  # format 1
 TABLE_PREFIX = "ebc.embedding_bags."  # RecModel's embedding tables: <prefix><table>.weight
+MANAGED_PREFIX = "managed.tables."  # a managed table's id mapping: <prefix><table>.<buffer>
 
 
 class ExportError(ValueError):
@@ -51,11 +52,13 @@ class ExportError(ValueError):
 
 def weight_files(keys: list[str]) -> dict[str, list[str]]:
     """{file relative to the export: the state-dict keys it holds}: one file per embedding
-    table, the rest together. The order is the content version's."""
-    tables = [k for k in keys if k.startswith(TABLE_PREFIX)]
-    files = {DENSE: [k for k in keys if not k.startswith(TABLE_PREFIX)]}
-    for key in tables:
-        files[f"{TABLES}/{key[len(TABLE_PREFIX) :].split('.')[0]}.safetensors"] = [key]
+    table, one per managed table's id mapping (3 int64 per row), the rest together. The order
+    is the content version's."""
+    files = {DENSE: [k for k in keys if not k.startswith((TABLE_PREFIX, MANAGED_PREFIX))]}
+    for prefix, folder in ((TABLE_PREFIX, TABLES), (MANAGED_PREFIX, MANAGED)):
+        for key in keys:
+            if key.startswith(prefix):
+                files.setdefault(f"{folder}/{key[len(prefix) :].split('.')[0]}.safetensors", []).append(key)
     return files
 
 
@@ -86,6 +89,7 @@ def _write(
     (tmp / TABLES).mkdir(parents=True)
     names = []
     for name, tensors in files:
+        (tmp / name).parent.mkdir(exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / name))
         names.append(name)
         del tensors  # a table's memory goes before the next one is read
@@ -175,14 +179,14 @@ def _mapped_tensors(p: Path, meta: dict) -> dict[str, torch.Tensor]:
 
 def _model_parts(path: str, meta: dict) -> tuple[FeatureSpec, RecModel]:
     """(FeatureSpec, RecModel on the meta device: its keys and shapes, no memory)."""
-    from ple_model import RecModel
+    from pipeline.train.module import rec_model
 
     spec = spec_from_dict(meta["spec"], source=str(Path(path) / META))
     try:
         cfg = ModelConfig.model_validate(meta["model_config"])
     except ValueError as e:
         raise ExportError(f"{path}: invalid model_config in {META}: {e}") from None
-    return spec, RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg, device="meta")
+    return spec, rec_model(spec, cfg, device="meta", managed_device="cpu")
 
 
 def _load_checked(path: str) -> tuple[FeatureSpec, dict, RecModel, dict[str, torch.Tensor]]:
@@ -245,11 +249,11 @@ def export_model(checkpoint_dir: str, out_dir: str, metrics: dict | None = None)
     process group) and write it as an export, one embedding table at a time."""
     from pipeline.train.checkpoint import EXTRA_FILE
     from pipeline.train.config import JobConfig
-    from ple_model import RecModel
+    from pipeline.train.module import rec_model
 
     extra = json.loads((Path(checkpoint_dir) / EXTRA_FILE).read_text())
     cfg, spec = JobConfig.model_validate(extra["config"]), spec_from_dict(extra["spec"])
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg.model, device="meta")
+    model = rec_model(spec, cfg.model, device="meta", managed_device="cpu")
     return _write(
         out_dir,
         _checkpoint_tables(checkpoint_dir, model),

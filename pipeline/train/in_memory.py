@@ -15,8 +15,8 @@ from pipeline.data.synthetic import best_achievable_auc, generate_table
 from pipeline.train.config import GenerateConfig, JobConfig
 from pipeline.train.losses import masked_bce_per_task
 from pipeline.train.metrics import TaskMetrics
+from pipeline.train.module import rec_model
 from pipeline.train.schedule import lr_factor, set_learning_rates
-from ple_model import RecModel
 
 
 def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None] = print) -> dict[str, float]:
@@ -29,7 +29,7 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
     torch.manual_seed(seed)
     train = generate_table(rows, seed=seed, config=synthetic)
     val = generate_table(max(rows // 4, 1000), seed=seed + 1, config=synthetic)
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg.model)
+    model = rec_model(spec, cfg.model)
     # Sparse rows see few updates each: Adagrad suits the tables, Adam the dense layers.
     opt_sparse = torch.optim.Adagrad(model.ebc.parameters(), lr=t.sparse_lr)
     opt_dense = torch.optim.Adam(model.dense.parameters(), lr=t.dense_lr)

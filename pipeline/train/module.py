@@ -9,8 +9,27 @@ import torch
 from torch import nn
 
 from pipeline.data.batch import Batch
+from pipeline.data.feature_spec import FeatureSpec
 from pipeline.train.losses import esmm_losses, masked_bce_per_task, uncertainty_weighted
+from ple_model.config import ModelConfig
+from ple_model.managed_ids import ManagedTable
 from ple_model.rec_model import RecModel
+
+
+def rec_model(
+    spec: FeatureSpec,
+    cfg: ModelConfig,
+    device: torch.device | str | None = None,
+    managed_device: torch.device | str | None = None,
+) -> RecModel:
+    """The RecModel `spec` describes: its tables, its dense width, its managed tables' mapping
+    (on `managed_device`, default `device`; see RecModel)."""
+    managed = {
+        t.name: ManagedTable(t.eviction_policy.policy, t.eviction_policy.interval_steps) for t in spec.managed_tables
+    }
+    return RecModel(
+        spec.embedding_bag_configs(), spec.num_dense, cfg, device=device, managed=managed, managed_device=managed_device
+    )
 
 
 class TrainModule(nn.Module):

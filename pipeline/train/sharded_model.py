@@ -35,10 +35,9 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 
 from pipeline.data.feature_spec import FeatureSpec
 from pipeline.train.config import TrainConfig
-from pipeline.train.module import TrainModule
+from pipeline.train.module import TrainModule, rec_model
 from pipeline.train.sharding import make_plan, sharders
 from ple_model.config import ModelConfig
-from ple_model.rec_model import RecModel
 
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adam", "sgd")
 # fbgemm's CPU TBE implements only some update rules (Adam asserts "not supported in CPU mode").
@@ -213,7 +212,7 @@ def build_sharded_model(
     pg = pg or dist.group.WORLD
     weights = _task_weights(spec, model_cfg, train)
     module = TrainModule(
-        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device="meta"),
+        rec_model(spec, model_cfg, device="meta", managed_device=device),
         weights,
         train.esmm,
         uncertainty=train.loss_balancing == "uncertainty",
@@ -295,7 +294,7 @@ def build_unsharded_model(
     check_sparse_optimizer(train.sparse_optimizer, torch.device(device))
     weights = _task_weights(spec, model_cfg, train)
     module = TrainModule(
-        RecModel(spec.embedding_bag_configs(), spec.num_dense, model_cfg, device=device),
+        rec_model(spec, model_cfg, device=device),
         weights,
         train.esmm,
         uncertainty=train.loss_balancing == "uncertainty",

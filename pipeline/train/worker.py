@@ -22,6 +22,7 @@ from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
 from pipeline.train.early_stopping import BestTracker
+from pipeline.train.id_turnover import turnover_metrics
 from pipeline.train.progress import eval_line, progress_line
 from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
@@ -344,7 +345,15 @@ class WorkerTrainer:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         t = self.cfg.train
-        self.pipeline = TrainPipelineSparseDist(self.sm.model, self.sm.optimizer, self.device, execute_all_batches=True)
+        # Managed tables remap ids in front of the EBC (ple_model/managed_ids.py): without
+        # pipeline_postproc TorchRec would not pipeline the EBC's input distribution behind it.
+        self.pipeline = TrainPipelineSparseDist(
+            self.sm.model,
+            self.sm.optimizer,
+            self.device,
+            execute_all_batches=True,
+            pipeline_postproc=bool(self.spec.managed_tables),
+        )
         rows_per_step = t.batch_size * self.world
         meter, cadence = ThroughputMeter(rows_per_step), Cadence(t)
         self._carry_out(cadence.at_start(self.step))
@@ -373,6 +382,7 @@ class WorkerTrainer:
                 "cluster/workers": self.world,
                 "cluster/nodes": self.num_nodes,
                 **self.missing_metrics(),
+                **turnover_metrics(self.sm.train_module.model, self.cfg.train.init_from),
                 "train/stopped_early": int(self.stopped_early),
                 "done": 1,
             },

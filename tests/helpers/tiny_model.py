@@ -30,6 +30,26 @@ def tiny_spec() -> FeatureSpec:
     return spec_from_dict(data)
 
 
+MANAGED_ROWS = 16
+
+
+def managed_spec(policy: str = "lru", interval: int = 1, missing: str = "error") -> FeatureSpec:
+    """tiny_spec with its user table managed (MANAGED_ROWS rows, `policy` every `interval` steps)."""
+    data = tiny_spec().model_dump(mode="json")
+    data["tables"][0] = {
+        "name": "user",
+        "hash_buckets": MANAGED_ROWS,
+        "dim": 8,
+        "collision": "managed",
+        "eviction": {"policy": policy, "interval_steps": interval},
+    }
+    for f in data["sparse"]:
+        if f["table"] == "user":
+            f["missing"] = missing
+    data["group_by"] = None  # user_id, here also with nulls
+    return spec_from_dict(data)
+
+
 def global_batch(step: int) -> pa.Table:
     """The rows of training step `step`, the same in every process."""
     return generate_table(GLOBAL_BATCH, seed=1000 + step)

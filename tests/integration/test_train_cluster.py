@@ -50,6 +50,19 @@ def _http_answers(url: str) -> bool:
     return True
 
 
+def _head_state(tmp: Path, head: subprocess.Popen) -> str:
+    """Why a head stopped answering, for the failure message: whether `ray start` still runs,
+    and the last lines of its own log and of its processes' logs (the directory goes with the test)."""
+    logs = tmp / "ray" / "session_latest" / "logs"
+    names = ["dashboard.log", "dashboard.err", "raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err"]
+    parts = [f"`ray start` {'running' if head.poll() is None else f'exited {head.returncode}'}"]
+    for path in [tmp / "head.log", *(logs / n for n in names)]:
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-12:]
+            parts.append(f"--- {path.name}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
 def test_two_node_cluster_trains_end_to_end(tmp_path, repo_root):
     # STRICT_SPREAD: one training worker per node, so the gloo collectives and the sharded
     # tables really cross processes on different Ray nodes.
@@ -156,7 +169,7 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
             return None if any(s in done.stderr for s in starting) else done
 
         submit = wait_for(submit, "a job agent on the head", timeout=120, interval=2.0)
-        assert submit.returncode == 0, submit.stdout[-5000:] + submit.stderr[-3000:]
+        assert submit.returncode == 0, submit.stdout[-5000:] + submit.stderr[-3000:] + _head_state(tmp, head)
         assert "succeeded" in submit.stdout
         run_dir = tmp / "runs" / "submitted"
         assert (run_dir / "export" / "model.json").is_file() and (run_dir / "export" / "dense.safetensors").is_file()

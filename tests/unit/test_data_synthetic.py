@@ -95,3 +95,25 @@ def test_conflict_knob_scales_only_the_clickbait_effect():
     p0 = tables[0.0].to_pandas().groupby("item_id")[["true_p_click", "true_p_conv"]].mean()
     p1 = tables[1.0].to_pandas().groupby("item_id")[["true_p_click", "true_p_conv"]].mean()
     assert p0.corr().iloc[0, 1] > p1.corr().iloc[0, 1] + 0.2
+
+
+def test_id_drift_replaces_a_share_of_the_catalogue_each_day_with_ids_as_popular_as_the_old():
+    from pipeline.data.synthetic import SyntheticConfig
+
+    config = SyntheticConfig(num_users=2000, num_items=500, id_drift=0.2)
+    assert generate_table(3000, seed=5, config=SyntheticConfig(num_users=2000, num_items=500)).equals(
+        generate_table(3000, seed=5, config=SyntheticConfig(num_users=2000, num_items=500, id_drift=0.0), day=4)
+    )  # no drift: every day has the same catalogue, as before the knob
+    days = [generate_table(40_000, seed=5, config=config, day=d) for d in range(3)]
+    users = [set(d["user_id"].to_numpy().tolist()) for d in days]
+    assert min(users[0]) >= 0 and max(users[0]) < 2000 and min(users[1]) >= 400 and max(users[1]) < 2400
+    new_on_day1 = {u for u in users[1] if u >= 2000}
+    assert 350 <= len(new_on_day1) <= 400  # the 400 ids that arrived (a few unseen in 40k rows)
+    assert not new_on_day1 & users[0]
+    # New ids take popularity ranks at random: their share of day 1's traffic is about their share of ids.
+    day1 = days[1]["user_id"].to_numpy()
+    assert 0.1 < np.isin(day1, list(new_on_day1)).mean() < 0.3
+    items = [set(d["item_id"].to_numpy().tolist()) for d in days]
+    assert min(items[2]) >= 200 and max(items[2]) < 700
+    history = set(days[2]["history"].combine_chunks().flatten().to_numpy().tolist())
+    assert history <= set(range(200, 700))  # the day's own items

@@ -1,0 +1,59 @@
+"""How a run changed its managed tables' id mappings (ple_model/managed_ids.py), as metrics:
+`ids/<table>/admitted` (ids that gained a row), `ids/<table>/evicted` (ids that lost theirs),
+`ids/<table>/live` (ids holding a row at the end) and `ids/<table>/rows` (rows ids can hold,
+the table's rows less the last, which takes the ids without one).
+
+Counted against the mapping the run started from: the warm start's checkpoint
+(`train.init_from`, as in daily retraining) or an empty one, so a run resumed after a failure
+still counts from its true start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+IDS_PREFIX = "ids/"
+_FIELDS = ("admitted", "evicted", "live", "rows")
+
+
+def turnover_metrics(model, init_from: str | None) -> dict[str, int]:
+    """`ids/...` metrics of a RecModel (in a TrainModule, the key prefix `model.`)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from ple_model.managed_ids import FREE_SLOT, MAPPING_BUFFER, id_turnover
+
+    managed = model.managed
+    if managed is None:
+        return {}
+    now = managed.live_ids()
+    before = {name: ids[:0] for name, ids in now.items()}
+    if init_from:
+        # Only the mapping buffers of the start checkpoint are read (DCP loads the keys asked for).
+        keys = {f"model.managed.tables.{name}.{MAPPING_BUFFER}": name for name in now}
+        part = {k: torch.empty_like(getattr(managed.tables[name], MAPPING_BUFFER)) for k, name in keys.items()}
+        dcp.load({"model": part}, checkpoint_id=init_from, no_dist=True)
+        before = {name: part[k][part[k] != FREE_SLOT] for k, name in keys.items()}
+    out = {}
+    for name, counts in id_turnover(before, now).items():
+        counts["rows"] = managed.tables[name].output_size() - 1
+        out.update({f"{IDS_PREFIX}{name}/{field}": counts[field] for field in _FIELDS})
+    return out
+
+
+def turnover_from_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """{table: {admitted, evicted, live, rows}} from a run's metrics."""
+    out: dict[str, dict[str, int]] = {}
+    for key, value in metrics.items():
+        if key.startswith(IDS_PREFIX) and key.count("/") == 2:
+            _, table, field = key.split("/")
+            out.setdefault(table, {})[field] = int(value)
+    return out
+
+
+def describe_turnover(turnover: Mapping[str, Mapping[str, int]]) -> str:
+    """`user: 1,204 ids admitted, 310 evicted, 4,095 of 4,095 rows in use`; tables by name."""
+    return "; ".join(
+        f"{table}: {t['admitted']:,} ids admitted, {t['evicted']:,} evicted, {t['live']:,} of {t['rows']:,} rows in use"
+        for table, t in sorted(turnover.items())
+    )

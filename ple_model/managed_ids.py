@@ -1,0 +1,148 @@
+"""Managed-collision tables: raw ids mapped to embedding rows by TorchRec's MCH modules.
+
+A hashed table sends every id to `hash(id) % rows`, so as an id space grows new ids pile onto
+old ones' rows. A managed table keeps an id-to-row mapping instead (TorchRec's
+`MCHManagedCollisionModule`): while training, the ids seen are profiled, and every
+`eviction_interval` steps new ids are admitted into free rows or into the rows of the ids the
+eviction policy ranks lowest (LFU: least often seen; LRU: least recently seen). An id with no row
+(not admitted yet, or unseen at scoring) goes to the table's last row, which is never assigned.
+In eval mode the mapping only remaps. The mapping and its eviction metadata are buffers, so they
+are part of the state dict: checkpoints, exports and warm starts carry them.
+
+Why not TorchRec's ManagedCollisionEmbeddingBagCollection: its sharded form needs row-wise
+sharding, which TorchRec offers on CUDA only (docs/managed_collisions.md). Here the mapping
+stays one replicated module in front of the (sharded) EmbeddingBagCollection. Each data-parallel
+worker would otherwise profile only its own batches and the mappings would drift apart, so in
+training every worker profiles the ids of all workers' batches (an all-gather of the managed
+ids only) and the mappings stay identical; each worker then remaps its own batch.
+
+Known limit: an evicted row keeps its embedding (and optimizer state) for the id admitted
+into it; TorchRec's unsharded module does not reset it either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.mc_modules import LFU_EvictionPolicy, LRU_EvictionPolicy, MCHManagedCollisionModule
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+
+Eviction = Literal["lfu", "lru"]
+# MCH marks a free slot with the largest int64: raw ids must stay below it (pipeline/data/id_mapping.py).
+FREE_SLOT = torch.iinfo(torch.int64).max
+# TorchRec's buffer of the raw ids holding a row, sorted (tests/unit/test_torchrec_managed_collisions.py pins it).
+MAPPING_BUFFER = "_mch_sorted_raw_ids"
+
+
+@dataclass(frozen=True)
+class ManagedTable:
+    """How one table's ids are managed: the eviction policy and how often (training steps) it runs."""
+
+    eviction: Eviction = "lfu"
+    eviction_interval: int = 100
+
+
+def _mch(rows: int, table: ManagedTable, device: torch.device) -> MCHManagedCollisionModule:
+    policy = LFU_EvictionPolicy() if table.eviction == "lfu" else LRU_EvictionPolicy()
+    return MCHManagedCollisionModule(
+        zch_size=rows, device=device, eviction_policy=policy, eviction_interval=table.eviction_interval
+    )
+
+
+def _all_gather_ids(ids: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every worker's ids of each table, concatenated in rank order, in two collectives for all
+    tables (ranks may hold different counts)."""
+    world = dist.get_world_size()
+    counts = torch.tensor([t.numel() for t in ids], device=ids[0].device)
+    all_counts = [torch.empty_like(counts) for _ in range(world)]
+    dist.all_gather(all_counts, counts)
+    per_rank = torch.stack(all_counts)  # [world, tables]
+    padded = torch.zeros(int(per_rank.sum(dim=1).max()), dtype=torch.int64, device=ids[0].device)
+    mine = torch.cat(ids)
+    padded[: mine.numel()] = mine
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    splits = per_rank.tolist()
+    by_rank = [part[: sum(n)].split(n) for part, n in zip(parts, splits, strict=True)]
+    return [torch.cat([rank[i] for rank in by_rank]) for i in range(len(ids))]
+
+
+class ManagedIds(nn.Module):
+    """KJT of raw ids -> the same KJT with the managed tables' ids replaced by their rows.
+    Features of other tables pass through unchanged (their ids are rows already)."""
+
+    def __init__(
+        self,
+        tables: Sequence[EmbeddingBagConfig],
+        managed: Mapping[str, ManagedTable],
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        by_name = {t.name: t for t in tables}
+        unknown = sorted(set(managed) - set(by_name))
+        if unknown:
+            raise ValueError(f"managed tables {unknown} are not among the tables {sorted(by_name)}")
+        device = torch.device(device or "cpu")
+        self.tables = nn.ModuleDict({n: _mch(by_name[n].num_embeddings, m, device) for n, m in managed.items()})
+        self.table_features = {n: list(by_name[n].feature_names) for n in managed}
+
+    def forward(self, sparse: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        if not self.table_features:
+            return sparse
+        values, lengths_per_key = sparse.values(), sparse.length_per_key()
+        starts = dict(zip(sparse.keys(), torch.tensor([0, *lengths_per_key]).cumsum(0).tolist(), strict=False))
+        spans = {k: (starts[k], starts[k] + n) for k, n in zip(sparse.keys(), lengths_per_key, strict=True)}
+        # A table's features share its rows: they are profiled and remapped together.
+        ids = [torch.cat([values[slice(*spans[f])] for f in fs]) for fs in self.table_features.values()]
+        if self.training:
+            gathered = _all_gather_ids(ids) if dist.is_initialized() and dist.get_world_size() > 1 else ids
+            for (name, mch), seen in zip(self._by_table(), gathered, strict=True):
+                mch.profile({name: JaggedTensor(values=seen, lengths=seen.new_ones(seen.numel()))})
+        remapped = values.clone()  # the batch's own KJT stays as it was (validation batches are reused)
+        for (name, mch), table_ids in zip(self._by_table(), ids, strict=True):
+            rows = mch.remap({name: JaggedTensor(values=table_ids, lengths=table_ids.new_ones(table_ids.numel()))})
+            offset = 0
+            for f in self.table_features[name]:
+                start, end = spans[f]
+                remapped[start:end] = rows[name].values()[offset : offset + end - start]
+                offset += end - start
+        return KeyedJaggedTensor(
+            keys=sparse.keys(),
+            values=remapped,
+            lengths=sparse.lengths(),
+            weights=sparse.weights_or_none(),
+            stride=sparse.stride(),
+            length_per_key=lengths_per_key,
+        )
+
+    def _by_table(self) -> list[tuple[str, MCHManagedCollisionModule]]:
+        return [(name, cast(MCHManagedCollisionModule, mch)) for name, mch in self.tables.items()]
+
+    @torch.no_grad()
+    def live_ids(self) -> dict[str, torch.Tensor]:
+        """{table: the raw ids that hold a row now}, sorted."""
+        out = {}
+        for name, mch in self.tables.items():
+            raw = getattr(mch, MAPPING_BUFFER)
+            out[name] = raw[raw != FREE_SLOT].clone()
+        return out
+
+
+def id_turnover(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]) -> dict[str, dict[str, int]]:
+    """{table: {admitted, evicted, live}}: the ids that gained a row between two `live_ids()`,
+    those that lost theirs, and how many hold one now."""
+    out = {}
+    for name, now in after.items():
+        then = before.get(name, now[:0])
+        out[name] = {
+            "admitted": int((~torch.isin(now, then)).sum()),
+            "evicted": int((~torch.isin(then, now)).sum()),
+            "live": int(now.numel()),
+        }
+    return out

@@ -1,0 +1,121 @@
+"""Managed-collision tables in one process (ple_model/managed_ids.py, `collision: managed` in the
+spec): raw ids from the collate, admission and eviction as the table fills, eval that only
+remaps, a state-dict round trip (what checkpoints and exports carry), a warm start that admits a
+new day's ids, and the turnover counts."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from helpers.tiny_model import MANAGED_ROWS as ROWS
+from helpers.tiny_model import MODEL, managed_spec, tiny_spec
+from pipeline.data.collate import collate
+from pipeline.data.feature_spec import FeatureSpecError, spec_from_dict
+from pipeline.data.id_mapping import MISSING_RAW_ID
+from pipeline.data.synthetic import SyntheticConfig, generate_table
+from pipeline.train.module import rec_model
+from ple_model.managed_ids import FREE_SLOT, id_turnover
+
+
+def _day(users: range, seed: int) -> pa.Table:
+    """Impressions whose user ids are `users`, one each, in a shuffled order."""
+    table = generate_table(len(users), seed=seed, config=SyntheticConfig(num_users=10, num_items=20))
+    ids = torch.tensor(list(users))[torch.randperm(len(users), generator=torch.Generator().manual_seed(seed))]
+    return table.set_column(table.schema.get_field_index("user_id"), "user_id", pa.array(ids.numpy()))
+
+
+def _rows(model, table: pa.Table, spec) -> torch.Tensor:
+    """The rows the model maps `table`'s user ids to (profiling them first in train mode)."""
+    batch = collate(table, spec)
+    return model.managed(batch.sparse_features)["user_id"].values()
+
+
+def test_spec_checks_where_managed_applies():
+    data = managed_spec().model_dump(mode="json")
+    data["tables"][0].update(hash_buckets=None, vocab_size=ROWS)
+    with pytest.raises(FeatureSpecError, match=r"tables\[0\]: collision .managed.*needs hash_buckets"):
+        spec_from_dict(data)
+    data = tiny_spec().model_dump(mode="json")
+    data["tables"][2]["eviction"] = {"policy": "lfu"}
+    with pytest.raises(FeatureSpecError, match=r"tables\[2\]: eviction applies to collision: managed only"):
+        spec_from_dict(data)
+
+
+def test_collate_gives_managed_tables_raw_ids_and_missing_ids_one_reserved_id():
+    spec = managed_spec(missing="default")
+    table = generate_table(50, seed=0)
+    users = table.column("user_id").to_numpy()
+    ids = collate(table, spec).sparse_features["user_id"].values()
+    assert (ids >= 0).all() and (ids < FREE_SLOT).all()
+    assert len(set(ids.tolist())) == len(set(users.tolist()))  # one raw id per distinct id
+    assert (ids > ROWS).any()  # raw ids, not rows
+    with_null = table.set_column(1, "user_id", pa.array([None] + users[1:].tolist(), pa.int64()))
+    ids_null = collate(with_null, spec).sparse_features["user_id"].values()
+    assert ids_null[0] == MISSING_RAW_ID and torch.equal(ids_null[1:], ids[1:])
+    # No reserved row is added to a managed table: the mapping's last row takes unmapped ids.
+    assert {c.name: c.num_embeddings for c in spec.table_configs()}["user"] == ROWS
+
+
+def test_a_filling_table_admits_evicts_and_remaps_alike_after_a_state_dict_round_trip():
+    spec = managed_spec(policy="lru")
+    model = rec_model(spec, MODEL).train()
+    day1 = _day(range(1000, 1010), seed=1)
+    before = model.managed.live_ids()
+    first = _rows(model, day1, spec)
+    assert len(set(first.tolist())) == 10 and (first < ROWS - 1).all()  # 10 ids, 15 free rows: one each
+    assert id_turnover(before, model.managed.live_ids())["user"] == {"admitted": 10, "evicted": 0, "live": 10}
+    assert torch.equal(_rows(model, day1, spec), first)  # seen again: the same rows
+
+    # 10 new ids, 5 free rows: LRU evicts the 5 least recently seen old ids for the other 5.
+    after_day1 = model.managed.live_ids()
+    day2 = _day(range(5000, 5010), seed=2)
+    _rows(model, day2, spec)
+    turnover = id_turnover(after_day1, model.managed.live_ids())["user"]
+    assert turnover == {"admitted": 10, "evicted": 5, "live": ROWS - 1}
+
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    mapped = _rows(model, day2, spec)
+    assert (mapped < ROWS - 1).all() and len(set(mapped.tolist())) == 10  # a row of its own each
+    unseen = _rows(model, _day(range(9000, 9003), seed=3), spec)
+    assert unseen.tolist() == [ROWS - 1] * 3  # eval admits nothing: the last row
+    assert id_turnover(model.managed.live_ids(), model.managed.live_ids())["user"]["admitted"] == 0
+
+    reloaded = rec_model(spec, MODEL)
+    reloaded.load_state_dict(state)
+    assert torch.equal(_rows(reloaded.eval(), day2, spec), mapped)
+
+    # A batch used twice (validation batches are cached) maps the same way the second time.
+    batch = collate(day2, spec)
+    first_pass = reloaded(batch.sparse_features, batch.dense_features)
+    assert torch.equal(reloaded(batch.sparse_features, batch.dense_features), first_pass)
+    assert torch.equal(reloaded.managed(batch.sparse_features)["user_id"].values(), mapped)
+
+
+def test_a_warm_start_admits_the_new_days_ids_into_the_mapping_it_loaded():
+    spec = managed_spec(policy="lfu", interval=2)
+    yesterday = rec_model(spec, MODEL).train()
+    for seed in (1, 2):  # two steps: one eviction interval
+        _rows(yesterday, _day(range(100, 108), seed=seed), spec)
+    old = yesterday.managed.live_ids()
+    assert old["user"].numel() == 8
+
+    today = rec_model(spec, MODEL)
+    today.load_state_dict(yesterday.state_dict())
+    assert torch.equal(today.managed.live_ids()["user"], old["user"])
+    today.train()
+    for seed in (3, 4):
+        _rows(today, _day(range(200, 205), seed=seed), spec)
+    assert id_turnover(old, today.managed.live_ids())["user"] == {"admitted": 5, "evicted": 0, "live": 13}
+
+
+def test_a_managed_model_trains_end_to_end():
+    spec = managed_spec()
+    model = rec_model(spec, MODEL).train()
+    batch = collate(generate_table(64, seed=0), spec)
+    logits = model(batch.sparse_features, batch.dense_features)
+    logits.sum().backward()
+    user_grad = model.ebc.embedding_bags["user"].weight.grad
+    assert user_grad is not None and user_grad.abs().sum() > 0
