@@ -3,13 +3,14 @@
     <dir>/model.json                    model config, feature spec, metrics, step, weight files
     <dir>/dense.safetensors             every tensor but the embedding tables
     <dir>/tables/<table>.safetensors    one embedding table each
+    <dir>/managed/<table>.safetensors   a managed table's id mapping (ple_model/managed_ids.py)
 
 safetensors holds tensors without pickle, and its files can be memory-mapped: load_export maps
 them read-only and the model's parameters *are* the mapped tensors, so every scoring actor on a
 node shares one copy of the tables in the page cache instead of holding its own. export_model
 writes the tables one at a time from the training checkpoint, so the exporting process holds
-one table at a time, never the whole model: at its peak about twice the largest table, as DCP
-reads each saved item whole before copying it into place.
+one table at a time, never the whole model: at its peak about the largest table, as the
+checkpoint's tensors are read without DCP's second copy (pipeline/train/dcp_reader.py).
 
 Written to a temporary sibling and renamed, so an existing export is never half-replaced.
 Format 1 (one `weights.pt`, a torch.save file) still loads.
@@ -231,16 +232,15 @@ def load_export(path: str):
 
 
 def _checkpoint_tables(checkpoint_dir: str, model: RecModel) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-    """Each export file's tensors read from a DCP checkpoint, one file at a time (DCP reads the
-    requested keys only, reassembling their shards)."""
-    import torch.distributed.checkpoint as dcp
+    """Each export file's tensors read from a DCP checkpoint, one file at a time (only the
+    requested keys, their shards reassembled; pipeline/train/dcp_reader.py keeps one copy)."""
+    from pipeline.train.dcp_reader import read_tensors
 
     shapes = model.state_dict()  # meta tensors: shapes and dtypes
     for name, keys in weight_files(list(shapes)).items():
-        # The checkpoint holds TrainModule's state: RecModel's keys under "model.".
-        part = {f"model.{k}": torch.empty(shapes[k].shape, dtype=shapes[k].dtype) for k in keys}
-        dcp.load({"model": part}, checkpoint_id=checkpoint_dir)
-        yield name, {k[len("model.") :]: v for k, v in part.items()}
+        # The checkpoint holds TrainModule's state under "model", RecModel's keys under "model.".
+        part = read_tensors(checkpoint_dir, {f"model.model.{k}": shapes[k] for k in keys})
+        yield name, {k[len("model.model.") :]: v for k, v in part.items()}
         del part  # before the next file is read: one table in memory at a time
 
 

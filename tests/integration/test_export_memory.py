@@ -66,8 +66,9 @@ def test_exporting_holds_one_table_at_a_time_not_the_model(export):
     out, peak = export
     model_bytes = sum(f.stat().st_size for f in (out / "tables").iterdir())
     assert model_bytes >= len(TABLES) * TABLE_BYTES
-    # DCP reads a saved item, then copies it into place: two tables' memory at the peak.
-    assert peak < 3 * TABLE_BYTES < model_bytes / 2, (peak, TABLE_BYTES, model_bytes)
+    # One table read at a time, kept as it was read (pipeline/train/dcp_reader.py): DCP's own
+    # load would copy it into place, two tables at the peak (measured: 2.10 tables, 1.09 with the reader).
+    assert peak < 1.5 * TABLE_BYTES < model_bytes / 4, (peak, TABLE_BYTES, model_bytes)
     meta = json.loads((out / "model.json").read_text())
     assert meta["weights"] == ["dense.safetensors", *(f"tables/{t}.safetensors" for t in TABLES)]
 

@@ -95,3 +95,15 @@ def test_unreadable_or_unknown_exports_say_what_to_do(tmp_path):
         ExportError, match=r"shape mismatches \['ebc.embedding_bags.user.weight: \(10, 16\) vs \(100000, 16\)'\]"
     ):
         check_export(small)
+
+
+def test_the_dcp_reader_the_export_uses_still_matches_the_pinned_torch():
+    """pipeline/train/dcp_reader.py follows FileSystemReader.read_data and uses these of its
+    attributes: a torch upgrade that renames them fails here, not in an export."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    from pipeline.train.dcp_reader import READER_ATTRIBUTES
+
+    reader = FileSystemReader("/nonexistent")
+    missing = [a for a in READER_ATTRIBUTES if not hasattr(reader, a)]
+    assert not missing, missing
