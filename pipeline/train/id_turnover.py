@@ -57,3 +57,16 @@ def describe_turnover(turnover: Mapping[str, Mapping[str, int]]) -> str:
         f"{table}: {t['admitted']:,} ids admitted, {t['evicted']:,} evicted, {t['live']:,} of {t['rows']:,} rows in use"
         for table, t in sorted(turnover.items())
     )
+
+
+def short_run_warnings(spec, run_steps: int | None) -> list[str]:
+    """A line for each managed table whose eviction interval is longer than the run: TorchRec's
+    module admits ids only when an interval completes, so such a run admits none."""
+    if run_steps is None:
+        return []
+    return [
+        f"managed table {t.name}: this run's {run_steps} steps are fewer than its eviction interval "
+        f"({t.eviction_policy.interval_steps} steps), so it admits no id; lower eviction.interval_steps"
+        for t in spec.managed_tables
+        if t.eviction_policy.interval_steps > run_steps
+    ]

@@ -22,7 +22,7 @@ from pipeline.train.balancing import DynamicWeightAverage
 from pipeline.train.cadence import Cadence, StepActions
 from pipeline.train.config import JobConfig
 from pipeline.train.early_stopping import BestTracker
-from pipeline.train.id_turnover import turnover_metrics
+from pipeline.train.id_turnover import short_run_warnings, turnover_metrics
 from pipeline.train.progress import eval_line, progress_line
 from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
@@ -355,6 +355,9 @@ class WorkerTrainer:
             pipeline_postproc=bool(self.spec.managed_tables),
         )
         rows_per_step = t.batch_size * self.world
+        if self.rank == 0:
+            for line in short_run_warnings(self.spec, self.run_steps):
+                log.warning(f"[train] {line}")
         meter, cadence = ThroughputMeter(rows_per_step), Cadence(t)
         self._carry_out(cadence.at_start(self.step))
         while self.epoch < t.epochs and not self._done():

@@ -119,3 +119,28 @@ def test_a_managed_model_trains_end_to_end():
     logits.sum().backward()
     user_grad = model.ebc.embedding_bags["user"].weight.grad
     assert user_grad is not None and user_grad.abs().sum() > 0
+
+
+def test_turnover_metrics_round_trip_into_the_jobs_summary_line():
+    from pipeline.train.id_turnover import describe_turnover, turnover_from_metrics, turnover_metrics
+
+    spec = managed_spec(policy="lru")
+    model = rec_model(spec, MODEL).train()
+    _rows(model, _day(range(1000, 1010), seed=1), spec)
+    metrics = {"val/ctr/auc": 0.7, **turnover_metrics(model, init_from=None)}
+    assert metrics["ids/user/admitted"] == metrics["ids/user/live"] == 10 and metrics["ids/user/rows"] == ROWS - 1
+    turnover = turnover_from_metrics(metrics)
+    assert turnover == {"user": {"admitted": 10, "evicted": 0, "live": 10, "rows": ROWS - 1}}
+    assert describe_turnover(turnover) == f"user: 10 ids admitted, 0 evicted, 10 of {ROWS - 1} rows in use"
+    assert turnover_metrics(rec_model(tiny_spec(), MODEL), init_from=None) == {}  # no managed table
+
+
+def test_a_run_shorter_than_the_eviction_interval_is_told_it_admits_nothing():
+    from pipeline.train.id_turnover import short_run_warnings
+
+    spec = managed_spec(interval=50)
+    assert short_run_warnings(spec, 49) == [
+        "managed table user: this run's 49 steps are fewer than its eviction interval (50 steps), "
+        "so it admits no id; lower eviction.interval_steps"
+    ]
+    assert short_run_warnings(spec, 50) == short_run_warnings(spec, None) == short_run_warnings(tiny_spec(), 1) == []
