@@ -95,9 +95,8 @@ class ManagedIds(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor) -> KeyedJaggedTensor:
         if not self.table_features:
             return sparse
-        values, lengths_per_key = sparse.values(), sparse.length_per_key()
-        starts = dict(zip(sparse.keys(), torch.tensor([0, *lengths_per_key]).cumsum(0).tolist(), strict=False))
-        spans = {k: (starts[k], starts[k] + n) for k, n in zip(sparse.keys(), lengths_per_key, strict=True)}
+        values, offsets = sparse.values(), sparse.offset_per_key()
+        spans = {k: (offsets[i], offsets[i + 1]) for i, k in enumerate(sparse.keys())}
         # A table's features share its rows: they are profiled and remapped together.
         ids = [torch.cat([values[slice(*spans[f])] for f in fs]) for fs in self.table_features.values()]
         if self.training:
@@ -118,7 +117,7 @@ class ManagedIds(nn.Module):
             lengths=sparse.lengths(),
             weights=sparse.weights_or_none(),
             stride=sparse.stride(),
-            length_per_key=lengths_per_key,
+            length_per_key=sparse.length_per_key(),
         )
 
     def _by_table(self) -> list[tuple[str, MCHManagedCollisionModule]]:

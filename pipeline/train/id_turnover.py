@@ -18,9 +18,7 @@ _FIELDS = ("admitted", "evicted", "live", "rows")
 
 def turnover_metrics(model, init_from: str | None) -> dict[str, int]:
     """`ids/...` metrics of a RecModel (in a TrainModule, the key prefix `model.`)."""
-    import torch
-    import torch.distributed.checkpoint as dcp
-
+    from pipeline.train.dcp_reader import read_tensors
     from ple_model.managed_ids import FREE_SLOT, MAPPING_BUFFER, id_turnover
 
     managed = model.managed
@@ -29,10 +27,10 @@ def turnover_metrics(model, init_from: str | None) -> dict[str, int]:
     now = managed.live_ids()
     before = {name: ids[:0] for name, ids in now.items()}
     if init_from:
-        # Only the mapping buffers of the start checkpoint are read (DCP loads the keys asked for).
-        keys = {f"model.managed.tables.{name}.{MAPPING_BUFFER}": name for name in now}
-        part = {k: torch.empty_like(getattr(managed.tables[name], MAPPING_BUFFER)) for k, name in keys.items()}
-        dcp.load({"model": part}, checkpoint_id=init_from, no_dist=True)
+        # Only the mapping buffers of the start checkpoint are read: TrainModule's state is under
+        # "model", RecModel's keys under "model.".
+        keys = {f"model.model.managed.tables.{name}.{MAPPING_BUFFER}": name for name in now}
+        part = read_tensors(init_from, {k: getattr(managed.tables[name], MAPPING_BUFFER) for k, name in keys.items()})
         before = {name: part[k][part[k] != FREE_SLOT] for k, name in keys.items()}
     out = {}
     for name, counts in id_turnover(before, now).items():
