@@ -56,7 +56,7 @@ def _head_state(tmp: Path, head: subprocess.Popen) -> str:
     logs = tmp / "ray" / "session_latest" / "logs"
     names = ["dashboard.log", "dashboard.err", "raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err"]
     parts = [f"`ray start` {'running' if head.poll() is None else f'exited {head.returncode}'}"]
-    for path in [tmp / "head.log", *(logs / n for n in names)]:
+    for path in [*sorted(tmp.glob("head*.log")), *(logs / n for n in names)]:
         if path.is_file():
             tail = path.read_text(errors="replace").splitlines()[-12:]
             parts.append(f"--- {path.name}\n" + "\n".join(tail))
@@ -90,14 +90,11 @@ def test_two_node_cluster_trains_end_to_end(tmp_path, repo_root):
     assert (Path(result["export"]) / "model.json").is_file()
 
 
-def test_ray_job_submit_to_a_head_on_loopback(repo_root):
-    """`ray start --head` + `ray job submit --working-dir .`, with Ray's default token auth on."""
-    # A short temp dir: Ray's unix socket paths under it must stay below the OS limit.
-    tmp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
-    env = child_env(RAY_AUTH_MODE="token")
-    dashboard = f"http://127.0.0.1:{(dash_port := free_port())}"
-    # Every port this head listens on is a free one: another Ray on the machine (a second test
-    # session, a user's) must not make this one's job agent fail to bind.
+def _head_command(tmp: Path) -> tuple[list[str], str]:
+    """(`ray start --head --block` on loopback, its dashboard's URL). Every port this head listens
+    on is a free one: another Ray on the machine (a second test session, a user's) must not make
+    this one's job agent fail to bind."""
+    dash_port = free_port()
     ports = {
         flag: free_port()
         for flag in (
@@ -108,7 +105,7 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
             "ray-client-server-port",
         )
     }
-    head_command = [
+    command = [
         RAY_CLI,
         "start",
         "--head",
@@ -122,8 +119,36 @@ def test_ray_job_submit_to_a_head_on_loopback(repo_root):
         f"--temp-dir={tmp}/ray",
         *(f"--{flag}={port}" for flag, port in ports.items()),
     ]
-    with open(tmp / "head.log", "w") as log:  # the child keeps its own copy of the fd
-        head = subprocess.Popen(head_command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return command, f"http://127.0.0.1:{dash_port}"
+
+
+def _start_head(tmp: Path, env: dict, attempts: int = 2) -> tuple[subprocess.Popen, str]:
+    """A head that says it is up ("Ray runtime started."), and its dashboard's URL. `ray start`
+    gives up and exits when its raylet takes more than 30 s (fixed in ray._private.node) to
+    register with the GCS: seen on a 2-core machine running the whole suite, after the dashboard
+    had already answered. Such a start is tried again, with new ports; its log is kept."""
+    for attempt in range(attempts):
+        command, dashboard = _head_command(tmp)
+        log_path = tmp / "head.log"
+        with open(log_path, "w") as log:  # the child keeps its own copy of the fd
+            head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up_or_gone(head: subprocess.Popen = head, log: Path = log_path) -> bool:
+            return head.poll() is not None or "Ray runtime started." in log.read_text(errors="replace")
+
+        wait_for(up_or_gone, "the Ray head to start or give up")
+        if head.poll() is None:
+            return head, dashboard
+        log_path.rename(tmp / f"head-attempt{attempt}.log")
+    raise AssertionError(f"`ray start --head` exited {attempts} times during start-up:\n{_head_state(tmp, head)}")
+
+
+def test_ray_job_submit_to_a_head_on_loopback(repo_root):
+    """`ray start --head` + `ray job submit --working-dir .`, with Ray's default token auth on."""
+    # A short temp dir: Ray's unix socket paths under it must stay below the OS limit.
+    tmp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
+    env = child_env(RAY_AUTH_MODE="token")
+    head, dashboard = _start_head(tmp, env)
     try:
         # The dashboard's HTTP server first (a cheap poll: each `ray` CLI call costs a second of
         # CPU, taken from the head that is starting), then the Jobs API through the CLI, with token auth.
