@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection, SumMetric
-from torchmetrics.classification import BinaryAUROC
 
+from pipeline.train.binned_auc import BinnedAUROC
 from pipeline.train.gauc import GroupAUROC
 
 
@@ -23,9 +23,9 @@ class TaskMetrics:
         self.per_task = [
             MetricCollection(
                 {
-                    # exact AUC (thresholds=None) would keep every prediction; 1,000 bins is
-                    # exact to ~1e-3 and costs constant memory however large the set.
-                    "auc": BinaryAUROC(thresholds=1000),
+                    # exact AUC would keep every prediction; 1,000 bins is exact to ~1e-3 and
+                    # costs constant memory however large the set.
+                    "auc": BinnedAUROC(thresholds=1000),
                     "loss_sum": SumMetric(),
                     "pred_sum": SumMetric(),
                     "label_sum": SumMetric(),

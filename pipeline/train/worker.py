@@ -141,6 +141,7 @@ class WorkerTrainer:
         self.history: list[dict] = []  # every evaluation's metrics, for curves and reports
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
+        self.checkpointed_step: int | None = None  # the step of this run's last checkpoint
         self.val_cache: list | None = None  # collated validation batches (see val_batches)
         self.tensorboard = self._tensorboard(storage)
 
@@ -184,6 +185,7 @@ class WorkerTrainer:
         with ckpt.as_directory() as d:
             extra = load_checkpoint(d, self.sm.model, self.sm.optimizer)
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
+        self.checkpointed_step = self.step
         self.history = extra.get("history", [])
         self.resumed_at = extra.get("resumed_at", []) + [self.step]
         if self.dwa is not None and "dwa" in extra:
@@ -234,6 +236,7 @@ class WorkerTrainer:
         # Each worker writes its own shards locally; Ray merges the workers' directories in
         # storage and registers the checkpoint only once every worker has reported, so a
         # worker dying mid-write never replaces the last good checkpoint.
+        self.checkpointed_step = self.step
         with tempfile.TemporaryDirectory(prefix="ple-ckpt-") as tmp:
             save_shards(tmp, self.sm.model, self.sm.optimizer, extra)
             ray.train.report(
@@ -373,9 +376,10 @@ class WorkerTrainer:
                 break
             self.epoch += 1
             self.batches_in_epoch = 0
-        stopped_here = self.stopped_early and bool(self.history) and self.history[-1]["step"] == self.step
-        # Stopped early: the run's last evaluation was at this very step.
-        final = self.history[-1] if stopped_here else self.evaluate()
+        # The last evaluation was at this very step (stopped early, or the cadence evaluated at the
+        # epoch's last step): its metrics are the final ones, the same weights are not evaluated again.
+        evaluated_here = bool(self.history) and self.history[-1]["step"] == self.step
+        final = self.history[-1] if evaluated_here else self.evaluate()
         self.report(
             {
                 **final,
@@ -390,8 +394,8 @@ class WorkerTrainer:
                 "done": 1,
             },
             with_checkpoint=True,
-            # Stopped early: this step has a checkpoint already, the final one needs a name of its own.
-            dir_suffix="-final" if stopped_here else "",
+            # This step has a checkpoint already (the evaluation's): the final one needs a name of its own.
+            dir_suffix="-final" if self.checkpointed_step == self.step else "",
         )
         if self.tensorboard is not None:
             self.tensorboard.close()
