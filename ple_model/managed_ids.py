@@ -123,6 +123,11 @@ class ManagedIds(nn.Module):
     def _by_table(self) -> list[tuple[str, MCHManagedCollisionModule]]:
         return [(name, cast(MCHManagedCollisionModule, mch)) for name, mch in self.tables.items()]
 
+    def mapping_bytes(self) -> dict[str, int]:
+        """{table: bytes of its mapping and eviction metadata} (about 24 a row), which every
+        worker holds in full: the planner reserves them beside the tables' shards."""
+        return {name: sum(b.numel() * b.element_size() for b in mch.buffers()) for name, mch in self.tables.items()}
+
     @torch.no_grad()
     def live_ids(self) -> dict[str, torch.Tensor]:
         """{table: the raw ids that hold a row now}, sorted."""

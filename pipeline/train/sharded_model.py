@@ -232,6 +232,8 @@ def build_sharded_model(
         min_column_shard_dim,
         memory_budget,
         train.sparse_optimizer,
+        # Managed tables' mappings are replicated, not sharded: every worker holds them in full.
+        reserved=module.model.managed.mapping_bytes() if module.model.managed is not None else None,
     )
     dmp = DistributedModelParallel(
         module, env=ShardingEnv.from_process_group(pg), device=device, plan=plan, sharders=sharders()

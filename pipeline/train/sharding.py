@@ -6,6 +6,8 @@ so on CPU only the sharding types whose collectives are all-to-all / all-reduce 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -53,18 +55,32 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 
 
+def _reserved_part(reserved: Mapping[str, int]) -> str:
+    if not reserved:
+        return ""
+    held = ", ".join(f"{name} {_size(b)}" for name, b in sorted(reserved.items(), key=lambda kv: -kv[1]))
+    total = _size(sum(reserved.values()))
+    return f" after {total} that every worker holds in full (managed-collision mappings: {held})"
+
+
 def _does_not_fit(
-    error: PlannerError, configs: list[EmbeddingBagConfig], world_size: int, budget: int, sparse_optimizer: str
+    error: PlannerError | None,
+    configs: list[EmbeddingBagConfig],
+    world_size: int,
+    budget: int,
+    sparse_optimizer: str,
+    reserved: Mapping[str, int],
 ) -> PlanningError:
     sized = [(c, table_bytes(c.num_embeddings, c.embedding_dim, sparse_optimizer)) for c in configs]
     sized.sort(key=lambda cb: -cb[1])  # the largest first
     tables = ", ".join(f"{c.name} {c.num_embeddings:,} x {c.embedding_dim} = {_size(b)}" for c, b in sized[:3])
-    last = str(error).strip().splitlines()[-1].strip()
+    last = str(error).strip().splitlines()[-1].strip() if error is not None else "not run"
     return PlanningError(
         f"the embedding tables do not fit the workers' memory: {tables} (weights + {sparse_optimizer} state; "
         f"{_size(sum(b for _, b in sized))} in all) against a budget of {_size(budget)} per worker x {world_size} "
-        f"workers, of which torchrec keeps 15% for dense weights and activations (cluster.worker_memory_gb). "
-        f"Raise the budget, add workers, or shrink the tables (vocab_size / hash_buckets / dim). Planner: {last}"
+        f"workers{_reserved_part(reserved)}, of which torchrec keeps 15% for dense weights and activations "
+        f"(cluster.worker_memory_gb). Raise the budget, add workers, or shrink the tables "
+        f"(vocab_size / hash_buckets / dim). Planner: {last}"
     )
 
 
@@ -105,6 +121,7 @@ def make_plan(
     min_column_shard_dim: int | None = None,
     memory_budget: int | None = None,
     sparse_optimizer: str = "rowwise_adagrad",
+    reserved: Mapping[str, int] | None = None,
 ) -> ShardingPlan:
     """Plan the sharding of every embedding table in `ebc_module`.
 
@@ -120,7 +137,10 @@ def make_plan(
     memory_budget: bytes each rank may hold (worker_memory_budget); None keeps torchrec's default
         (128 GB of DDR per CPU rank). Tables that cannot fit raise PlanningError naming them.
     sparse_optimizer: the tables' update rule, whose state the error message counts.
+    reserved: {name: bytes} every rank holds outside the planned shards (the managed tables'
+        replicated mappings, ManagedIds.mapping_bytes): taken off memory_budget before planning.
     """
+    reserved = dict(reserved or {})
     allowed = allowed_sharding_types(device.type)
     tables = embedding_tables(ebc_module)
     per_table = sharding_type if isinstance(sharding_type, dict) else dict.fromkeys(tables, sharding_type)
@@ -135,10 +155,13 @@ def make_plan(
         )
         for name in tables
     }
+    tables_budget = None if memory_budget is None else memory_budget - sum(reserved.values())
+    if memory_budget is not None and tables_budget is not None and tables_budget <= 0:
+        raise _does_not_fit(None, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer, reserved)
     planner = EmbeddingShardingPlanner(
         # The factory, not Topology(...): torchrec warns on every plan of a directly built one.
         topology=TopologyFactory.create_topology(
-            TrainerConfig(world_size=world_size, **_capacity(device, memory_budget)),
+            TrainerConfig(world_size=world_size, **_capacity(device, tables_budget)),
             kernel_config=KernelConfig(compute_device=device.type),
         ),
         batch_size=batch_size,
@@ -152,7 +175,9 @@ def make_plan(
     except PlannerError as e:
         if memory_budget is None:
             raise
-        raise _does_not_fit(e, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer) from None
+        raise _does_not_fit(
+            e, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer, reserved
+        ) from None
 
 
 def _capacity(device: torch.device, memory_budget: int | None) -> dict[str, int]:

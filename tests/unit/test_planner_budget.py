@@ -46,3 +46,22 @@ def test_the_budget_is_the_config_or_the_nodes_memory_per_worker():
 
     assert worker_memory_budget(1.5, CPU, 2) == int(1.5 * 2**30)
     assert worker_memory_budget(None, CPU, 4) == psutil.virtual_memory().total // 4
+
+
+def test_managed_mappings_are_taken_off_the_budget_before_planning():
+    from ple_model.managed_ids import ManagedIds, ManagedTable
+
+    rows = 1_000_000
+    ebc = _ebc(rows)
+    mapping = ManagedIds(ebc.embedding_bag_configs(), {"user": ManagedTable("lru")}).mapping_bytes()
+    assert mapping["user"] >= 24 * rows  # raw ids, rows and last-access steps: 8 bytes each a row
+    # The tables (126 MB with their optimizer state, 2**20-byte MB as the message counts) fit 130 MB; beside
+    # the mapping they do not.
+    budget = 130 * 2**20
+    make_plan(ebc, 1, CPU, memory_budget=budget)
+    with pytest.raises(PlanningError) as err:
+        make_plan(ebc, 1, CPU, memory_budget=budget, reserved=mapping)
+    assert "after 22.9 MB that every worker holds in full (managed-collision mappings: user 22.9 MB)" in str(err.value)
+    # A mapping alone beyond the budget fails before the planner runs.
+    with pytest.raises(PlanningError, match="Planner: not run"):
+        make_plan(ebc, 1, CPU, memory_budget=20 * 2**20, reserved=mapping)
