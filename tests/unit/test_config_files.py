@@ -28,16 +28,31 @@ def test_extends_loop_and_non_mapping_are_refused(tmp_path):
         read_config_dict(tmp_path / "missing.yaml")
 
 
-def test_comparison_config_is_the_quality_config_plus_its_section(repo_root):
+def test_comparison_config_is_the_quality_config_on_fresh_days(repo_root):
+    """The comparison trains the quality default's model with its optimizer and cluster, on as
+    many training rows, but 9 days seen once instead of 3 days seen 3 times."""
+    from datetime import date
+
     quality = read_config_dict(repo_root / "configs/jobs/train_quality.yaml")
     compare = read_config_dict(repo_root / "configs/jobs/compare_local.yaml")
     assert compare.pop("compare")["seeds"] == [0, 1, 2]
-    assert {k: v for k, v in compare.items() if k not in ("name", "data")} == {
-        k: v for k, v in quality.items() if k not in ("name", "data")
-    }
-    assert {k: v for k, v in compare["data"].items() if k != "root"} == {
-        k: v for k, v in quality["data"].items() if k != "root"
-    }
+    for section in ("model", "cluster", "output_dir"):
+        assert compare[section] == quality[section]
+    changed = {k for k, v in compare["train"].items() if quality["train"].get(k) != v}
+    assert changed == {"epochs", "eval_every_steps"} and set(compare["train"]) == set(quality["train"])
+
+    def days(config: dict) -> int:
+        first, last = (date.fromisoformat(str(d)) for d in config["data"]["train_days"])
+        return (last - first).days + 1
+
+    def rows_per_day(config: dict) -> float:
+        return config["data"]["generate"]["rows"] / config["data"]["generate"]["days"]
+
+    assert (days(compare), compare["train"]["epochs"], days(quality), quality["train"]["epochs"]) == (9, 1, 3, 3)
+    assert rows_per_day(compare) == rows_per_day(quality)  # the same rows per day, so as many steps
+    same_logs = {k: v for k, v in compare["data"]["generate"].items() if k not in ("rows", "days")}
+    assert same_logs == {k: v for k, v in quality["data"]["generate"].items() if k not in ("rows", "days")}
+    assert compare["data"]["root"] != quality["data"]["root"] and compare["data"]["spec"] == quality["data"]["spec"]
 
 
 def test_dates_stay_strings_and_errors_name_key_and_value(repo_root):
