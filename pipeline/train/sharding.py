@@ -155,9 +155,11 @@ def make_plan(
         )
         for name in tables
     }
-    tables_budget = None if memory_budget is None else memory_budget - sum(reserved.values())
-    if tables_budget is not None and tables_budget <= 0:
-        raise _does_not_fit(None, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer, reserved)
+    tables_budget = None
+    if memory_budget is not None:
+        tables_budget = memory_budget - sum(reserved.values())
+        if tables_budget <= 0:
+            raise _does_not_fit(None, _table_configs(ebc_module), world_size, memory_budget, sparse_optimizer, reserved)
     planner = EmbeddingShardingPlanner(
         # The factory, not Topology(...): torchrec warns on every plan of a directly built one.
         topology=TopologyFactory.create_topology(
