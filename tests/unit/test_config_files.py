@@ -31,7 +31,7 @@ def test_extends_loop_and_non_mapping_are_refused(tmp_path):
 def test_comparison_config_is_the_quality_config_on_fresh_days(repo_root):
     """The comparison trains the quality default's model with its optimizer and cluster, on as
     many training rows, but 9 days seen once instead of 3 days seen 3 times."""
-    from datetime import date
+    from pipeline.data.files import day_range
 
     quality = read_config_dict(repo_root / "configs/jobs/train_quality.yaml")
     compare = read_config_dict(repo_root / "configs/jobs/compare_local.yaml")
@@ -42,8 +42,7 @@ def test_comparison_config_is_the_quality_config_on_fresh_days(repo_root):
     assert changed == {"epochs", "eval_every_steps"} and set(compare["train"]) == set(quality["train"])
 
     def days(config: dict) -> int:
-        first, last = (date.fromisoformat(str(d)) for d in config["data"]["train_days"])
-        return (last - first).days + 1
+        return len(day_range(*(str(d) for d in config["data"]["train_days"])))
 
     def rows_per_day(config: dict) -> float:
         return config["data"]["generate"]["rows"] / config["data"]["generate"]["days"]
