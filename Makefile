@@ -19,9 +19,10 @@ demo: setup
 # The whole test suite. pytest exits 5 when it collects nothing: that is a failure here too.
 # Two pytest processes, each test file on one of them (module fixtures and the ordered
 # retraining days stay together): the suite is CPU-bound (Ray's worker processes, imports,
-# training), and two processes keep both cores busy through each other's waits.
+# training), and two processes keep both cores busy through each other's waits. The files go
+# out heaviest first (tests/helpers/suite_order.py), not in xdist's most-tests-first order.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Unit tests only: one process, no Ray, no subprocess (tests/unit).
 test-fast: setup

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.suite_order import order_items
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repo next to a copy of shared/, so the samples live beside the repo root.
 SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "samples"
@@ -52,3 +54,8 @@ def stock_delays(monkeypatch):
     monkeypatch.setattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)
     monkeypatch.setattr(resource_manager.ResourceManager, "GLOBAL_LIMITS_UPDATE_INTERVAL_S", 1)
     return streaming_executor_state, resource_manager.ResourceManager
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heaviest files first (helpers/suite_order.py), then the rest in collection order."""
+    order_items(items)

@@ -124,7 +124,7 @@ class ClusterConfig(StrictModel):
     local_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the embedded local cluster")
     # Ray Train's controller takes workers' reports (metrics, checkpoints) only when it polls
     # them: at Ray's default of 2 s every evaluation and checkpoint stalled the workers ~0.8 s.
-    # An explicit RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment wins.
+    # An explicit RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment wins (train/ray_train_env.py).
     health_check_interval_s: float = Field(0.5, gt=0)
     # Memory one worker may hold, which the sharding planner fits the tables and their optimizer
     # state into (failing at planning, naming the tables, when they cannot fit). None: a GPU's

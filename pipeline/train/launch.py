@@ -12,11 +12,8 @@ from pathlib import Path
 
 from pipeline.common.config import ConfigError
 from pipeline.data.feature_spec import FeatureSpec, load_spec
-from pipeline.train.config import JobConfig
+from pipeline.train.config import ClusterConfig, JobConfig
 from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
-
-_HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # see ClusterConfig.health_check_interval_s
-_HEALTH_CHECK_FROM_USER = _HEALTH_CHECK_ENV in os.environ
 
 
 @dataclass
@@ -97,8 +94,6 @@ def make_trainer(
     from pipeline.train.worker import train_loop_per_worker
 
     c = cfg.cluster
-    if not _HEALTH_CHECK_FROM_USER:  # read by the controller, which gets the driver's value
-        os.environ[_HEALTH_CHECK_ENV] = str(c.health_check_interval_s)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop or train_loop_per_worker,
@@ -130,13 +125,16 @@ def make_trainer(
     )
 
 
-def fit(trainer):
-    """Run `trainer` (from make_trainer); a run stopped for bad data or config raises the worker's
+def fit(trainer, cluster: ClusterConfig, address: str | None):
+    """Run `trainer` (from make_trainer) with Ray Train's settings for this cluster
+    (pipeline/train/ray_train_env.py); a run stopped for bad data or config raises the worker's
     own error (a DataValidationError, say) instead of Ray Train's wrapper around it."""
     from pipeline.train.fail_fast import unwrap_fail_fast
+    from pipeline.train.ray_train_env import ray_train_env, ray_train_settings
 
     try:
-        result = trainer.fit()
+        with ray_train_env(ray_train_settings(cluster, address)):
+            result = trainer.fit()
     except Exception as err:
         cause = unwrap_fail_fast(err)
         if cause is err:
@@ -228,7 +226,9 @@ def run_training(
 ) -> TrainingResult:
     """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it)."""
     spec, datasets = _prepare(cfg, address)
-    result = fit(make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop))
+    result = fit(
+        make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop), cfg.cluster, address
+    )
     checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
     return _finish(cfg, checkpoint, metrics, _best_aucs(datasets), result.checkpoint)
 
@@ -258,7 +258,8 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = N
     shutil.rmtree(os.path.join(storage, name), ignore_errors=True)  # a group never resumes
     loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
     # Every run reports one checkpoint, its final one: keep them all.
-    result = fit(make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None))
+    trainer = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None)
+    result = fit(trainer, base.cluster, address)
     kept = result.best_checkpoints
     finals = {m["run"]: (ckpt, m) for ckpt, m in kept if m.get("done")}
     best = _best_aucs(datasets)  # the same validation days for every run: read once
