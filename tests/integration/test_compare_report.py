@@ -78,8 +78,12 @@ def test_tables_have_a_row_per_model_with_the_numbers_the_runs_reported(report):
     assert {(r["variant"], r["seed"]): r["metrics"] for r in results["runs"]} == {
         (r.variant, r.seed): json.loads(json.dumps(r.metrics)) for r in comp.runs
     }
-    for r in comp.runs:  # the curves' history: every evaluation, the last one being the final metrics
-        assert r.history[-1]["val/ctr/auc"] == r.metrics["val/ctr/auc"] and len(r.history) >= 2
+    for r in comp.runs:  # the curves' history: every evaluation, up to the end of the run...
+        steps = [h["step"] for h in r.history]
+        assert len(steps) >= 2 and steps[-1] == r.metrics["final_step"]
+        # ...and the metrics the report shows are those of its best one (early stopping exports it).
+        best = r.history[steps.index(int(r.metrics["best/step"]))]
+        assert (best["val/ctr/auc"], best["val/cvr/auc"]) == (r.metrics["val/ctr/auc"], r.metrics["val/cvr/auc"])
 
 
 def test_verdict_states_ple_against_mmoe_and_shared_bottom_per_task(report):

@@ -28,9 +28,10 @@ def test_extends_loop_and_non_mapping_are_refused(tmp_path):
         read_config_dict(tmp_path / "missing.yaml")
 
 
-def test_comparison_config_is_the_quality_config_on_fresh_days(repo_root):
-    """The comparison trains the quality default's model with its optimizer and cluster, on as
-    many training rows, but 9 days seen once instead of 3 days seen 3 times."""
+def test_comparison_config_is_the_quality_config_on_more_fresh_days_of_a_smaller_catalogue(repo_root):
+    """The comparison trains the quality default's model with its optimizer and cluster, on 14
+    days seen once instead of 3 days seen 3 times, with as many rows per day, of half the
+    users and items (configs/jobs/compare_local.yaml says why)."""
     from pipeline.data.files import day_range
 
     quality = read_config_dict(repo_root / "configs/jobs/train_quality.yaml")
@@ -47,10 +48,14 @@ def test_comparison_config_is_the_quality_config_on_fresh_days(repo_root):
     def rows_per_day(config: dict) -> float:
         return config["data"]["generate"]["rows"] / config["data"]["generate"]["days"]
 
-    assert (days(compare), compare["train"]["epochs"], days(quality), quality["train"]["epochs"]) == (9, 1, 3, 3)
-    assert rows_per_day(compare) == rows_per_day(quality)  # the same rows per day, so as many steps
-    same_logs = {k: v for k, v in compare["data"]["generate"].items() if k not in ("rows", "days")}
-    assert same_logs == {k: v for k, v in quality["data"]["generate"].items() if k not in ("rows", "days")}
+    assert (days(compare), compare["train"]["epochs"], days(quality), quality["train"]["epochs"]) == (14, 1, 3, 3)
+    assert rows_per_day(compare) == rows_per_day(quality)  # 14 days seen once: 14/9 of the steps
+    gen, quality_gen = compare["data"]["generate"], quality["data"]["generate"]
+    assert (gen["num_users"], gen["num_items"]) == (quality_gen["num_users"] // 2, quality_gen["num_items"] // 2)
+    differ = ("rows", "days", "num_users", "num_items")
+    assert {k: v for k, v in gen.items() if k not in differ} == {
+        k: v for k, v in quality_gen.items() if k not in differ
+    }
     assert compare["data"]["root"] != quality["data"]["root"] and compare["data"]["spec"] == quality["data"]["spec"]
 
 
