@@ -15,13 +15,18 @@ DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
 ROWS = 20_000  # per day; a small catalogue (300 users, 100 items) so that one day teaches a lot
 
 
-def write_day(root: Path, index: int, shuffle_labels: bool = False, rows: int = ROWS) -> None:
+def write_day(root: Path, index: int, shuffle_labels: bool = False, rows: int = ROWS, id_drift: float = 0.0) -> None:
     """Day DAYS[index] of synthetic logs. shuffle_labels: the (click, conversion) pairs are
     permuted across rows, so labels no longer depend on the features (conversion still implies
-    click)."""
+    click). id_drift: the share of users and items replaced every day (the generator's knob)."""
     path = root / f"dt={DAYS[index]}" / "part-00000.parquet"
     write_file(
-        str(path), rows, seed=7, day_index=index, file_index=0, config=SyntheticConfig(num_users=300, num_items=100)
+        str(path),
+        rows,
+        seed=7,
+        day_index=index,
+        file_index=0,
+        config=SyntheticConfig(num_users=300, num_items=100, id_drift=id_drift),
     )
     if shuffle_labels:
         table = pq.read_table(path)

@@ -6,13 +6,9 @@ on a later day admits that day's new ids into the mapping it loaded."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 from helpers.export_metrics import export_metrics
+from helpers.managed_spec import small_managed_spec
 from helpers.small_job import small_job_config
-from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import list_day_files
 from pipeline.train.id_turnover import turnover_from_metrics
 from pipeline.train.launch import run_training
@@ -21,22 +17,10 @@ DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 USER_ROWS = 512  # fewer than one day's 1,000 users: the table fills and evicts
 
 
-def _spec(tmp_path: Path, repo_root: Path) -> str:
-    data = load_spec(repo_root / "configs/features/synthetic_managed.yaml").model_dump(mode="json", exclude_none=True)
-    for t in data["tables"]:
-        if t["name"] == "user":
-            t.update(hash_buckets=USER_ROWS, eviction={"policy": "lru", "interval_steps": 2})
-        if t["name"] == "item":
-            t["eviction"] = {"policy": "lru", "interval_steps": 2}
-    path = tmp_path / "managed.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return str(path)
-
-
 def test_managed_tables_train_export_and_warm_start_on_drifting_ids(ray_local, tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(repo_root)
     common = [
-        f"data.spec={_spec(tmp_path, repo_root)}",
+        f"data.spec={small_managed_spec(tmp_path, USER_ROWS)}",
         f"data.generate.days={len(DAYS)}",
         "data.generate.rows=33000",
         "data.generate.id_drift=0.3",

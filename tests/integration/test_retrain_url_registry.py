@@ -1,17 +1,24 @@
 """The daily retrain on a registry at a URL: a file:// registry (the fsspec code path, visible to
 Ray's worker processes) runs two real retrains, from scratch, then a warm start downloaded from
-it (tests/unit/test_registry_url.py covers the URL store itself on memory://)."""
+it (tests/unit/test_registry_url.py covers the URL store itself on memory://). Its user and item
+tables are managed-collision tables, on days whose catalogue drifts: the retrain reports the ids
+each day admitted and evicted, counted against the production version it warm-started from."""
 
 from __future__ import annotations
 
+import re
+
 from pipeline.registry.store import FsspecStore
 from pipeline.registry.versions import Registry
+
+USER_ROWS = 128
 
 
 # -- two real retrains on a file:// registry ------------------------------------------------------
 def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(
     ray_local, tmp_path, repo_root, monkeypatch
 ):
+    from helpers.managed_spec import small_managed_spec
     from helpers.retrain_days import attempt_dirs, write_day
     from pipeline.retrain.config import load_retrain_config
     from pipeline.retrain.daily import retrain
@@ -32,15 +39,25 @@ def test_retrain_on_a_url_registry_warm_starts_from_a_downloaded_checkpoint(
             "train.batch_size=512",
             "cluster.num_workers=1",
             "cluster.max_failures=0",
+            # Fewer user rows than a day's users: the table fills, and eviction makes room.
+            f"data.spec={small_managed_spec(tmp_path, user_rows=USER_ROWS)}",
         ],
     )
     for day in (0, 1):
-        write_day(tmp_path / "data", day, rows=6000)
-    first = retrain(cfg(), log=lambda m: None)
+        write_day(tmp_path / "data", day, rows=6000, id_drift=0.3)
+    logs: list[str] = []
+    first = retrain(cfg(), log=logs.append)
     assert (first.status, first.version) == ("promoted", "v0001")
-    write_day(tmp_path / "data", 2, rows=6000)
-    second = retrain(cfg(), log=lambda m: None)
+    [line] = [m for m in logs if m.startswith("[retrain] managed ids since an empty mapping: ")]
+    assert f"user: {USER_ROWS - 1} ids admitted, 0 evicted, {USER_ROWS - 1} of {USER_ROWS - 1} rows in use" in line
+    write_day(tmp_path / "data", 2, rows=6000, id_drift=0.3)
+    logs.clear()
+    second = retrain(cfg(), log=logs.append)
     assert (second.status, second.version) == ("promoted", "v0002")
+    # Day 2's new users took rows from the coldest of the full table's: as many evicted as admitted.
+    [line] = [m for m in logs if m.startswith("[retrain] managed ids since v0001: ")]
+    admitted, evicted = re.search(r"user: (\d+) ids admitted, (\d+) evicted", line).groups()
+    assert int(admitted) == int(evicted) > 0, line
 
     reg = Registry(url)
     assert isinstance(reg.store, FsspecStore) and [v.status for v in reg.versions()] == ["retired", "production"]
