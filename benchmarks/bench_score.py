@@ -6,6 +6,8 @@
     python benchmarks/bench_score.py --allocator system       # glibc's malloc, actors and baseline
     python benchmarks/bench_score.py --actor-memory 1,4 --user-rows 8000000 --rows 200000
                                                               # node memory: 4 actors vs 1 mapping one model
+    python benchmarks/bench_score.py --actor-memory 1,4 --user-rows 8000000 --rows 200000 --managed
+                                                              # the same with managed-id mappings
 
 Generates synthetic logs of N rows and of scale*N rows (same rows per file, scale times the
 files), exports a randomly initialised model (or uses --model), then prints, in one run:
@@ -63,7 +65,8 @@ from pipeline.score.allocator import jemalloc_env, prepare_allocator
 from pipeline.score.config import ScoreConfig
 from pipeline.score.run import score
 from pipeline.train.export import load_export, write_export
-from ple_model import ModelConfig, RecModel
+from pipeline.train.module import rec_model
+from ple_model import ModelConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,14 +80,17 @@ def make_data(root: str, rows: int, rows_per_file: int) -> list[str]:
     return files
 
 
-def make_export(path: str, user_rows: int | None = None) -> str:
+def make_export(path: str, user_rows: int | None = None, managed: bool = False) -> str:
     """A randomly initialised export of the demo's model; `user_rows`: its user table hashed
-    into that many rows instead (a model of a larger size, for --actor-memory)."""
-    spec = load_spec(os.path.join(REPO, "configs", "features", "synthetic.yaml"))
+    into that many rows instead (a model of a larger size, for --actor-memory); `managed`: the
+    user and item tables managed (synthetic_managed.yaml), each with its id mapping."""
+    spec = load_spec(
+        os.path.join(REPO, "configs", "features", "synthetic_managed.yaml" if managed else "synthetic.yaml")
+    )
     spec = spec.resized({"user": user_rows}) if user_rows else spec
     with open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")) as f:
         cfg = ModelConfig.model_validate(yaml.safe_load(f)["model"])
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
+    model = rec_model(spec, cfg)
     return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
 
 
@@ -192,9 +198,14 @@ def actor_memory(args, work: str, counts: list[int]) -> None:
     size: each actor maps the export read-only, so only its own activations are private."""
     data = os.path.join(work, "small")
     files = make_data(data, args.rows, args.rows_per_file)
-    model_dir = args.model or make_export(os.path.join(work, "export"), args.user_rows)
+    model_dir = args.model or make_export(os.path.join(work, "export"), args.user_rows, args.managed)
     model_mb = export_mb(model_dir)
-    print(f"model: {model_mb:.0f} MB of safetensors files; data: {args.rows:,} rows; {os.cpu_count()} CPUs", flush=True)
+    mapping_mb = sum(p.stat().st_size for p in Path(model_dir).glob("managed/*.safetensors")) / 2**20
+    print(
+        f"model: {model_mb:.0f} MB of safetensors files ({mapping_mb:.0f} MB of them managed-id mappings); "
+        f"data: {args.rows:,} rows; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     mapped, copied = forward_only_with(args.allocator, model_dir, files, args.batch_size, args.torch_threads, ab=True)
     print(
         f"forward only, {args.torch_threads} thread(s), in turn in one process: {mapped:,.0f} rows/s with the mapped "
@@ -269,6 +280,7 @@ def main():
         help="e.g. 1,4: node memory of the job with that many actors, instead of the N / scale*N runs",
     )
     p.add_argument("--user-rows", type=int, default=None, help="the random export's user table rows (model size)")
+    p.add_argument("--managed", action="store_true", help="the random export's user and item tables managed")
     args = p.parse_args()
 
     work = args.workdir or tempfile.mkdtemp(prefix="bench_score_")
@@ -282,7 +294,7 @@ def main():
     t0 = time.perf_counter()
     small_files = make_data(small, args.rows, args.rows_per_file)
     make_data(large, args.rows * args.scale, args.rows_per_file)
-    model_dir = args.model or make_export(os.path.join(work, "export"))
+    model_dir = args.model or make_export(os.path.join(work, "export"), managed=args.managed)
     print(
         f"data: {args.rows:,} and {args.rows * args.scale:,} rows ({args.rows_per_file:,} per file) in "
         f"{time.perf_counter() - t0:.0f} s under {work}; {os.cpu_count()} CPUs; batch {args.batch_size}; "

@@ -38,6 +38,9 @@ Eviction = Literal["lfu", "lru"]
 FREE_SLOT = torch.iinfo(torch.int64).max
 # TorchRec's buffer of the raw ids holding a row, sorted (tests/unit/test_torchrec_managed_collisions.py pins it).
 MAPPING_BUFFER = "_mch_sorted_raw_ids"
+# TorchRec's buffer of the module's output range: its load hook resets it to the range the module
+# was built with (an unsharded module's never changes).
+SEGMENTS_BUFFER = "_output_segments_tensor"
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,41 @@ class ManagedIds(nn.Module):
         """{table: bytes of its mapping and eviction metadata} (about 24 a row), which every
         worker holds in full: the planner reserves them beside the tables' shards."""
         return {name: sum(b.numel() * b.element_size() for b in mch.buffers()) for name, mch in self.tables.items()}
+
+    @torch.no_grad()
+    def assign_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load this module's state dict by making its tensors the buffers (no copy), for an
+        inference model loaded from memory-mapped files, so that the processes mapping one file
+        share its pages. `load_state_dict` would run TorchRec's load hook, which re-sorts the
+        mapping in place and so writes a private copy of every page into each process. A mapping
+        saved from training is sorted already (MCH re-sorts it after every eviction), so it is
+        checked here instead; one that is not is copied into this module's own buffers and
+        re-sorted there, as `load_state_dict` does."""
+        own = self.state_dict()
+        if set(state) != set(own):
+            raise KeyError(
+                f"managed-id state: missing {sorted(set(own) - set(state))}, unexpected {sorted(set(state) - set(own))}"
+            )
+        for name, mch in self._by_table():
+            prefix = f"tables.{name}."
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            raw, segments = part[MAPPING_BUFFER], part.pop(SEGMENTS_BUFFER)
+            if not (torch.equal(segments, getattr(mch, SEGMENTS_BUFFER)) and bool((raw[1:] >= raw[:-1]).all())):
+                mch.load_state_dict({**part, SEGMENTS_BUFFER: segments})
+                continue
+            for key, tensor in part.items():
+                if tensor.shape != own[prefix + key].shape or tensor.dtype != own[prefix + key].dtype:
+                    raise ValueError(
+                        f"managed-id state {prefix + key}: {tuple(tensor.shape)} {tensor.dtype}, "
+                        f"expected {tuple(own[prefix + key].shape)} {own[prefix + key].dtype}"
+                    )
+                setattr(mch, key, tensor)  # a registered buffer's name: the buffer is replaced
+            # The eviction policy reads its metadata (counts, last access) through this dict of
+            # TorchRec's, which still holds the buffers just replaced (and their memory): point it
+            # at the new ones (tests/unit/test_managed_tables.py checks the pinned version's names).
+            metadata = mch._mch_metadata
+            for meta_name in metadata:
+                metadata[meta_name] = getattr(mch, f"_mch_{meta_name}")
 
     @torch.no_grad()
     def live_ids(self) -> dict[str, torch.Tensor]:

@@ -67,6 +67,21 @@ class RecModel(nn.Module):
     def forward(self, sparse: KeyedJaggedTensor, dense: torch.Tensor) -> torch.Tensor:
         return self.dense(self.features(sparse, dense))
 
+    def assign_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """`load_state_dict(state, assign=True)` (strict): the tensors become the model's own,
+        so memory-mapped ones stay shared between processes; the managed tables' mapping is
+        assigned as it is rather than re-sorted in place (ManagedIds.assign_state)."""
+        children = dict(self.named_children())
+        outside = sorted(k for k in state if k.split(".", 1)[0] not in children)
+        if outside:
+            raise KeyError(f"unexpected keys in the state dict: {outside[:3]}")
+        for name, child in children.items():
+            part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+            if isinstance(child, ManagedIds):
+                child.assign_state(part)
+            else:
+                child.load_state_dict(part, assign=True)
+
     def forward_with_gates(
         self, sparse: KeyedJaggedTensor, dense: torch.Tensor
     ) -> tuple[torch.Tensor, list[GateWeights]]:

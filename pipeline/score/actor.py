@@ -64,6 +64,9 @@ class Scorer:
 
         before_load = _resident_mb()[0]
         self.model, self.spec, meta = load_export(model_dir)
+        # The buffers the model was built with, replaced by the export's mapped ones, go back now
+        # (jemalloc keeps freed pages until asked; the scoring loop asks every RELEASE_EVERY_S).
+        release_freed_memory()
         # The export is mapped, not copied: the private memory its load adds is the modules' own
         # bookkeeping, not the tables (those are the page cache's, shared by the node's actors).
         self.model_private_mb = _resident_mb()[0] - before_load

@@ -224,7 +224,9 @@ def load_export(path: str):
     The parameters are the export's memory-mapped tensors (copy-on-write): processes that load
     the same export share its pages; move the model to another device to get a private copy."""
     spec, meta, model, state = _load_checked(path)
-    model.load_state_dict(state, assign=True)  # built on the meta device: nothing allocated twice
+    # Built on the meta device and assigned the mapped tensors: nothing allocated twice, and the
+    # managed mapping not re-sorted in place (which would copy it into this process).
+    model.assign_state(state)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ExportError(f"{path}: the weights leave {left[:3]} of the model unset")

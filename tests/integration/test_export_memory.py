@@ -1,5 +1,6 @@
 """What the export's format is for, measured in real processes: exporting holds about one table
-at a time (not the model), and processes that load the same export share one copy of it."""
+at a time (not the model), and processes that load the same export share one copy of it, a
+managed table's id mapping included."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import pytest
 
 from helpers.checkpoints import demo_spec, write_checkpoint
 from helpers.process_utils import child_env, stop_tree
+from pipeline.score.allocator import jemalloc_env
 
 TABLES = ["user", "item", "category", "device", "t0", "t1", "t2", "t3"]
 ROWS, DIM = 1 << 19, 32
 TABLE_BYTES = ROWS * DIM * 4  # 64 MiB each: the model is 8 of them
+MANAGED_ROWS = 1 << 21
+REPO = Path(__file__).resolve().parents[2]
 # Everything the export imports, before the baseline is taken: what remains is the export's own.
 IMPORTS = "import sys, psutil, torch, safetensors.torch, ple_model, pipeline.train.checkpoint, pipeline.train.config"
 # The peak is the kernel's high-water mark of this process's memory (VmHWM), not ru_maxrss: that
@@ -28,20 +32,34 @@ base = peak()
 export_model(sys.argv[1], sys.argv[2])
 print(peak() - base)
 """
-# Loads the export, reads every byte of every parameter, and waits while the test measures it.
+# As a scoring actor does (pipeline/score/actor.py), on its allocator: loads the export, gives
+# back what the load freed, reads every byte of every parameter and buffer, scores a batch, and
+# waits while the test measures it.
 LOAD = f"""{IMPORTS}
-from pipeline.train.export import load_export
+from pipeline.data.collate import collate
+from pipeline.data.synthetic import generate_table
+from pipeline.score.allocator import prepare_allocator, release_freed_memory
+from pipeline.train.export import check_export, load_export
+assert prepare_allocator() == "jemalloc"
+batch = collate(generate_table(256, seed=0), check_export(sys.argv[1])[0], with_labels=False)
+release_freed_memory()  # the baseline: what the imports and the batch hold, nothing freed
 print("ready", flush=True); sys.stdin.readline()
-model, _, _ = load_export(sys.argv[1])
+model, spec, _ = load_export(sys.argv[1])
+release_freed_memory()
 with torch.inference_mode():
-    total = sum(float(p.sum()) for p in model.parameters())
+    total = sum(float(p.sum()) for p in model.parameters()) + sum(int(b.max()) for b in model.buffers())
+    model(batch.sparse_features, batch.dense_features)
 print("loaded", flush=True); sys.stdin.readline()
 """
 
 
 def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], env=child_env(), text=True, stdout=subprocess.PIPE, **kwargs
+        [sys.executable, "-c", code, *args],
+        env=child_env(**jemalloc_env()),
+        text=True,
+        stdout=subprocess.PIPE,
+        **kwargs,
     )
 
 
@@ -73,9 +91,38 @@ def test_exporting_holds_one_table_at_a_time_not_the_model(export):
     assert meta["weights"] == ["dense.safetensors", *(f"tables/{t}.safetensors" for t in TABLES)]
 
 
+@pytest.fixture(scope="module")
+def managed_export(tmp_path_factory) -> Path:
+    """An export whose user table (2M rows) is managed: a 48 MB id mapping beside a 64 MB table."""
+    from pipeline.data.feature_spec import load_spec
+    from pipeline.train.config import load_config
+    from pipeline.train.export import write_export
+    from pipeline.train.module import rec_model
+
+    spec = load_spec(REPO / "configs/features/synthetic_managed.yaml").resized(
+        {"user": MANAGED_ROWS}, {"user": DIM // 4}
+    )
+    model_cfg = load_config(REPO / "configs/jobs/train_local.yaml", []).model
+    out = tmp_path_factory.mktemp("managed") / "export"
+    return Path(write_export(str(out), rec_model(spec, model_cfg).state_dict(), model_cfg, spec))
+
+
 def test_two_processes_share_one_copy_of_the_loaded_model(export):
-    out, _ = export
-    model_bytes = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    _assert_shared_by_two_processes(export[0], sum(f.stat().st_size for f in export[0].rglob("*.safetensors")))
+
+
+def test_two_processes_share_one_copy_of_a_managed_tables_mapping(managed_export):
+    mapping_bytes = (managed_export / "managed" / "user.safetensors").stat().st_size
+    assert mapping_bytes > 24 * MANAGED_ROWS
+    # TorchRec's load hook re-sorts the mapping in place: a private copy in each process,
+    # 2 x mapping_bytes here, unless the export's sorted mapping is assigned as it is.
+    _assert_shared_by_two_processes(managed_export, mapping_bytes)
+
+
+def _assert_shared_by_two_processes(out: Path, shared_bytes: int) -> None:
+    """Two processes load the export `out`, read all of it and score a batch: together they
+    add less than a quarter of `shared_bytes` (what a copy per process would hold) in private
+    memory."""
     procs = [_python(LOAD, str(out), stdin=subprocess.PIPE) for _ in range(2)]
     try:
 
@@ -90,9 +137,10 @@ def test_two_processes_share_one_copy_of_the_loaded_model(export):
             p.stdin.flush()
         after = unique_after("loaded")  # both alive, every page read by both
         private = sum(after) - sum(before)
-        # A copy per process would be 2 x model_bytes of private memory: here, the pages are the
+        # A copy per process would be 2 x shared_bytes of private memory: here, the pages are the
         # page cache's, mapped by both.
-        assert private < model_bytes / 4, (private, model_bytes)
+        print("private", private, shared_bytes)
+        assert private < shared_bytes / 4, (private, shared_bytes)
     finally:
         for p in procs:
             stop_tree(p)

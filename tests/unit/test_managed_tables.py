@@ -144,3 +144,47 @@ def test_a_run_shorter_than_the_eviction_interval_is_told_it_admits_nothing():
         "so it admits no id; lower eviction.interval_steps"
     ]
     assert short_run_warnings(spec, 50) == short_run_warnings(spec, None) == short_run_warnings(tiny_spec(), 1) == []
+
+
+def test_an_export_loads_its_mapping_as_saved_and_sorts_only_an_unsorted_one(tmp_path, monkeypatch):
+    """load_export assigns a sorted mapping as it is: TorchRec's load hook would re-sort it in
+    place, writing every page of the memory-mapped file into the process (a private copy per
+    scoring actor). A mapping that is not sorted still loads, through that re-sort."""
+    from torchrec.modules.mc_modules import MCHManagedCollisionModule
+
+    from pipeline.train.export import load_export, write_export
+
+    spec = managed_spec(policy="lru")
+    model = rec_model(spec, MODEL).train()
+    day = _day(range(1000, 1012), seed=1)
+    _rows(model, day, spec)
+    model.eval()
+    mapped = _rows(model, day, spec)
+    state = model.state_dict()
+    prefix = "managed.tables.user."
+    assert (state[prefix + "_mch_sorted_raw_ids"] != FREE_SLOT).sum() == 12
+
+    sorts = []  # the pinned TorchRec still re-sorts through this method: the reason for assign_state
+    original_sort = MCHManagedCollisionModule._sort_mch_buffers
+    monkeypatch.setattr(MCHManagedCollisionModule, "_sort_mch_buffers", lambda m: sorts.append(original_sort(m)))
+    loaded, _, _ = load_export(write_export(str(tmp_path / "sorted"), state, MODEL, spec))
+    assert sorts == []
+    assert torch.equal(_rows(loaded, day, spec), mapped)
+    for key, value in loaded.managed.state_dict(prefix="managed.").items():
+        assert torch.equal(value, state[key]), key
+    # The eviction policy's view of the metadata is the loaded buffer, not the one it replaced.
+    mch = loaded.managed.tables["user"]
+    assert mch._mch_metadata["last_access_iter"] is mch._mch_last_access_iter
+
+    # The same mapping with its rows in another order (the row of each id unchanged).
+    shuffled = dict(state)
+    order = torch.randperm(ROWS, generator=torch.Generator().manual_seed(0))
+    for buffer in ("_mch_sorted_raw_ids", "_mch_remapped_ids_mapping", "_mch_last_access_iter"):
+        shuffled[prefix + buffer] = state[prefix + buffer][order].contiguous()
+    assert not torch.equal(shuffled[prefix + "_mch_sorted_raw_ids"], state[prefix + "_mch_sorted_raw_ids"])
+    loaded, _, _ = load_export(write_export(str(tmp_path / "shuffled"), shuffled, MODEL, spec))
+    assert len(sorts) == 1
+    assert torch.equal(_rows(loaded, day, spec), mapped)
+    assert torch.equal(
+        loaded.managed.state_dict()["tables.user._mch_sorted_raw_ids"], state[prefix + "_mch_sorted_raw_ids"]
+    )
