@@ -44,7 +44,7 @@ assert prepare_allocator() == "jemalloc"
 batch = collate(generate_table(256, seed=0), check_export(sys.argv[1])[0], with_labels=False)
 release_freed_memory()  # the baseline: what the imports and the batch hold, nothing freed
 print("ready", flush=True); sys.stdin.readline()
-model, spec, _ = load_export(sys.argv[1])
+model, _, _ = load_export(sys.argv[1])
 release_freed_memory()
 with torch.inference_mode():
     total = sum(float(p.sum()) for p in model.parameters()) + sum(int(b.max()) for b in model.buffers())
@@ -139,7 +139,6 @@ def _assert_shared_by_two_processes(out: Path, shared_bytes: int) -> None:
         private = sum(after) - sum(before)
         # A copy per process would be 2 x shared_bytes of private memory: here, the pages are the
         # page cache's, mapped by both.
-        print("private", private, shared_bytes)
         assert private < shared_bytes / 4, (private, shared_bytes)
     finally:
         for p in procs:
