@@ -1,7 +1,8 @@
 """A managed table behind DistributedModelParallel on 2 gloo ranks (CPU): every rank profiles the
-ids of both ranks' batches, so their mappings stay identical while each trains on its own
-half; the mapping goes into the DCP checkpoint, loads on 1 rank, and the export made from that
-checkpoint maps every id to the row training last gave it."""
+ids of both ranks' batches, so their mappings stay identical (and equal to one process's that
+profiles each whole batch) while each trains on its own half; the mapping goes into the DCP
+checkpoint, loads on 1 rank, and the export made from that checkpoint maps every id to the row
+training last gave it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.data.synthetic import generate_table
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.config import JobConfig, TrainConfig
 from pipeline.train.export import export_model, load_export
+from pipeline.train.module import rec_model
 from pipeline.train.sharded_model import build_sharded_model
 
 STEPS, BATCH = 4, 48
@@ -79,6 +81,12 @@ def test_ranks_share_one_mapping_that_the_checkpoint_and_the_export_carry(tmp_pa
     for key, value in trained[0]["mapping"].items():
         assert torch.equal(value, trained[1]["mapping"][key]), key
     assert torch.equal(trained[0]["rows"], trained[1]["rows"])
+    spec = managed_spec(policy="lru", interval=1)
+    reference = rec_model(spec, MODEL).train()
+    for step in range(STEPS):  # one process profiling both halves, in rank order, at every step
+        reference.managed(collate(_batch(step), spec).sparse_features)
+    for key, value in _mapping(reference).items():
+        assert torch.equal(trained[0]["mapping"][key], value), key
     live = trained[0]["mapping"]["_mch_sorted_raw_ids"]
     assert (live != torch.iinfo(torch.int64).max).sum() == ROWS - 1  # the table filled up
 
