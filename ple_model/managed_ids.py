@@ -76,6 +76,36 @@ def _all_gather_ids(ids: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.cat([rank[i] for rank in by_rank]) for i in range(len(ids))]
 
 
+def _built_from_size(mch: MCHManagedCollisionModule) -> dict[str, torch.Tensor]:
+    """The buffers TorchRec's MCH builds from its size alone: its output range (saved; a loaded
+    one must match) and two it does not save. A module built on the meta device, as an export's
+    model is so that its mapping is never allocated before the mapped one replaces it, takes them
+    from here (tests/unit/test_managed_tables.py compares them with a module built on the CPU)."""
+    start, rows = mch._output_global_offset, mch._zch_size
+    segments = torch.full((getattr(mch, SEGMENTS_BUFFER).numel(),), -1, dtype=torch.int64)
+    segments[:2] = torch.tensor([start, start + rows])
+    return {
+        SEGMENTS_BUFFER: segments,
+        "_mch_slots": torch.tensor([rows - 1]),
+        "_delimiter": torch.tensor([FREE_SLOT]),
+    }
+
+
+def _point_metadata(mch: MCHManagedCollisionModule) -> None:
+    """The eviction policy reads its metadata (counts, last access) through this dict of
+    TorchRec's, which still holds the buffers a module had when it was built: point it at the
+    ones it has now (tests/unit/test_managed_tables.py checks the pinned version's names)."""
+    metadata = mch._mch_metadata
+    for meta_name in metadata:
+        metadata[meta_name] = getattr(mch, f"_mch_{meta_name}")
+
+
+def _assign(mch: MCHManagedCollisionModule, buffers: Mapping[str, torch.Tensor]) -> None:
+    for key, tensor in buffers.items():
+        setattr(mch, key, tensor)  # a registered buffer's name: the buffer is replaced
+    mch._init_output_segments_tensor = getattr(mch, SEGMENTS_BUFFER)  # what TorchRec's load hook restores
+
+
 class ManagedIds(nn.Module):
     """KJT of raw ids -> the same KJT with the managed tables' ids replaced by their rows.
     Features of other tables pass through unchanged (their ids are rows already)."""
@@ -139,7 +169,9 @@ class ManagedIds(nn.Module):
         mapping in place and so writes a private copy of every page into each process. A mapping
         saved from training is sorted already (MCH re-sorts it after every eviction), so it is
         checked here instead; one that is not is copied into this module's own buffers and
-        re-sorted there, as `load_state_dict` does."""
+        re-sorted there, as `load_state_dict` does. A module built on the meta device (an
+        export's) gets the buffers the state dict lacks from its tables' sizes; it is for
+        inference: training starts from a checkpoint, into a module built on a real device."""
         own = self.state_dict()
         if set(state) != set(own):
             raise KeyError(
@@ -149,9 +181,16 @@ class ManagedIds(nn.Module):
             prefix = f"tables.{name}."
             part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             raw, segments = part[MAPPING_BUFFER], part.pop(SEGMENTS_BUFFER)
-            if not (torch.equal(segments, getattr(mch, SEGMENTS_BUFFER)) and bool((raw[1:] >= raw[:-1]).all())):
+            built, on_meta = _built_from_size(mch), getattr(mch, MAPPING_BUFFER).is_meta
+            if not (torch.equal(segments, built[SEGMENTS_BUFFER]) and bool((raw[1:] >= raw[:-1]).all())):
+                if on_meta:
+                    mch.to_empty(device=raw.device)
+                    _assign(mch, built)
+                    _point_metadata(mch)
                 mch.load_state_dict({**part, SEGMENTS_BUFFER: segments})
                 continue
+            if on_meta:  # an export's model: the buffers the state dict lacks, from the table's size
+                _assign(mch, built)
             for key, tensor in part.items():
                 if tensor.shape != own[prefix + key].shape or tensor.dtype != own[prefix + key].dtype:
                     raise ValueError(
@@ -159,12 +198,7 @@ class ManagedIds(nn.Module):
                         f"expected {tuple(own[prefix + key].shape)} {own[prefix + key].dtype}"
                     )
                 setattr(mch, key, tensor)  # a registered buffer's name: the buffer is replaced
-            # The eviction policy reads its metadata (counts, last access) through this dict of
-            # TorchRec's, which still holds the buffers just replaced (and their memory): point it
-            # at the new ones (tests/unit/test_managed_tables.py checks the pinned version's names).
-            metadata = mch._mch_metadata
-            for meta_name in metadata:
-                metadata[meta_name] = getattr(mch, f"_mch_{meta_name}")
+            _point_metadata(mch)
 
     @torch.no_grad()
     def live_ids(self) -> dict[str, torch.Tensor]:

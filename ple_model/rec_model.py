@@ -38,8 +38,9 @@ class RecModel(nn.Module):
         managed_device: torch.device | str | None = None,
     ) -> None:
         """managed: {table: ManagedTable} for the tables whose ids are managed (ple_model/managed_ids.py)
-        rather than rows already; their mapping lives on `managed_device` (default `device`):
-        it is never built on the meta device, whose buffers would come back as zeros."""
+        rather than rows already; their mapping lives on `managed_device` (default `device`, but
+        not the meta device, which would leave it without its initial values): "meta" only for a
+        model whose whole state is then assigned (`assign_state`, as an export's is)."""
         super().__init__()
         # device="meta" lets DistributedModelParallel allocate each shard only where it lives.
         self.ebc = EmbeddingBagCollection(tables=list(tables), device=torch.device(device) if device else None)

@@ -187,7 +187,7 @@ def _model_parts(path: str, meta: dict) -> tuple[FeatureSpec, RecModel]:
         cfg = ModelConfig.model_validate(meta["model_config"])
     except ValueError as e:
         raise ExportError(f"{path}: invalid model_config in {META}: {e}") from None
-    return spec, rec_model(spec, cfg, device="meta", managed_device="cpu")
+    return spec, rec_model(spec, cfg, device="meta", managed_device="meta")
 
 
 def _load_checked(path: str) -> tuple[FeatureSpec, dict, RecModel, dict[str, torch.Tensor]]:
@@ -255,7 +255,7 @@ def export_model(checkpoint_dir: str, out_dir: str, metrics: dict | None = None)
 
     extra = json.loads((Path(checkpoint_dir) / EXTRA_FILE).read_text())
     cfg, spec = JobConfig.model_validate(extra["config"]), spec_from_dict(extra["spec"])
-    model = rec_model(spec, cfg.model, device="meta", managed_device="cpu")
+    model = rec_model(spec, cfg.model, device="meta", managed_device="meta")
     return _write(
         out_dir,
         _checkpoint_tables(checkpoint_dir, model),

@@ -175,6 +175,7 @@ def test_an_export_loads_its_mapping_as_saved_and_sorts_only_an_unsorted_one(tmp
     # The eviction policy's view of the metadata is the loaded buffer, not the one it replaced.
     mch = loaded.managed.tables["user"]
     assert mch._mch_metadata["last_access_iter"] is mch._mch_last_access_iter
+    _assert_like_a_module_built_on_the_cpu(loaded, state, spec)
 
     # The same mapping with its rows in another order (the row of each id unchanged).
     shuffled = dict(state)
@@ -182,9 +183,26 @@ def test_an_export_loads_its_mapping_as_saved_and_sorts_only_an_unsorted_one(tmp
     for buffer in ("_mch_sorted_raw_ids", "_mch_remapped_ids_mapping", "_mch_last_access_iter"):
         shuffled[prefix + buffer] = state[prefix + buffer][order].contiguous()
     assert not torch.equal(shuffled[prefix + "_mch_sorted_raw_ids"], state[prefix + "_mch_sorted_raw_ids"])
+    sorted_before = len(sorts)  # the CPU-built reference above sorted once too, in its load hook
     loaded, _, _ = load_export(write_export(str(tmp_path / "shuffled"), shuffled, MODEL, spec))
-    assert len(sorts) == 1
+    assert len(sorts) == sorted_before + 1
     assert torch.equal(_rows(loaded, day, spec), mapped)
     assert torch.equal(
         loaded.managed.state_dict()["tables.user._mch_sorted_raw_ids"], state[prefix + "_mch_sorted_raw_ids"]
     )
+    _assert_like_a_module_built_on_the_cpu(loaded, state, spec)
+
+
+def _assert_like_a_module_built_on_the_cpu(loaded, state: dict, spec) -> None:
+    """An export's managed module is built on the meta device (its mapping is never allocated
+    before the mapped one replaces it) and takes what its state dict lacks from the table's size:
+    every buffer, saved or not, equals a module built on the CPU that loads the same state."""
+    reference = rec_model(spec, MODEL)
+    reference.load_state_dict(state)
+    got, expected = loaded.managed.tables["user"], reference.managed.tables["user"]
+    buffers = dict(got.named_buffers())
+    assert buffers.keys() == dict(expected.named_buffers()).keys()
+    for name, value in expected.named_buffers():
+        assert not buffers[name].is_meta and torch.equal(buffers[name], value), name
+    assert torch.equal(got._init_output_segments_tensor, expected._init_output_segments_tensor)
+    assert all(got._mch_metadata[k] is getattr(got, f"_mch_{k}") for k in got._mch_metadata)
