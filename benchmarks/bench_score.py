@@ -51,22 +51,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))  # helpers
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 import pyarrow.parquet as pq
 import torch
-import yaml
 
+from helpers.scoring_data import random_export
 from pipeline.common.logs import configure_logs
 from pipeline.data.collate import collate
-from pipeline.data.feature_spec import load_spec
 from pipeline.data.synthetic import write_file
 from pipeline.score.allocator import jemalloc_env, prepare_allocator
 from pipeline.score.config import ScoreConfig
 from pipeline.score.run import score
-from pipeline.train.export import load_export, write_export
-from pipeline.train.module import rec_model
-from ple_model import ModelConfig
+from pipeline.train.export import load_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,14 +82,8 @@ def make_export(path: str, user_rows: int | None = None, managed: bool = False) 
     """A randomly initialised export of the demo's model; `user_rows`: its user table hashed
     into that many rows instead (a model of a larger size, for --actor-memory); `managed`: the
     user and item tables managed (synthetic_managed.yaml), each with its id mapping."""
-    spec = load_spec(
-        os.path.join(REPO, "configs", "features", "synthetic_managed.yaml" if managed else "synthetic.yaml")
-    )
-    spec = spec.resized({"user": user_rows}) if user_rows else spec
-    with open(os.path.join(REPO, "configs", "jobs", "train_local.yaml")) as f:
-        cfg = ModelConfig.model_validate(yaml.safe_load(f)["model"])
-    model = rec_model(spec, cfg)
-    return write_export(path, model.state_dict(), cfg, spec, extra={"step": 0})
+    spec_file = "synthetic_managed.yaml" if managed else "synthetic.yaml"
+    return random_export(path, spec_file=spec_file, rows={"user": user_rows} if user_rows else None)
 
 
 def export_mb(model_dir: str) -> float:

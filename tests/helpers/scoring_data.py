@@ -12,7 +12,10 @@ from pipeline.data.feature_spec import load_spec
 from pipeline.data.synthetic import write_file
 from pipeline.score.config import ScoreConfig
 from pipeline.train.export import write_export
-from ple_model import ModelConfig, RecModel
+from pipeline.train.module import rec_model
+from ple_model import ModelConfig
+
+REPO = Path(__file__).resolve().parents[2]
 
 DAYS, FILES_PER_DAY, ROWS_PER_FILE = 2, 3, 2000
 KEYS = ["impression_id", "user_id", "item_id"]
@@ -26,15 +29,23 @@ def score_config(**overrides) -> ScoreConfig:
     return ScoreConfig(**{**BASE, **overrides})
 
 
-def random_export(path: Path, repo_root: Path, seed: int) -> str:
-    """An export of the demo's model with random weights (seeded), at `path`."""
-    spec = load_spec(repo_root / "configs" / "features" / "synthetic.yaml")
+def random_export(
+    path: Path | str,
+    seed: int = 0,
+    spec_file: str = "synthetic.yaml",
+    rows: dict[str, int] | None = None,
+    dims: dict[str, int] | None = None,
+) -> str:
+    """An export of the demo's model (train_local.yaml's model section) with random weights
+    (seeded), at `path`: for configs/features/`spec_file`, its tables resized to `rows` and
+    `dims` where given (a managed table's mapping included). The benchmarks use it too."""
+    spec = load_spec(REPO / "configs" / "features" / spec_file)
+    spec = spec.resized(rows or {}, dims) if rows or dims else spec
     cfg = ModelConfig.model_validate(
-        yaml.safe_load((repo_root / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
+        yaml.safe_load((REPO / "configs" / "jobs" / "train_local.yaml").read_text())["model"]
     )
     torch.manual_seed(seed)
-    model = RecModel(spec.embedding_bag_configs(), spec.num_dense, cfg)
-    return write_export(str(path), model.state_dict(), cfg, spec, extra={"step": seed})
+    return write_export(str(path), rec_model(spec, cfg).state_dict(), cfg, spec, extra={"step": seed})
 
 
 def write_logs(root: Path) -> Path:

@@ -14,13 +14,13 @@ import pytest
 
 from helpers.checkpoints import demo_spec, write_checkpoint
 from helpers.process_utils import child_env, stop_tree
+from helpers.scoring_data import random_export
 from pipeline.score.allocator import jemalloc_env
 
 TABLES = ["user", "item", "category", "device", "t0", "t1", "t2", "t3"]
 ROWS, DIM = 1 << 19, 32
 TABLE_BYTES = ROWS * DIM * 4  # 64 MiB each: the model is 8 of them
 MANAGED_ROWS = 1 << 21
-REPO = Path(__file__).resolve().parents[2]
 # Everything the export imports, before the baseline is taken: what remains is the export's own.
 IMPORTS = "import sys, psutil, torch, safetensors.torch, ple_model, pipeline.train.checkpoint, pipeline.train.config"
 # The peak is the kernel's high-water mark of this process's memory (VmHWM), not ru_maxrss: that
@@ -100,17 +100,10 @@ def test_exporting_holds_one_table_at_a_time_not_the_model(export):
 @pytest.fixture(scope="module")
 def managed_export(tmp_path_factory) -> Path:
     """An export whose user table (2M rows) is managed: a 48 MB id mapping beside a 64 MB table."""
-    from pipeline.data.feature_spec import load_spec
-    from pipeline.train.config import load_config
-    from pipeline.train.export import write_export
-    from pipeline.train.module import rec_model
-
-    spec = load_spec(REPO / "configs/features/synthetic_managed.yaml").resized(
-        {"user": MANAGED_ROWS}, {"user": DIM // 4}
-    )
-    model_cfg = load_config(REPO / "configs/jobs/train_local.yaml", []).model
     out = tmp_path_factory.mktemp("managed") / "export"
-    return Path(write_export(str(out), rec_model(spec, model_cfg).state_dict(), model_cfg, spec))
+    return Path(
+        random_export(out, spec_file="synthetic_managed.yaml", rows={"user": MANAGED_ROWS}, dims={"user": DIM // 4})
+    )
 
 
 def test_two_processes_share_one_copy_of_the_loaded_model(export):

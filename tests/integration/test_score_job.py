@@ -42,7 +42,7 @@ from pipeline.train.export import load_export
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, repo_root) -> str:
-    return random_export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+    return random_export(tmp_path_factory.mktemp("model") / "export", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_rerun_of_a_complete_output_does_nothing(scored, export, data):
 def test_output_of_another_model_version_is_never_mixed(scored, data, tmp_path, repo_root):
     out = tmp_path / "out"
     shutil.copytree(scored[0], out)
-    other = random_export(tmp_path / "other", repo_root, seed=1)
+    other = random_export(tmp_path / "other", seed=1)
     with pytest.raises(ScoringError, match="complete result .* another run .*model_version"):
         plan_scoring(other, str(data), str(out), score_config())
     # A partial result of another version is refused too (a killed run's renamed files count).

@@ -24,7 +24,7 @@ from pipeline.train.export import ExportError
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, repo_root) -> str:
-    return random_export(tmp_path_factory.mktemp("model") / "export", repo_root, seed=0)
+    return random_export(tmp_path_factory.mktemp("model") / "export", seed=0)
 
 
 @pytest.fixture(scope="module")
