@@ -49,6 +49,13 @@ class DataConfig(StrictModel):
     train_days: tuple[str, str] = ("2026-01-01", "2026-01-02")
     val_days: tuple[str, str] = ("2026-01-03", "2026-01-03")
     generate: GenerateConfig | None = None
+    preserve_order: bool = Field(
+        True,
+        description=(
+            "the workers get the days' rows in a fixed order, so runs of one config and seed train on "
+            "the same batches and report the same metrics; false: in the order Ray Data's reads finish"
+        ),
+    )
 
 
 class TrainConfig(StrictModel):

@@ -1,6 +1,6 @@
 """Ray Train's environment settings for a run (pipeline/train/ray_train_env.py): the preemption
 watcher only where a node can be lost and the run go on, and settings that the user's own
-exports override and that never outlive the run."""
+exports override and that never outlive the run; the ingest options of the datasets it splits."""
 
 from __future__ import annotations
 
@@ -43,3 +43,20 @@ def test_the_pinned_ray_train_reads_both_and_hands_them_to_its_controller():
     with ray_train_env({HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "0"}):
         propagated = constants.get_env_vars_to_propagate()
     assert propagated[HEALTH_CHECK_ENV] == "0.5" and propagated[PREEMPTION_WATCHER_ENV] == "0"
+
+
+def test_the_training_datasets_keep_their_order_unless_the_config_says_not():
+    """data.preserve_order (default true) reaches Ray Data's execution options for the datasets
+    Ray Train splits; Ray Train's other ingest defaults stay."""
+    from ray.train import DataConfig
+
+    from pipeline.train.config import JobConfig
+    from pipeline.train.launch import ingest_options
+
+    ray_default = DataConfig.default_ingest_options()
+    ordered = ingest_options(JobConfig())
+    unordered = ingest_options(JobConfig.model_validate({"data": {"preserve_order": False}}))
+    assert ordered.preserve_order and not unordered.preserve_order
+    for options in (ordered, unordered):
+        assert options.resource_limits == ray_default.resource_limits
+        assert options.exclude_resources == ray_default.exclude_resources
