@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-import tempfile
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))  # helpers.dist_utils
 
+from helpers.dist_utils import run_on_ranks  # noqa: E402
 from pipeline.data.collate import collate  # noqa: E402
 from pipeline.data.feature_spec import load_spec  # noqa: E402
 from pipeline.data.synthetic import generate_table  # noqa: E402
@@ -46,10 +45,8 @@ def _batches(spec, rank: int, world: int) -> list:
     return [collate(table.slice((i * world + rank) * BATCH, BATCH), spec) for i in range(WARMUP + STEPS)]
 
 
-def _rank(rank: int, world: int, port: int, case: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank(rank: int, world: int, case: str) -> float:
+    """ms per training step on this rank (run_on_ranks has set up gloo and one torch thread)."""
     from pipeline.train.sharded_model import build_sharded_model
 
     if case == "managed, no gather":
@@ -68,21 +65,12 @@ def _rank(rank: int, world: int, port: int, case: str, out: str) -> None:
         sm.optimizer.step()
         sm.optimizer.zero_grad()
     dist.barrier()
-    if rank == 0:
-        with open(out, "w") as f:
-            f.write(str((time.perf_counter() - start) / STEPS * 1000))
-    dist.destroy_process_group()
+    return (time.perf_counter() - start) / STEPS * 1000
 
 
 def step_ms(case: str, world: int = 2) -> float:
-    """ms per training step of `case` on `world` gloo ranks, in fresh processes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "ms")
-        mp.start_processes(_rank, args=(world, port, case, out), nprocs=world, join=True, start_method="spawn")
-        return float(open(out).read())
+    """ms per training step of `case` on `world` gloo ranks, in fresh processes (the slowest rank)."""
+    return max(run_on_ranks(_rank, world, case))
 
 
 def managed_forward_ms() -> float:
