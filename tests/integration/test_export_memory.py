@@ -23,12 +23,12 @@ TABLE_BYTES = ROWS * DIM * 4  # 64 MiB each: the model is 8 of them
 MANAGED_ROWS = 1 << 21
 # Everything the export imports, before the baseline is taken: what remains is the export's own.
 IMPORTS = "import sys, psutil, torch, safetensors.torch, ple_model, pipeline.train.checkpoint, pipeline.train.config"
-# The peak is the kernel's high-water mark of this process's memory (VmHWM), not ru_maxrss: that
-# one starts from the parent's RSS at fork (the pytest process, with the checkpoint it wrote).
-IMPORTS += """
-status = lambda key: int(next(x for x in open("/proc/self/status") if x.startswith(key)).split()[1]) * 1024
-"""
+# A field of /proc/self/status in bytes. The peak is the kernel's high-water mark of this
+# process's memory (VmHWM), not ru_maxrss: that one starts from the parent's RSS at fork (the
+# pytest process, with the checkpoint it wrote).
+STATUS = 'status = lambda key: int(next(x for x in open("/proc/self/status") if x.startswith(key)).split()[1]) * 1024'
 EXPORT = f"""{IMPORTS}
+{STATUS}
 from pipeline.train.export import export_model
 base = status("VmHWM")
 export_model(sys.argv[1], sys.argv[2])
@@ -39,6 +39,7 @@ print(status("VmHWM") - base)
 # gives back what the load freed, reads every byte of every parameter and buffer, scores a
 # batch, and waits while the test measures it.
 LOAD = f"""{IMPORTS}
+{STATUS}
 from pipeline.data.collate import collate
 from pipeline.data.synthetic import generate_table
 from pipeline.score.allocator import prepare_allocator, release_freed_memory
