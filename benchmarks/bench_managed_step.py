@@ -52,7 +52,7 @@ def _rank(rank: int, world: int, case: str) -> float:
     if case == "managed, no gather":
         import ple_model.managed_ids
 
-        ple_model.managed_ids._all_gather_ids = lambda ids: ids
+        ple_model.managed_ids._all_gather_ids = lambda ids, capacity: (ids, capacity)
     cfg = load_config(os.path.join(REPO, "configs/jobs/train_local.yaml"), [f"train.batch_size={BATCH}"])
     spec = load_spec(os.path.join(REPO, "configs/features", SPECS[case]))
     sm = build_sharded_model(spec, cfg.model, cfg.train, torch.device("cpu"))

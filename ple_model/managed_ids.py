@@ -58,22 +58,34 @@ def _mch(rows: int, table: ManagedTable, device: torch.device) -> MCHManagedColl
     )
 
 
-def _all_gather_ids(ids: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Every worker's ids of each table, concatenated in rank order, in two collectives for all
-    tables (ranks may hold different counts)."""
-    world = dist.get_world_size()
-    counts = torch.tensor([t.numel() for t in ids], device=ids[0].device)
-    all_counts = [torch.empty_like(counts) for _ in range(world)]
-    dist.all_gather(all_counts, counts)
-    per_rank = torch.stack(all_counts)  # [world, tables]
-    padded = torch.zeros(int(per_rank.sum(dim=1).max()), dtype=torch.int64, device=ids[0].device)
+def _all_gather_ids(ids: list[torch.Tensor], capacity: int) -> tuple[list[torch.Tensor], int]:
+    """(every worker's ids of each table, concatenated in rank order; the capacity for the next
+    call). Ranks may hold different counts, and on gloo each collective costs about a millisecond
+    whatever its size (benchmarks/bench_managed_step.py), so the counts travel in the same
+    collective as the ids: each rank sends its per-table counts, then its ids padded to
+    `capacity`, which every rank knows. When some rank's ids outgrow it, every rank reads that in
+    the gathered counts and all send again with room for the largest (plus a quarter, kept for
+    the next steps): one collective a step once the capacity has settled, two until then."""
+    world, tables = dist.get_world_size(), len(ids)
+    counts = torch.tensor([t.numel() for t in ids], dtype=torch.int64, device=ids[0].device)
     mine = torch.cat(ids)
-    padded[: mine.numel()] = mine
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    splits = per_rank.tolist()
-    by_rank = [part[: sum(n)].split(n) for part, n in zip(parts, splits, strict=True)]
-    return [torch.cat([rank[i] for rank in by_rank]) for i in range(len(ids))]
+
+    def gather(room: int) -> list[torch.Tensor]:
+        sent = torch.zeros(tables + room, dtype=torch.int64, device=mine.device)
+        sent[:tables] = counts
+        sent[tables : tables + min(room, mine.numel())] = mine[:room]
+        parts = [torch.empty_like(sent) for _ in range(world)]
+        dist.all_gather(parts, sent)
+        return parts
+
+    parts = gather(capacity)
+    splits = [part[:tables].tolist() for part in parts]
+    needed = max(sum(n) for n in splits)
+    if needed > capacity:
+        capacity = needed + needed // 4
+        parts = gather(capacity)
+    by_rank = [part[tables : tables + sum(n)].split(n) for part, n in zip(parts, splits, strict=True)]
+    return [torch.cat([rank[i] for rank in by_rank]) for i in range(tables)], capacity
 
 
 def _built_from_size(mch: MCHManagedCollisionModule) -> dict[str, torch.Tensor]:
@@ -124,6 +136,7 @@ class ManagedIds(nn.Module):
         device = torch.device(device or "cpu")
         self.tables = nn.ModuleDict({n: _mch(by_name[n].num_embeddings, m, device) for n, m in managed.items()})
         self.table_features = {n: list(by_name[n].feature_names) for n in managed}
+        self._gather_capacity = 0  # ids a rank sends per all-gather (_all_gather_ids); not state
 
     def forward(self, sparse: KeyedJaggedTensor) -> KeyedJaggedTensor:
         if not self.table_features:
@@ -133,7 +146,9 @@ class ManagedIds(nn.Module):
         # A table's features share its rows: they are profiled and remapped together.
         ids = [torch.cat([values[slice(*spans[f])] for f in fs]) for fs in self.table_features.values()]
         if self.training:
-            gathered = _all_gather_ids(ids) if dist.is_initialized() and dist.get_world_size() > 1 else ids
+            gathered = ids
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                gathered, self._gather_capacity = _all_gather_ids(ids, self._gather_capacity)
             for (name, mch), seen in zip(self._by_table(), gathered, strict=True):
                 mch.profile({name: JaggedTensor(values=seen, lengths=seen.new_ones(seen.numel()))})
         remapped = values.clone()  # the batch's own KJT stays as it was (validation batches are reused)

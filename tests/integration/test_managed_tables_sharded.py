@@ -2,7 +2,7 @@
 ids of both ranks' batches, so their mappings stay identical (and equal to one process's that
 profiles each whole batch) while each trains on its own half; the mapping goes into the DCP
 checkpoint, loads on 1 rank, and the export made from that checkpoint maps every id to the row
-training last gave it."""
+training last gave it. The ids travel in one all-gather a step once its capacity has settled."""
 
 from __future__ import annotations
 
@@ -74,6 +74,45 @@ def _load(rank: int, world_size: int, root: str) -> dict:
     )
     load_checkpoint(os.path.join(root, "ckpt"), sm.model, sm.optimizer)
     return {"mapping": _mapping(sm.train_module.model)}
+
+
+# Per step, each rank's count of ids in each of two tables: 14 and 9 ids, then within the
+# capacity the first step sets (14 + a quarter = 17), until rank 0's 43 at step 3 outgrow it.
+ID_COUNTS = [((5, 9), (7, 2)), ((6, 8), (3, 4)), ((10, 6), (2, 2)), ((40, 3), (1, 1)), ((4, 4), (20, 20))]
+
+
+def _rank_ids(rank: int, step: int) -> list[torch.Tensor]:
+    """Two tables' ids of `rank` at `step`, each id telling its rank, table and step."""
+    return [torch.arange(n) + 1000 * rank + 100 * t + 10_000 * step for t, n in enumerate(ID_COUNTS[step][rank])]
+
+
+def _gather_steps(rank: int, world_size: int) -> list[tuple[list[torch.Tensor], int]]:
+    """[(the gathered ids, all_gather calls made)] per step, on this rank."""
+    from ple_model import managed_ids
+
+    calls, real = [0], managed_ids.dist.all_gather
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    managed_ids.dist.all_gather = counted
+    out, capacity = [], 0
+    for step in range(len(ID_COUNTS)):
+        calls[0] = 0
+        gathered, capacity = managed_ids._all_gather_ids(_rank_ids(rank, step), capacity)
+        out.append((gathered, calls[0]))
+    return out
+
+
+def test_one_all_gather_a_step_once_the_capacity_settles():
+    ranks = run_on_ranks(_gather_steps, 2)
+    for step in range(len(ID_COUNTS)):
+        expected = [torch.cat([_rank_ids(r, step)[t] for r in range(2)]) for t in range(2)]
+        for gathered, _ in (ranks[0][step], ranks[1][step]):
+            assert all(torch.equal(g, e) for g, e in zip(gathered, expected, strict=True)), step
+    # The counts alone first (capacity 0), then the ids; a second collective again at step 3 only.
+    assert [calls for _, calls in ranks[0]] == [calls for _, calls in ranks[1]] == [2, 1, 1, 2, 1]
 
 
 def test_ranks_share_one_mapping_that_the_checkpoint_and_the_export_carry(tmp_path):
