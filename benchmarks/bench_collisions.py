@@ -148,10 +148,14 @@ def main() -> None:
     )
     eval_files = list_day_files(f"{work}/data", days[-1], days[-1])
     train_files = list_day_files(f"{work}/data", days[0], days[-2])
+    specs = {c: write_spec(work, c, rows, args.policy, args.interval) for c in ("hash", "managed")}
+
+    def run(collision: str, name: str) -> dict:
+        return train(work, specs[collision], name, days[:-1], days[-1], args)
+
     found = {}
-    for collision in ("hash", "managed"):
-        spec = write_spec(work, collision, rows, args.policy, args.interval)
-        m = train(work, spec, collision, days[:-1], days[-1], args)
+    for collision in specs:
+        m = run(collision, collision)
         rates = collision_rates(m["export"], eval_files, train_files)
         found[collision] = {**m, **{f"collision/{t}": r for t, r in rates.items()}}
         tasks = sorted({k.split("/")[1] for k in m if k.startswith("val/") and k.endswith("/auc")})
@@ -181,12 +185,7 @@ def main() -> None:
     # The runs repeat exactly (data.preserve_order), so collision and AUC need no second round.
     ratios = [mc["train/rows_per_s_steady"] / h["train/rows_per_s_steady"]]
     for r in range(1, args.rounds):
-        steady = {}
-        for collision in ("hash", "managed"):
-            spec = write_spec(work, collision, rows, args.policy, args.interval)
-            steady[collision] = train(work, spec, f"{collision}-{r}", days[:-1], days[-1], args)[
-                "train/rows_per_s_steady"
-            ]
+        steady = {c: run(c, f"{c}-{r}")["train/rows_per_s_steady"] for c in specs}
         ratios.append(steady["managed"] / steady["hash"])
     if args.rounds > 1:
         print(f"managed / hash rows/s per round: {', '.join(f'{x:.3f}' for x in ratios)}")
