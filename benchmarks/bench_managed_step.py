@@ -5,8 +5,10 @@
 
 Trains the demo's model on 2 gloo ranks (no Ray, no data loading: pre-collated batches of
 generated rows) with configs/features/synthetic.yaml (hashed user and item tables) and
-synthetic_managed.yaml (the same rows, managed), and a third case with the per-step all-gather
-of the managed ids replaced by each rank's own ids (its mappings would drift apart: a
+synthetic_managed.yaml (the same rows, managed: each rank holds its ids back and all-gathers
+them at the steps that evict), the same gathering at every step (ple_model/managed_ids.py's
+MAX_HELD_STEPS set to 1, as the module did before it held ids back), and a last case with the
+all-gather of the managed ids replaced by each rank's own ids (its mappings would drift apart: a
 measurement only). The cases alternate within each round. Prints ms per step per case and round,
 and per round hashed/managed, the rows/s ratio that bench_collisions.py reports for the real
 job; then the ManagedIds forward alone (remap and profile, one process, one rank's batch).
@@ -36,6 +38,7 @@ BATCH, WARMUP, STEPS = 1024, 10, 200  # the timed steps span 2 eviction interval
 SPECS = {
     "hashed": "synthetic.yaml",
     "managed": "synthetic_managed.yaml",
+    "managed, gather each step": "synthetic_managed.yaml",
     "managed, no gather": "synthetic_managed.yaml",
 }
 
@@ -47,11 +50,12 @@ def _batches(spec, rank: int, world: int) -> list:
 
 def _rank(rank: int, world: int, case: str) -> float:
     """ms per training step on this rank (run_on_ranks has set up gloo and one torch thread)."""
+    import ple_model.managed_ids
     from pipeline.train.sharded_model import build_sharded_model
 
+    if case == "managed, gather each step":
+        ple_model.managed_ids.MAX_HELD_STEPS = 1
     if case == "managed, no gather":
-        import ple_model.managed_ids
-
         ple_model.managed_ids._all_gather_ids = lambda ids, capacity: (ids, capacity)
     cfg = load_config(os.path.join(REPO, "configs/jobs/train_local.yaml"), [f"train.batch_size={BATCH}"])
     spec = load_spec(os.path.join(REPO, "configs/features", SPECS[case]))
@@ -101,7 +105,7 @@ def main() -> None:
     for case, ms in results.items():
         ratios = [h / m for h, m in zip(results["hashed"], ms, strict=True)]
         per_round = ", ".join(f"{x:.2f}" for x in ratios)
-        print(f"{case:20s} ms/step {min(ms):.1f}-{max(ms):.1f}   hashed/this per round {per_round}")
+        print(f"{case:26s} ms/step {min(ms):.1f}-{max(ms):.1f}   hashed/this per round {per_round}")
     print(f"ManagedIds forward alone, one process, {BATCH} rows: {managed_forward_ms():.2f} ms a step")
 
 

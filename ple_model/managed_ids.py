@@ -16,6 +16,13 @@ worker would otherwise profile only its own batches and the mappings would drift
 training every worker profiles the ids of all workers' batches (an all-gather of the managed
 ids only) and the mappings stay identical; each worker then remaps its own batch.
 
+Profiling only fills MCH's history; the mapping changes at the eviction steps alone, and
+remapping reads nothing else. So a worker holds its steps' ids back and gathers them once, at
+the step whose profile evicts (at the latest after MAX_HELD_STEPS steps, and before a
+checkpoint: `flush_profile`), then profiles those steps in order with every worker's ids: the
+same calls as gathering at every step, one gloo collective per eviction interval instead of one
+per step (about a millisecond each on CPU).
+
 Known limit: an evicted row keeps its embedding (and optimizer state) for the id admitted
 into it; TorchRec's unsharded module does not reset it either.
 """
@@ -38,6 +45,9 @@ Eviction = Literal["lfu", "lru"]
 FREE_SLOT = torch.iinfo(torch.int64).max
 # TorchRec's buffer of the raw ids holding a row, sorted (tests/unit/test_torchrec_managed_collisions.py pins it).
 MAPPING_BUFFER = "_mch_sorted_raw_ids"
+# Steps whose ids a worker holds back at most before it gathers them, eviction step or not: bounds
+# the memory (a count of steps, not of ids, so that every worker decides alike).
+MAX_HELD_STEPS = 64
 # TorchRec's buffer of the module's output range: its load hook resets it to the range the module
 # was built with (an unsharded module's never changes).
 SEGMENTS_BUFFER = "_output_segments_tensor"
@@ -59,13 +69,14 @@ def _mch(rows: int, table: ManagedTable, device: torch.device) -> MCHManagedColl
 
 
 def _all_gather_ids(ids: list[torch.Tensor], capacity: int) -> tuple[list[torch.Tensor], int]:
-    """(every worker's ids of each table, concatenated in rank order; the capacity for the next
-    call). Ranks may hold different counts, and on gloo each collective costs about a millisecond
-    whatever its size (benchmarks/bench_managed_step.py), so the counts travel in the same
-    collective as the ids: each rank sends its per-table counts, then its ids padded to
-    `capacity`, which every rank knows. When some rank's ids outgrow it, every rank reads that in
-    the gathered counts and all send again with room for the largest (plus a quarter, kept for
-    the next steps): one collective a step once the capacity has settled, two until then."""
+    """(every worker's ids of each tensor in `ids` (a table's ids at one step), concatenated in
+    rank order; the capacity for the next call). Ranks may hold different counts, and on gloo
+    each collective costs about a millisecond whatever its size (benchmarks/bench_managed_step.py),
+    so the counts travel in the same collective as the ids: each rank sends its counts, then its
+    ids padded to `capacity`, which every rank knows. When some rank's ids outgrow it, every rank
+    reads that in the gathered counts and all send again with room for the largest (plus a
+    quarter, kept for the next calls): one collective a call once the capacity has settled, two
+    until then."""
     world, tables = dist.get_world_size(), len(ids)
     counts = torch.tensor([t.numel() for t in ids], dtype=torch.int64, device=ids[0].device)
     mine = torch.cat(ids)
@@ -136,7 +147,10 @@ class ManagedIds(nn.Module):
         device = torch.device(device or "cpu")
         self.tables = nn.ModuleDict({n: _mch(by_name[n].num_embeddings, m, device) for n, m in managed.items()})
         self.table_features = {n: list(by_name[n].feature_names) for n in managed}
+        self._intervals = sorted({m.eviction_interval for m in managed.values()})
         self._gather_capacity = 0  # ids a rank sends per all-gather (_all_gather_ids); not state
+        self._held: list[list[torch.Tensor]] = []  # this rank's ids per step, not profiled yet
+        self._profiled = 0  # profile calls so far: MCH evicts at every multiple of its interval
 
     def forward(self, sparse: KeyedJaggedTensor) -> KeyedJaggedTensor:
         if not self.table_features:
@@ -145,12 +159,13 @@ class ManagedIds(nn.Module):
         spans = {k: (offsets[i], offsets[i + 1]) for i, k in enumerate(sparse.keys())}
         # A table's features share its rows: they are profiled and remapped together.
         ids = [torch.cat([values[slice(*spans[f])] for f in fs]) for fs in self.table_features.values()]
-        if self.training:
-            gathered = ids
-            if dist.is_initialized() and dist.get_world_size() > 1:
-                gathered, self._gather_capacity = _all_gather_ids(ids, self._gather_capacity)
-            for (name, mch), seen in zip(self._by_table(), gathered, strict=True):
-                mch.profile({name: JaggedTensor(values=seen, lengths=seen.new_ones(seen.numel()))})
+        if self.training and not (dist.is_initialized() and dist.get_world_size() > 1):
+            self._profile(ids)
+        elif self.training:
+            self._held.append(ids)
+            steps = self._profiled + len(self._held)
+            if len(self._held) == MAX_HELD_STEPS or any(steps % interval == 0 for interval in self._intervals):
+                self.flush_profile()  # this step's profile evicts: the mapping must be current
         remapped = values.clone()  # the batch's own KJT stays as it was (validation batches are reused)
         for (name, mch), table_ids in zip(self._by_table(), ids, strict=True):
             rows = mch.remap({name: JaggedTensor(values=table_ids, lengths=table_ids.new_ones(table_ids.numel()))})
@@ -167,6 +182,24 @@ class ManagedIds(nn.Module):
             stride=sparse.stride(),
             length_per_key=sparse.length_per_key(),
         )
+
+    def flush_profile(self) -> None:
+        """Collective on every worker (a no-op when none holds ids back): profile the steps this
+        worker has held back, each with every worker's ids of that step. The checkpoint calls it
+        first, so that the saved step counter and metadata are those of per-step profiling."""
+        if not self._held:
+            return
+        held, self._held = self._held, []
+        tables = len(self.table_features)
+        flat = [table_ids for step in held for table_ids in step]
+        gathered, self._gather_capacity = _all_gather_ids(flat, self._gather_capacity)
+        for start in range(0, len(flat), tables):
+            self._profile(gathered[start : start + tables])
+
+    def _profile(self, ids: Sequence[torch.Tensor]) -> None:
+        for (name, mch), seen in zip(self._by_table(), ids, strict=True):
+            mch.profile({name: JaggedTensor(values=seen, lengths=seen.new_ones(seen.numel()))})
+        self._profiled += 1
 
     def _by_table(self) -> list[tuple[str, MCHManagedCollisionModule]]:
         return [(name, cast(MCHManagedCollisionModule, mch)) for name, mch in self.tables.items()]

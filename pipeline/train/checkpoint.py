@@ -40,6 +40,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
 from pipeline.train.sharding import describe_plan
+from ple_model.managed_ids import ManagedIds
 
 EXTRA_FILE = "extra.json"
 PLAN_FILE = "plan.json"
@@ -112,6 +113,9 @@ def save_shards(directory: str, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def _write_incomplete(tmp: str, model: nn.Module, optimizer: torch.optim.Optimizer, extra_json: str) -> None:
+    for module in model.modules():
+        if isinstance(module, ManagedIds):
+            module.flush_profile()  # collective: the ids it held back, profiled before the state is read
     dcp.save(_state(model, optimizer), checkpoint_id=tmp)  # collective; rank 0 writes .metadata last
     if _rank() == 0:
         if isinstance(model, DistributedModelParallel):

@@ -2,7 +2,8 @@
 ids of both ranks' batches, so their mappings stay identical (and equal to one process's that
 profiles each whole batch) while each trains on its own half; the mapping goes into the DCP
 checkpoint, loads on 1 rank, and the export made from that checkpoint maps every id to the row
-training last gave it. The ids travel in one all-gather a step once its capacity has settled."""
+training last gave it. The ranks hold their ids back until a step evicts (or a checkpoint is
+saved), then send them in one all-gather once its capacity has settled."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pipeline.train.module import rec_model
 from pipeline.train.sharded_model import build_sharded_model
 
 STEPS, BATCH = 4, 48
-MANAGED_KEYS = ("_mch_sorted_raw_ids", "_mch_remapped_ids_mapping", "_mch_last_access_iter")
+MANAGED_KEYS = ("_mch_sorted_raw_ids", "_mch_remapped_ids_mapping", "_mch_last_access_iter", "_current_iter_tensor")
 
 
 def _batch(step: int) -> pa.Table:
@@ -43,31 +44,58 @@ def _mapping(model) -> dict[str, torch.Tensor]:
     }
 
 
-def _train_and_save(rank: int, world_size: int, root: str) -> dict:
-    spec = managed_spec(policy="lru", interval=1)
+def _counting_all_gathers() -> list[int]:
+    """[the managed ids' all_gather calls so far] (ple_model/managed_ids.py's, counted)."""
+    from ple_model import managed_ids
+
+    calls, real = [0], managed_ids.dist.all_gather
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    managed_ids.dist.all_gather = counted
+    return calls
+
+
+def _train_and_save(rank: int, world_size: int, root: str, interval: int = 1, steps: int = STEPS) -> dict:
+    spec = managed_spec(policy="lru", interval=interval)
     sm = build_sharded_model(
         spec, MODEL, TrainConfig(batch_size=BATCH), torch.device("cpu"), sharding_type="table_wise"
     )
-    for step in range(STEPS):
+    calls, gathers = _counting_all_gathers(), []
+    for step in range(steps):
         half = _batch(step).slice(rank * BATCH // 2, BATCH // 2)  # each rank its own rows
         loss, _ = sm.model(collate(half, spec))
         loss.backward()
         sm.optimizer.step()
         sm.optimizer.zero_grad()
+        gathers.append(calls[0])
     extra = {
         "config": JobConfig(model=MODEL, train=TrainConfig(batch_size=BATCH)).model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
-        "step": STEPS,
+        "step": steps,
     }
     save_checkpoint(os.path.join(root, "ckpt"), sm.model, sm.optimizer, extra)
+    gathers.append(calls[0])
     sm.model.eval()
     managed = sm.train_module.model.managed
     rows = managed(collate(_probe(), spec).sparse_features)["user_id"].values()
-    return {"mapping": _mapping(sm.train_module.model), "rows": rows}
+    return {"mapping": _mapping(sm.train_module.model), "rows": rows, "gathers": gathers}
 
 
-def _load(rank: int, world_size: int, root: str) -> dict:
-    spec = managed_spec(policy="lru", interval=1)
+def _reference_mapping(interval: int, steps: int) -> dict[str, torch.Tensor]:
+    """The mapping of one process profiling both halves of each step's batch, in rank order,
+    at every step."""
+    spec = managed_spec(policy="lru", interval=interval)
+    reference = rec_model(spec, MODEL).train()
+    for step in range(steps):
+        reference.managed(collate(_batch(step), spec).sparse_features)
+    return _mapping(reference)
+
+
+def _load(rank: int, world_size: int, root: str, interval: int = 1) -> dict:
+    spec = managed_spec(policy="lru", interval=interval)
     torch.manual_seed(5)
     sm = build_sharded_model(
         spec, MODEL, TrainConfig(batch_size=BATCH), torch.device("cpu"), sharding_type="table_wise"
@@ -90,13 +118,7 @@ def _gather_steps(rank: int, world_size: int) -> list[tuple[list[torch.Tensor], 
     """[(the gathered ids, all_gather calls made)] per step, on this rank."""
     from ple_model import managed_ids
 
-    calls, real = [0], managed_ids.dist.all_gather
-
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    managed_ids.dist.all_gather = counted
+    calls = _counting_all_gathers()
     out, capacity = [], 0
     for step in range(len(ID_COUNTS)):
         calls[0] = 0
@@ -105,7 +127,7 @@ def _gather_steps(rank: int, world_size: int) -> list[tuple[list[torch.Tensor], 
     return out
 
 
-def test_one_all_gather_a_step_once_the_capacity_settles():
+def test_one_all_gather_a_call_once_the_capacity_settles():
     ranks = run_on_ranks(_gather_steps, 2)
     for step in range(len(ID_COUNTS)):
         expected = [torch.cat([_rank_ids(r, step)[t] for r in range(2)]) for t in range(2)]
@@ -120,12 +142,10 @@ def test_ranks_share_one_mapping_that_the_checkpoint_and_the_export_carry(tmp_pa
     for key, value in trained[0]["mapping"].items():
         assert torch.equal(value, trained[1]["mapping"][key]), key
     assert torch.equal(trained[0]["rows"], trained[1]["rows"])
-    spec = managed_spec(policy="lru", interval=1)
-    reference = rec_model(spec, MODEL).train()
-    for step in range(STEPS):  # one process profiling both halves, in rank order, at every step
-        reference.managed(collate(_batch(step), spec).sparse_features)
-    for key, value in _mapping(reference).items():
+    for key, value in _reference_mapping(interval=1, steps=STEPS).items():
         assert torch.equal(trained[0]["mapping"][key], value), key
+    # Every step evicts, so every step gathers: the counts alone first (capacity 0), then once.
+    assert trained[0]["gathers"] == trained[1]["gathers"] == [2, 3, 4, 5, 5]
     live = trained[0]["mapping"]["_mch_sorted_raw_ids"]
     assert (live != torch.iinfo(torch.int64).max).sum() == ROWS - 1  # the table filled up
 
@@ -140,3 +160,19 @@ def test_ranks_share_one_mapping_that_the_checkpoint_and_the_export_carry(tmp_pa
     assert torch.equal(scored, trained[0]["rows"])
     # The last 8 users (step 3, the most recent) hold rows of their own at scoring too.
     assert (scored[-BATCH:] < ROWS - 1).all()
+
+
+def test_ids_held_back_until_an_eviction_give_the_mapping_of_per_step_profiling(tmp_path):
+    """Eviction every 3 steps over 7: the ranks gather at steps 3 and 6, and the checkpoint
+    gathers step 7's; the checkpoint then holds what profiling every step with both ranks' ids
+    gives, step counter and last-access metadata included."""
+    trained = run_on_ranks(_train_and_save, 2, str(tmp_path), 3, 7)
+    assert trained[0]["gathers"] == trained[1]["gathers"] == [0, 0, 2, 2, 2, 3, 3, 4]
+    reference = _reference_mapping(interval=3, steps=7)
+    assert int(reference["_current_iter_tensor"]) == 7
+    (loaded,) = run_on_ranks(_load, 1, str(tmp_path), 3)
+    for key, value in reference.items():
+        assert torch.equal(trained[0]["mapping"][key], value), key
+        assert torch.equal(trained[1]["mapping"][key], value), key
+        assert torch.equal(loaded["mapping"][key], value), key
+    assert torch.equal(trained[0]["rows"], trained[1]["rows"])

@@ -1,7 +1,9 @@
 """What the pinned TorchRec's managed-collision modules do on CPU, which the design of managed
 tables rests on (docs/managed_collisions.md): unsharded, they admit new ids into free rows,
 keep frequent ids (LFU), send ids that found no row to the table's last row, remap the same way
-in eval mode and after a state-dict round trip; sharded, they offer no sharding type on CPU.
+in eval mode and after a state-dict round trip, and change their mapping only at every
+`eviction_interval`-th profile call (ple_model/managed_ids.py holds ids back until then);
+sharded, they offer no sharding type on CPU.
 scripts/probe_managed_collisions.py checks the row-wise sharded case on a GPU."""
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mc_embedding_modules import ManagedCollisionEmbeddingBagCollection
 from torchrec.modules.mc_modules import LFU_EvictionPolicy, ManagedCollisionCollection, MCHManagedCollisionModule
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 ROWS = 8
 OLD, NEW = 10**12, 5 * 10**12  # raw ids far beyond the table's rows: no modulo anywhere
@@ -64,3 +66,18 @@ def test_sharded_managed_collisions_offer_no_sharding_type_on_cpu():
     sharder = ManagedCollisionEmbeddingBagCollectionSharder()
     assert sharder.sharding_types("cpu") == []
     assert sharder.sharding_types("cuda") == ["row_wise"]
+
+
+def test_the_mapping_changes_only_at_every_eviction_interval_th_profile_call():
+    mch = MCHManagedCollisionModule(
+        zch_size=ROWS, device=torch.device("cpu"), eviction_policy=LFU_EvictionPolicy(), eviction_interval=3
+    )
+    changed_at = []
+    for call in range(1, 8):
+        before = mch._mch_sorted_raw_ids.clone()
+        ids = torch.arange(2) + OLD + 10 * call  # new ids at every call
+        mch.profile({"user": JaggedTensor(values=ids, lengths=torch.ones(2, dtype=torch.int64))})
+        if not torch.equal(before, mch._mch_sorted_raw_ids):
+            changed_at.append(call)
+    assert changed_at == [3, 6]
+    assert int(mch._current_iter_tensor) == 7
