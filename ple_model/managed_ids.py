@@ -159,13 +159,13 @@ class ManagedIds(nn.Module):
         spans = {k: (offsets[i], offsets[i + 1]) for i, k in enumerate(sparse.keys())}
         # A table's features share its rows: they are profiled and remapped together.
         ids = [torch.cat([values[slice(*spans[f])] for f in fs]) for fs in self.table_features.values()]
-        if self.training and not (dist.is_initialized() and dist.get_world_size() > 1):
-            self._profile(ids)
-        elif self.training:
+        if self.training and dist.is_initialized() and dist.get_world_size() > 1:
             self._held.append(ids)
             steps = self._profiled + len(self._held)
             if len(self._held) == MAX_HELD_STEPS or any(steps % interval == 0 for interval in self._intervals):
                 self.flush_profile()  # this step's profile evicts: the mapping must be current
+        elif self.training:
+            self._profile(ids)
         remapped = values.clone()  # the batch's own KJT stays as it was (validation batches are reused)
         for (name, mch), table_ids in zip(self._by_table(), ids, strict=True):
             rows = mch.remap({name: JaggedTensor(values=table_ids, lengths=table_ids.new_ones(table_ids.numel()))})
