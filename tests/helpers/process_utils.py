@@ -33,16 +33,23 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **LOOPBACK_ENV, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""), **extra}
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 300.0, interval: float = 0.2):
+def wait_for(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float = 300.0,
+    interval: float = 0.2,
+    context: Callable[[], str] | None = None,
+):
     """Poll until `predicate()` is truthy (returns it). The timeout only turns a hang into a
-    failure that says what never happened; it is not a performance limit."""
+    failure that says what never happened (and `context()`, e.g. a job's log); it is not a
+    performance limit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{context()}" if context else ""))
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -181,15 +181,17 @@ def test_retrain_killed_during_training_leaves_registry_unchanged(world):
     write_day(world["data"], 2)
     before = registry_files(world["registry"])
     proc = start_retrain(world, "killed-training", "train.checkpoint_every_steps=10")
+    log = lambda: output(world, "killed-training")
     try:
-        # Training is under way once the attempt's Ray Train directory holds a checkpoint.
-        wait_for(
-            lambda: any(world["runs"].glob("*/checkpoint_manager_snapshot.json")), "the first checkpoint", timeout=400
-        )
-        assert find_descendant(proc.pid, "RayTrainWorker") is not None
+        # Training is under way once this attempt's Ray Train directory (named after the job's
+        # pid) holds a checkpoint; a job that ended instead fails here with its log.
+        snapshot = lambda: any(world["runs"].glob(f"*-{proc.pid}/checkpoint_manager_snapshot.json"))
+        wait_for(lambda: snapshot() or proc.poll() is not None, "the first checkpoint", timeout=400, context=log)
+        assert proc.poll() is None, log()
+        assert find_descendant(proc.pid, "RayTrainWorker") is not None, log()
     finally:
         kill_tree(proc)
-    assert registry_files(world["registry"]) == before, output(world, "killed-training")
+    assert registry_files(world["registry"]) == before, log()
 
 
 def test_retrain_killed_during_promotion_leaves_registry_unchanged(world):
