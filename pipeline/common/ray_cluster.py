@@ -47,7 +47,9 @@ def setup_worker() -> None:
     """Worker setup hook of the embedded cluster.
 
     - Ray Data's scheduling delays (pipeline/common/ray_data_tuning.py) in the workers too: Ray Train's
-      SplitCoordinator actor runs training's reads.
+      SplitCoordinator actor runs training's reads. They are set when a process imports Ray Data's
+      executor, not here: importing it in the hook cost every Ray process ~1.3 CPU-s on 2 cores,
+      and most (idle workers, Ray Train's own actors) never execute a dataset.
     - Quiet logs (pipeline/common/logs.py) in every process, Ray Train's controller and Ray Data's
       coordinators included: the training workers and scoring actors also set them up themselves,
       on any cluster.
@@ -61,12 +63,14 @@ def setup_worker() -> None:
     import logging
 
     import ray
+    import wrapt
 
     from pipeline.common.logs import configure_worker_process
-    from pipeline.common.ray_data_tuning import shorten_scheduling_delays
+    from pipeline.common.ray_data_tuning import EXECUTOR_STATE_MODULE, shorten_scheduling_delays
 
     configure_worker_process()
     if ray.is_initialized():  # a Ray worker process is (the hook's unit test calls it without Ray)
         os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
-    shorten_scheduling_delays()
+    # Runs at once if the module is imported already.
+    wrapt.register_post_import_hook(lambda _module: shorten_scheduling_delays(), EXECUTOR_STATE_MODULE)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)

@@ -40,6 +40,8 @@ TASK_COMPLETION_WAIT_S = 0.02
 GLOBAL_LIMITS_REFRESH_S = 0.2
 STOCK_DELAYS_ENV = "RAY_DATA_STOCK_DELAYS"
 RAY_DEFAULTS = (0.1, 1)  # Ray 2.60's values of both
+# The executor's module: Ray Data imports it when a dataset first executes, not with `import ray.data`.
+EXECUTOR_STATE_MODULE = "ray.data._internal.execution.streaming_executor_state"
 
 
 def _knobs():

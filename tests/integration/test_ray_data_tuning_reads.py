@@ -1,6 +1,8 @@
 """pipeline/common/ray_data_tuning.py with Ray running: training's reads wait for tasks with our
-timeout, and a fresh interpreter's Ray has the defaults the tuning assumes."""
+timeout, a fresh interpreter's Ray has the defaults the tuning assumes, and the worker hook
+sets them when a process imports the executor."""
 
+import os
 import sys
 
 from pipeline.common import ray_data_tuning
@@ -43,3 +45,25 @@ def test_ray_defaults_are_the_pinned_rays_own():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert tuple(float(v) for v in out) == ray_data_tuning.RAY_DEFAULTS
+
+
+def test_the_worker_hook_sets_the_delays_when_the_executor_is_imported_not_before():
+    """The embedded cluster's worker hook imports no Ray Data executor (most Ray processes never
+    run one, and importing it cost each ~1.3 CPU-s); a process that then imports it has our delays."""
+    import subprocess
+
+    from pipeline.common.ray_cluster import WORKER_SETUP_HOOK
+
+    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}).{name}();"
+        f"print({ray_data_tuning.EXECUTOR_STATE_MODULE!r} in sys.modules, 'ray.data' in sys.modules);"
+        "from ray.data._internal.execution import resource_manager as m, streaming_executor_state as s;"
+        "print(s.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S, m.ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != ray_data_tuning.STOCK_DELAYS_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    before, after = out.splitlines()
+    assert before == "False False"
+    ours = (ray_data_tuning.TASK_COMPLETION_WAIT_S, ray_data_tuning.GLOBAL_LIMITS_REFRESH_S)
+    assert tuple(float(v) for v in after.split()) == ours
