@@ -2,14 +2,15 @@
 
     python -m jobs.generate --out data/synthetic --rows 10000000 --days 7 --files-per-day 4 --seed 0
 
-Connects to the Ray cluster in RAY_ADDRESS if set, else starts a local one. The matching feature
-spec is configs/features/synthetic.yaml.
+Connects to the Ray cluster in RAY_ADDRESS if set, else starts a local one; a small data set
+(under pipeline.data.synthetic.RAY_TASKS_MIN_ROWS rows) is written by this process, without Ray.
+The matching feature spec is configs/features/synthetic.yaml.
 """
 
 import argparse
 import time
 
-from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset
+from pipeline.data.synthetic import DEFAULT_START_DAY, RAY_TASKS_MIN_ROWS, SyntheticConfig, generate_dataset
 
 
 def main() -> None:
@@ -33,11 +34,11 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    import ray
+    use_ray = args.rows >= RAY_TASKS_MIN_ROWS
+    if use_ray:
+        from pipeline.common.ray_cluster import connect
 
-    from pipeline.common.ray_cluster import connect
-
-    connect()
+        connect()
     start = time.time()
     config = SyntheticConfig(
         num_users=args.num_users, num_items=args.num_items, conflict=args.conflict, id_drift=args.id_drift
@@ -51,13 +52,17 @@ def main() -> None:
         start_day=args.start_day,
         config=config,
         chunk_rows=args.chunk_rows,
+        ray_tasks=use_ray,
     )
     took = time.time() - start
     print(
         f"wrote {sum(f['rows'] for f in files)} rows in {len(files)} files under {args.out} "
         f"in {took:.1f}s ({sum(f['rows'] for f in files) / took:,.0f} rows/s)"
     )
-    ray.shutdown()
+    if use_ray:
+        import ray
+
+        ray.shutdown()
 
 
 if __name__ == "__main__":

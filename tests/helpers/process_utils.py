@@ -18,7 +18,13 @@ import psutil
 
 VENV_BIN = str(Path(sys.executable).parent)
 # Keep every node of a test cluster on 127.0.0.1 (Ray otherwise picks the interface address).
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+# Usage stats off: a test cluster reports to nobody, and `ray start` and ray.cluster_utils start
+# an actor for them (~2 CPU-s each on 2 cores).
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 def free_port() -> int:

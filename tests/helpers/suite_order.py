@@ -32,13 +32,13 @@ HEAVY_FILES = {
     "integration/test_data_memory.py": 35,
     "integration/test_export_memory.py": 18,
     "integration/test_reader_ray.py": 14,
-    "integration/test_synthetic_generation.py": 13,
     "integration/test_checkpoint_resharding.py": 11,
     "integration/test_gauc_distributed.py": 10,
     "integration/test_managed_tables_sharded.py": 9,
     "integration/test_sharded_equivalence.py": 9,
     "integration/test_ray_data_tuning_reads.py": 9,
     "integration/test_balancing_distributed.py": 6,
+    "integration/test_synthetic_generation.py": 2,
     "integration/test_allocator_processes.py": 2,
 }
 

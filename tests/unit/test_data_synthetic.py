@@ -117,3 +117,23 @@ def test_id_drift_replaces_a_share_of_the_catalogue_each_day_with_ids_as_popular
     assert min(items[2]) >= 200 and max(items[2]) < 700
     history = set(days[2]["history"].combine_chunks().flatten().to_numpy().tolist())
     assert history <= set(range(200, 700))  # the day's own items
+
+
+def test_a_small_data_set_is_written_by_this_process_without_ray(tmp_path):
+    """Under RAY_TASKS_MIN_ROWS rows no Ray task starts (this folder's conftest refuses ray.init):
+    the files, their days and row counts are those of the Ray path."""
+    import pyarrow.parquet as pq
+
+    from pipeline.data.synthetic import RAY_TASKS_MIN_ROWS, generate_dataset
+
+    rows = 5_001
+    assert rows < RAY_TASKS_MIN_ROWS
+    written = generate_dataset(str(tmp_path), rows, days=2, files_per_day=2, seed=1, chunk_rows=1000)
+    assert [w["rows"] for w in written] == [1251, 1250, 1250, 1250]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")) == [
+        "dt=2026-01-01/part-00000.parquet",
+        "dt=2026-01-01/part-00001.parquet",
+        "dt=2026-01-02/part-00000.parquet",
+        "dt=2026-01-02/part-00001.parquet",
+    ]
+    assert [pq.ParquetFile(w["path"]).metadata.num_rows for w in written] == [1251, 1250, 1250, 1250]
