@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from helpers.suite_order import order_items
+from pipeline.common.ray_cluster import collect_less_often
 
+collect_less_often()  # this process imports torch, torchrec and Ray Train too (pipeline/common/ray_cluster.py)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repo next to a copy of shared/, so the samples live beside the repo root.
 SAMPLES_DIR = REPO_ROOT.parent / "shared" / "data" / "samples"
@@ -30,7 +32,13 @@ def ray_local():
             # (LOG_NAME_UPDATE_INTERVAL_S): 2.5 -> 1.4 CPU-s a minute beside 300 worker logs.
             env.setenv("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
             ray.init(
-                address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=1 << 30
+                address="local",
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                object_store_memory=1 << 30,
+                # The embedded cluster's garbage-collection thresholds, without the rest of its hook.
+                runtime_env={"worker_process_setup_hook": "pipeline.common.ray_cluster.collect_less_often"},
             )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
