@@ -32,7 +32,8 @@ def collect_less_often() -> None:
 
 def connect(address: str | None = None, local_num_cpus: int | None = None) -> None:
     """Join `address` / RAY_ADDRESS if set, else start a local Ray with `local_num_cpus`
-    logical CPUs (None: all of this machine's). No-op if Ray is already initialised here."""
+    logical CPUs (None: all of this machine's). No-op if Ray is already initialised here, but
+    for this process's garbage-collection thresholds, raised in any case (collect_less_often)."""
     import ray
 
     collect_less_often()  # a driver imports Ray Train, torch and Ray Data next
