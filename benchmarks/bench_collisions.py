@@ -3,6 +3,7 @@
     python benchmarks/bench_collisions.py                    # 5 train days + 1 eval day, drift 0.1
     python benchmarks/bench_collisions.py --drift 0.3 --policy lfu
     python benchmarks/bench_collisions.py --rounds 4          # rows/s ratio per round, alternating
+    python benchmarks/bench_collisions.py --seeds 0 1 2 3     # AUC differences over training seeds
 
 Generates logs whose users and items change every day (`id_drift`: that share of each
 catalogue is replaced daily, new ids as popular as old ones), then trains the demo's model
@@ -18,12 +19,17 @@ run's validation is the next day. Prints per run:
   rows/s      the job's steady training rows/s
 and the managed/hash ratios. Targets: collision rate at most 1/5 of hashing's, AUC at least
 hashing's, rows/s at least 0.8 of hashing's.
+
+A run repeats exactly, but one training seed (`train.seed`: the initial weights) is one draw: with
+several `--seeds`, both are trained once per seed, and the AUC and GAUC differences are printed per
+seed with their mean and spread (the first seed's run gives the collision rates).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -67,7 +73,7 @@ def write_spec(work: str, collision: str, rows: dict[str, int], policy: str, int
     return str(path)
 
 
-def train(work: str, spec: str, name: str, train_days: list[str], eval_day: str, args) -> dict:
+def train(work: str, spec: str, name: str, train_days: list[str], eval_day: str, args, seed: int) -> dict:
     cfg = load_config(
         Path(REPO, "configs/jobs/train_local.yaml"),
         [
@@ -78,6 +84,7 @@ def train(work: str, spec: str, name: str, train_days: list[str], eval_day: str,
             f"output_dir={work}/runs",
             f"name={name}",
             f"train.epochs={args.epochs}",
+            f"train.seed={seed}",
             "train.checkpoint_every_steps=null",
             "cluster.max_failures=0",
         ],
@@ -134,6 +141,7 @@ def main() -> None:
     p.add_argument("--interval", type=int, default=100, help="eviction interval, in steps (the spec's default)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--rounds", type=int, default=1, help="train both again this many times, alternating: rows/s spread")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of the runs: AUC spread over seeds")
     p.add_argument("--work-dir", default=None)
     args = p.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench-collisions-")
@@ -150,8 +158,8 @@ def main() -> None:
     train_files = list_day_files(f"{work}/data", days[0], days[-2])
     specs = {c: write_spec(work, c, rows, args.policy, args.interval) for c in ("hash", "managed")}
 
-    def run(collision: str, name: str) -> dict:
-        return train(work, specs[collision], name, days[:-1], days[-1], args)
+    def run(collision: str, name: str, seed: int = args.seeds[0]) -> dict:
+        return train(work, specs[collision], name, days[:-1], days[-1], args, seed)
 
     found = {}
     for collision in specs:
@@ -189,6 +197,22 @@ def main() -> None:
         ratios.append(steady["managed"] / steady["hash"])
     if args.rounds > 1:
         print(f"managed / hash rows/s per round: {', '.join(f'{x:.3f}' for x in ratios)}")
+    if len(args.seeds) > 1:
+        print_seed_spread(found, {s: {c: run(c, f"{c}-seed{s}", s) for c in specs} for s in args.seeds[1:]}, args.seeds)
+
+
+def print_seed_spread(first: dict, later: dict[int, dict], seeds: list[int]) -> None:
+    """Per metric, managed minus hash for every seed (the first seed's from `first`), their mean and
+    standard deviation; and the rows/s ratio per seed."""
+    runs = [first, *later.values()]
+    for metric in sorted(k for k in first["hash"] if k.startswith("val/") and k.endswith(("/auc", "/gauc"))):
+        diffs = [r["managed"][metric] - r["hash"][metric] for r in runs]
+        print(
+            f"managed - hash {metric} per seed {seeds}: {', '.join(f'{d:+.4f}' for d in diffs)}; "
+            f"mean {statistics.fmean(diffs):+.4f} ± {statistics.stdev(diffs):.4f}"
+        )
+    steady = [r["managed"]["train/rows_per_s_steady"] / r["hash"]["train/rows_per_s_steady"] for r in runs]
+    print(f"managed / hash rows/s per seed: {', '.join(f'{x:.3f}' for x in steady)}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ largest table.
 
     python benchmarks/bench_tables.py                          # user table of 1M, 10M, 30M rows, dim 32
     python benchmarks/bench_tables.py --sizes 1000000,3000000 --rows 100000
+    python benchmarks/bench_tables.py --rounds 4               # the rows/s ratio per round, alternating
 
 Trains the demo's model (configs/jobs/train_local.yaml, 2 CPU workers) with its user table
 hashed into each size of rows at dim 32, one epoch of generated rows, with the real job's worker
@@ -15,7 +16,9 @@ code, then warm-starts a second short run from that checkpoint. Prints per size:
   export        seconds and peak memory export_model adds in a fresh process (beyond its imports)
 and, against the smallest size: rows/s ratio (target >= 0.8 at the largest) and the worker's
 memory against 1.3 x (shards + optimizer state) + the fixed overhead measured at the smallest
-size (its peak minus its shards).
+size (its peak minus its shards). With --rounds N, the smallest and largest sizes are trained again
+(training only), alternating, until there are N rows/s ratios: their spread (one ratio is one draw
+of the machine's noise).
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ def main() -> None:
     p.add_argument("--sizes", default="1000000,10000000,30000000", help="rows of the user table (dim 32)")
     p.add_argument("--rows", type=int, default=300_000, help="generated rows over 3 days (2 train, 1 val)")
     p.add_argument("--batch-size", type=int, default=1024, help="per worker")
+    p.add_argument("--rounds", type=int, default=1, help="rows/s ratios of the largest to the smallest size")
     p.add_argument("--work-dir", default=None)
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -198,6 +202,19 @@ def main() -> None:
         f"worker peak at {large:,}: {mb(found[large][1])} against 1.3 x {mb(found[large][2])} + a fixed overhead of "
         f"{mb(overhead)} (measured at {small:,}) = {mb(limit)}: {'within' if found[large][1] <= limit else 'OVER'}"
     )
+    rounds = [(found[small][0], found[large][0])]
+    for r in range(1, args.rounds):
+        steady = {}
+        for size in (small, large):
+            m, _ = train(work, args.rows, size, args.batch_size, f"t{size}-round{r}")
+            steady[size] = m["train/rows_per_s_steady"]
+            shutil.rmtree(Path(work, f"runs/t{size}-round{r}"), ignore_errors=True)
+        rounds.append((steady[small], steady[large]))
+    if args.rounds > 1:
+        print(
+            f"rows/s at {large:,} / at {small:,} rows per round: "
+            + ", ".join(f"{b / a:.2f} ({b:,.0f} / {a:,.0f})" for a, b in rounds)
+        )
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
 
