@@ -23,8 +23,9 @@ checkpoint: `flush_profile`), then profiles those steps in order with every work
 same calls as gathering at every step, one gloo collective per eviction interval instead of one
 per step (about a millisecond each on CPU).
 
-Known limit: an evicted row keeps its embedding (and optimizer state) for the id admitted
-into it; TorchRec's unsharded module does not reset it either.
+An evicted row keeps its embedding (and optimizer state) for the id admitted into it: TorchRec's
+unsharded module hands it over as it is. `take_reassigned_rows` tells training which rows changed
+hands, and training starts them afresh (pipeline/train/reassigned_rows.py).
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ class ManagedIds(nn.Module):
 
     def _by_table(self) -> list[tuple[str, MCHManagedCollisionModule]]:
         return [(name, cast(MCHManagedCollisionModule, mch)) for name, mch in self.tables.items()]
+
+    def take_reassigned_rows(self) -> dict[str, torch.Tensor]:
+        """{table: the rows (int64) MCH has given to other ids since the last call: an evicted
+        id's row, or a free one filled for the first time}; tables with none are left out. It
+        reads TorchRec's public `evict()`, which collects them at every eviction and empties on
+        reading. Every worker gets the same rows (the mappings are identical)."""
+        out = {}
+        for name, mch in self._by_table():
+            rows = mch.evict()
+            if rows is not None and rows.numel():
+                out[name] = rows.long()
+        return out
 
     def mapping_bytes(self) -> dict[str, int]:
         """{table: bytes of its mapping and eviction metadata} (about 24 a row), which every

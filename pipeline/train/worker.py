@@ -7,12 +7,14 @@ and workers on other nodes import them in their own process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +29,9 @@ from pipeline.train.progress import eval_line, progress_line
 from pipeline.train.schedule import lr_factor, set_learning_rates
 from pipeline.train.throughput import ThroughputMeter
 from pipeline.train.tracking import TENSORBOARD_DIR, GateMeter, TensorBoardWriter
+
+if TYPE_CHECKING:
+    from ple_model.managed_ids import ManagedIds
 
 # Ray Train routes workers' logging (and print) to the driver's log once; print would show twice.
 log = logging.getLogger("ple.train")
@@ -130,6 +135,7 @@ class WorkerTrainer:
         from pipeline.train.sharded_model import build_sharded_model  # imports torchrec and fbgemm (seconds)
         from pipeline.train.sharding import worker_memory_budget
 
+        self.table_configs = spec.embedding_bag_configs()
         self.sm = build_sharded_model(
             spec,
             cfg.model,
@@ -452,6 +458,10 @@ class WorkerTrainer:
         seconds = time.perf_counter() - began
         meter.record(seconds, first_of_epoch)
         self.step += 1
+        if self.spec.managed_tables:  # rows handed to new ids start afresh before their next lookup
+            from pipeline.train.reassigned_rows import reset_reassigned_rows
+
+            reset_reassigned_rows(self.sm, self._managed_ids, self.table_configs, self.cfg.train.seed, self.step)
         if self.tensorboard is not None and self.tensorboard.due(self.step, seconds):
             losses = dict(zip(self.spec.task_names, per_task.tolist(), strict=True))
             lrs = {"sparse": self.sm.lr_groups[0][0][0]["lr"], "dense": self.sm.lr_groups[-1][0][0]["lr"]}
@@ -462,6 +472,14 @@ class WorkerTrainer:
                 self.dwa.close_window()
         self.batches_in_epoch += 1
         return per_task
+
+    @functools.cached_property
+    def _managed_ids(self) -> ManagedIds:
+        """The model's ManagedIds. The train pipeline wraps it (TorchRec's PipelinedPostproc runs it
+        ahead of the step), so it is looked up among the modules rather than by attribute."""
+        from ple_model.managed_ids import ManagedIds
+
+        return next(m for m in self.sm.model.modules() if isinstance(m, ManagedIds))
 
     def _carry_out(
         self, actions: StepActions, per_task: torch.Tensor | None = None, meter: ThroughputMeter | None = None

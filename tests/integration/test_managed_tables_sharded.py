@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
+import pytest
 import torch
 
-from helpers.dist_utils import run_on_ranks
+from helpers.dist_utils import assemble, local_pieces, run_on_ranks
 from helpers.tiny_model import MANAGED_ROWS as ROWS
 from helpers.tiny_model import MODEL, managed_spec
 from pipeline.data.collate import collate
@@ -176,3 +177,79 @@ def test_ids_held_back_until_an_eviction_give_the_mapping_of_per_step_profiling(
         assert torch.equal(trained[1]["mapping"][key], value), key
         assert torch.equal(loaded["mapping"][key], value), key
     assert torch.equal(trained[0]["rows"], trained[1]["rows"])
+
+
+# (sharding of every table, sparse optimizer): the reset reaches the shards and their optimizer
+# state wherever the planner puts them: one rank's TBE, column shards on two ranks (an Adagrad
+# accumulator per row in each), replicas updated by TableOptimizer; SGD keeps no state.
+RESET_CASES = [
+    ("table_wise", "rowwise_adagrad"),
+    ("column_wise", "rowwise_adagrad"),
+    ("table_column_wise", "rowwise_adagrad"),
+    ("data_parallel", "rowwise_adagrad"),
+    ("table_wise", "sgd"),
+]
+USER_WEIGHT = "model.ebc.embedding_bags.user.weight"
+
+
+def _user_state(sm) -> dict:
+    return {
+        "weight": sm.model.state_dict()[USER_WEIGHT],
+        "optimizer": sm.optimizer.state_dict()["state"].get(USER_WEIGHT, {}),
+    }
+
+
+def _train_and_reset(rank: int, world_size: int, sharding_type: str, optimizer: str) -> list[tuple]:
+    """[(the user table and its optimizer state before the reset, after it, the rows reset)] per step."""
+    from pipeline.train.reassigned_rows import reset_reassigned_rows
+
+    spec = managed_spec(policy="lru", interval=1)
+    train = TrainConfig(batch_size=BATCH, sparse_optimizer=optimizer)
+    sm = build_sharded_model(
+        spec, MODEL, train, torch.device("cpu"), sharding_type=sharding_type, min_column_shard_dim=4
+    )
+    managed, out = sm.train_module.model.managed, []
+    for step in range(1, STEPS + 1):
+        half = _batch(step - 1).slice(rank * BATCH // 2, BATCH // 2)
+        loss, _ = sm.model(collate(half, spec))
+        loss.backward()
+        sm.optimizer.step()
+        sm.optimizer.zero_grad()
+        before = local_pieces(_user_state(sm))
+        reset = reset_reassigned_rows(sm, managed, spec.embedding_bag_configs(), seed=0, step=step)
+        out.append((before, local_pieces(_user_state(sm)), reset.get("user")))  # read back afresh
+    return out
+
+
+@pytest.mark.parametrize("sharding_type,optimizer", RESET_CASES)
+def test_rows_handed_to_new_ids_start_afresh_in_every_shard(sharding_type, optimizer):
+    from pipeline.train.reassigned_rows import reset_generator, reset_rows
+
+    config = next(c for c in managed_spec().embedding_bag_configs() if c.name == "user")
+    ranks = run_on_ranks(_train_and_reset, 2, sharding_type, optimizer)
+    assert [r for *_, r in ranks[0]][0] is not None  # the first step fills rows (and later ones evict)
+    evicted_after_filling = 0
+    for step, ((before0, after0, rows), (before1, after1, rows1)) in enumerate(zip(*ranks, strict=True), start=1):
+        if rows is None:
+            assert rows1 is None
+            continue
+        assert torch.equal(rows, rows1)
+        before, after = assemble([before0, before1]), assemble([after0, after1])
+        kept = torch.ones(ROWS, dtype=torch.bool)
+        kept[rows] = False
+        expected = before["weight"].clone()
+        reset_rows(expected, {}, rows, config, reset_generator(0, step, "user"))
+        assert torch.equal(after["weight"], expected)  # drawn afresh, the same whatever the sharding
+        bound = config.get_weight_init_max()
+        assert bool((after["weight"][rows].abs() <= bound).all()) and not torch.equal(after["weight"], before["weight"])
+        states = [k for k in after if k.startswith("optimizer/") and after[k].dim() > 0]
+        assert bool(states) == (optimizer != "sgd"), sorted(after)
+        for key in states:
+            per_row = after[key].view(-1, ROWS)  # a block of rows per column shard
+            assert per_row.shape[0] == (2 if "column" in sharding_type else 1), key
+            assert bool((per_row[:, rows] == 0).all()), key
+            assert torch.equal(per_row[:, kept], before[key].view(-1, ROWS)[:, kept]), key
+            assert bool((before[key].view(-1, ROWS)[:, rows] != 0).any()), key  # there was state to reset
+        assert torch.equal(after["weight"][kept], before["weight"][kept])
+        evicted_after_filling += step > 1
+    assert evicted_after_filling > 0  # 8 new users a step in 16 rows: later steps evict too

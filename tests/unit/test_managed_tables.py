@@ -206,3 +206,37 @@ def _assert_like_a_module_built_on_the_cpu(loaded, state: dict, spec) -> None:
         assert not buffers[name].is_meta and torch.equal(buffers[name], value), name
     assert torch.equal(got._init_output_segments_tensor, expected._init_output_segments_tensor)
     assert all(got._mch_metadata[k] is getattr(got, f"_mch_{k}") for k in got._mch_metadata)
+
+
+def test_rows_handed_to_other_ids_are_reported_once_and_reset_afresh():
+    from pipeline.train.reassigned_rows import reset_generator, reset_rows
+
+    spec = managed_spec(policy="lru")
+    model = rec_model(spec, MODEL).train()
+    _rows(model, _day(range(1000, 1010), seed=1), spec)
+    filled = model.managed.take_reassigned_rows()["user"]
+    assert sorted(filled.tolist()) == sorted(_rows(model.eval(), _day(range(1000, 1010), seed=1), spec).tolist())
+    assert model.managed.take_reassigned_rows() == {}  # read once
+    day2 = _day(range(5000, 5010), seed=2)
+    _rows(model.train(), day2, spec)  # 5 free rows filled, 5 old ids' rows handed over
+    handed = model.managed.take_reassigned_rows()["user"]
+    assert sorted(handed.tolist()) == sorted(_rows(model.eval(), day2, spec).tolist())
+    assert len(set(handed.tolist()) & set(filled.tolist())) == 5
+
+    config = next(c for c in spec.embedding_bag_configs() if c.name == "user")
+    weight = torch.full((ROWS, config.embedding_dim), 7.0)
+    state = {"momentum1": torch.ones(2 * ROWS), "step": torch.tensor(3.0)}  # 2 column blocks of rows
+    reset_rows(weight, state, handed, config, reset_generator(0, 2, "user"))
+    kept = torch.ones(ROWS, dtype=torch.bool)
+    kept[handed] = False
+    bound = config.get_weight_init_max()
+    assert bool((weight[handed].abs() <= bound).all()) and bool((weight[kept] == 7.0).all())
+    assert len(set(weight[handed, 0].tolist())) == len(handed)  # drawn, not one value
+    blocks = state["momentum1"].view(2, ROWS)
+    assert bool((blocks[:, handed] == 0).all()) and bool((blocks[:, kept] == 1).all())
+    assert float(state["step"]) == 3.0
+    again = torch.full_like(weight, 7.0)
+    reset_rows(again, {}, handed, config, reset_generator(0, 2, "user"))
+    assert torch.equal(again, weight)  # the same draw for the same seed, step and table
+    with pytest.raises(ValueError, match=r"optimizer state 'momentum1' of table 'user' has shape \(17,\)"):
+        reset_rows(weight, {"momentum1": torch.ones(ROWS + 1)}, handed, config, reset_generator(0, 2, "user"))
