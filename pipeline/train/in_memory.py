@@ -16,6 +16,7 @@ from pipeline.train.config import GenerateConfig, JobConfig
 from pipeline.train.losses import masked_bce_per_task
 from pipeline.train.metrics import TaskMetrics
 from pipeline.train.module import rec_model
+from pipeline.train.reassigned_rows import reset_reassigned_rows, unsharded_tables
 from pipeline.train.schedule import lr_factor, set_learning_rates
 
 
@@ -30,6 +31,7 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
     train = generate_table(rows, seed=seed, config=synthetic)
     val = generate_table(max(rows // 4, 1000), seed=seed + 1, config=synthetic)
     model = rec_model(spec, cfg.model)
+    configs = spec.embedding_bag_configs()
     # Sparse rows see few updates each: Adagrad suits the tables, Adam the dense layers.
     opt_sparse = torch.optim.Adagrad(model.ebc.parameters(), lr=t.sparse_lr)
     opt_dense = torch.optim.Adam(model.dense.parameters(), lr=t.dense_lr)
@@ -47,6 +49,8 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
             opt_sparse.step()
             opt_dense.step()
             step += 1
+            if model.managed is not None:  # rows handed to new ids start afresh, as in the job
+                reset_reassigned_rows(model.managed, configs, seed, step, unsharded_tables(model, opt_sparse))
             if step % 50 == 0:
                 log(
                     f"epoch {epoch} step {step} loss {loss.item():.4f} "

@@ -20,15 +20,18 @@ not the table.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 
-from pipeline.train.sharded_model import ShardedModel
 from ple_model.managed_ids import ManagedIds
+
+if TYPE_CHECKING:  # the training job's; the in-memory run does without torchrec's distributed modules
+    from pipeline.train.sharded_model import ShardedModel
 
 
 def _local_pieces(tensor: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
@@ -86,20 +89,39 @@ def reset_rows(
             local[entries[mine] - row0] = 0
 
 
+Tables = Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Mapping[str, Any]]]]
+
+
 def reset_reassigned_rows(
-    sm: ShardedModel, managed: ManagedIds, configs: list[EmbeddingBagConfig], seed: int, step: int
+    managed: ManagedIds, configs: list[EmbeddingBagConfig], seed: int, step: int, tables: Tables
 ) -> dict[str, torch.Tensor]:
-    """After a training step: reset in the sharded model the rows MCH has given to other ids since
-    the last call; {table: the rows reset}. Every rank must call it at the same steps (each writes
-    its own shards; replicated tables get the same draw everywhere, seeded by seed, step, table)."""
+    """After a training step: reset the rows MCH has given to other ids since the last call;
+    {table: the rows reset}. `tables()` gives ({parameter name: weight}, {parameter name: its
+    optimizer state}) in place, called only when there are rows to reset (`sharded_tables`,
+    `unsharded_tables`). Every rank must call it at the same steps (each writes its own shards;
+    replicated tables get the same draw everywhere, seeded by seed, step and table)."""
     taken = managed.take_reassigned_rows()
     if not taken:
         return {}
-    # Both state dicts hold views: of the tables' shards, and of the optimizer state beside them.
-    weights = sm.model.state_dict()
-    states = sm.optimizer.state_dict()["state"]
+    weights, states = tables()
     by_name = {c.name: c for c in configs}
     for table, rows in taken.items():
         key = next(k for k in weights if k.endswith(f"embedding_bags.{table}.weight"))
         reset_rows(weights[key], states.get(key, {}), rows, by_name[table], reset_generator(seed, step, table))
     return taken
+
+
+def sharded_tables(sm: ShardedModel) -> Tables:
+    """The training job's tables: both state dicts hold views, of the tables' shards and of the
+    optimizer state beside them."""
+    return lambda: (sm.model.state_dict(), sm.optimizer.state_dict()["state"])
+
+
+def unsharded_tables(model: nn.Module, optimizer: torch.optim.Optimizer) -> Tables:
+    """One process's tables (the in-memory smoke run): its parameters and `optimizer`'s state of each."""
+
+    def tables() -> tuple[dict[str, torch.Tensor], dict[str, Mapping[str, Any]]]:
+        named: dict[str, torch.Tensor] = dict(model.named_parameters())
+        return named, {name: optimizer.state[p] for name, p in named.items() if p in optimizer.state}
+
+    return tables

@@ -459,9 +459,10 @@ class WorkerTrainer:
         meter.record(seconds, first_of_epoch)
         self.step += 1
         if self.spec.managed_tables:  # rows handed to new ids start afresh before their next lookup
-            from pipeline.train.reassigned_rows import reset_reassigned_rows
+            from pipeline.train.reassigned_rows import reset_reassigned_rows, sharded_tables
 
-            reset_reassigned_rows(self.sm, self._managed_ids, self.table_configs, self.cfg.train.seed, self.step)
+            tables = sharded_tables(self.sm)
+            reset_reassigned_rows(self._managed_ids, self.table_configs, self.cfg.train.seed, self.step, tables)
         if self.tensorboard is not None and self.tensorboard.due(self.step, seconds):
             losses = dict(zip(self.spec.task_names, per_task.tolist(), strict=True))
             lrs = {"sparse": self.sm.lr_groups[0][0][0]["lr"], "dense": self.sm.lr_groups[-1][0][0]["lr"]}

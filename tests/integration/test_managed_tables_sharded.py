@@ -201,7 +201,7 @@ def _user_state(sm) -> dict:
 
 def _train_and_reset(rank: int, world_size: int, sharding_type: str, optimizer: str) -> list[tuple]:
     """[(the user table and its optimizer state before the reset, after it, the rows reset)] per step."""
-    from pipeline.train.reassigned_rows import reset_reassigned_rows
+    from pipeline.train.reassigned_rows import reset_reassigned_rows, sharded_tables
 
     spec = managed_spec(policy="lru", interval=1)
     train = TrainConfig(batch_size=BATCH, sparse_optimizer=optimizer)
@@ -216,7 +216,7 @@ def _train_and_reset(rank: int, world_size: int, sharding_type: str, optimizer: 
         sm.optimizer.step()
         sm.optimizer.zero_grad()
         before = local_pieces(_user_state(sm))
-        reset = reset_reassigned_rows(sm, managed, spec.embedding_bag_configs(), seed=0, step=step)
+        reset = reset_reassigned_rows(managed, spec.embedding_bag_configs(), 0, step, sharded_tables(sm))
         out.append((before, local_pieces(_user_state(sm)), reset.get("user")))  # read back afresh
     return out
 

@@ -240,3 +240,28 @@ def test_rows_handed_to_other_ids_are_reported_once_and_reset_afresh():
     assert torch.equal(again, weight)  # the same draw for the same seed, step and table
     with pytest.raises(ValueError, match=r"optimizer state 'momentum1' of table 'user' has shape \(17,\)"):
         reset_rows(weight, {"momentum1": torch.ones(ROWS + 1)}, handed, config, reset_generator(0, 2, "user"))
+
+
+def test_one_process_training_resets_the_rows_it_hands_over_in_its_optimizer_too():
+    from pipeline.train.reassigned_rows import reset_reassigned_rows, unsharded_tables
+
+    spec = managed_spec(policy="lru")
+    model = rec_model(spec, MODEL).train()
+    optimizer = torch.optim.Adagrad(model.ebc.parameters(), lr=0.1)  # as the in-memory run's tables
+    weight = model.ebc.embedding_bags["user"].weight
+    configs = spec.embedding_bag_configs()
+    for step, users in enumerate((range(1000, 1010), range(5000, 5010)), start=1):
+        batch = collate(_day(users, seed=step), spec)
+        model(batch.sparse_features, batch.dense_features).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        before_weight, before_sum = weight.detach().clone(), optimizer.state[weight]["sum"].clone()
+        rows = reset_reassigned_rows(model.managed, configs, 0, step, unsharded_tables(model, optimizer))["user"]
+        kept = torch.ones(ROWS, dtype=torch.bool)
+        kept[rows] = False
+        assert len(rows) == 10  # day 1: 10 free rows filled; day 2: 5 free, 5 old ids' rows
+        assert bool((before_sum[rows] != 0).all())  # each trained on this step
+        assert bool((optimizer.state[weight]["sum"][rows] == 0).all())
+        assert torch.equal(optimizer.state[weight]["sum"][kept], before_sum[kept])
+        assert not torch.equal(weight[rows], before_weight[rows]) and torch.equal(weight[kept], before_weight[kept])
+    assert model.managed.take_reassigned_rows() == {}
