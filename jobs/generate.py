@@ -10,7 +10,7 @@ The matching feature spec is configs/features/synthetic.yaml.
 import argparse
 import time
 
-from pipeline.data.synthetic import DEFAULT_START_DAY, RAY_TASKS_MIN_ROWS, SyntheticConfig, generate_dataset
+from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset, wants_ray_tasks
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    use_ray = args.rows >= RAY_TASKS_MIN_ROWS
+    use_ray = wants_ray_tasks(args.rows)
     if use_ray:
         from pipeline.common.ray_cluster import connect
 

@@ -260,6 +260,11 @@ def day_names(start_day: str, days: int) -> list[str]:
 RAY_TASKS_MIN_ROWS = 300_000
 
 
+def wants_ray_tasks(rows: int) -> bool:
+    """Whether generate_dataset's default (ray_tasks=None) writes `rows` with Ray tasks."""
+    return rows >= RAY_TASKS_MIN_ROWS
+
+
 def generate_dataset(
     out_dir: str,
     rows: int,
@@ -285,7 +290,7 @@ def generate_dataset(
         for d, day in enumerate(day_names(start_day, days))
         for f in range(files_per_day)
     ]
-    use_ray = rows >= RAY_TASKS_MIN_ROWS if ray_tasks is None else ray_tasks
+    use_ray = wants_ray_tasks(rows) if ray_tasks is None else ray_tasks
     if not use_ray:
         return [write_file(path, n, seed, d, f, config, chunk_rows) for path, n, d, f in files]
     import ray
