@@ -1,5 +1,5 @@
-"""Do the shipped defaults converge? The embedded demo (configs/jobs/train_local.yaml, issue 17's
-target: within 0.03 of the best achievable AUC on both tasks, under 3 minutes for `make demo`)
+"""Do the shipped defaults converge? The embedded demo (configs/jobs/train_local.yaml, the
+project's target: within 0.03 of the best achievable AUC on both tasks, under 3 minutes for `make demo`)
 and the comparison's training config (configs/jobs/train_quality.yaml: about 0.01), each trained
 by `python -m jobs.train`'s own entry point, on freshly generated logs in a temporary directory.
 
