@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 
+from pipeline.common.files import write_text_atomic
 from pipeline.data.column_stats import plural
 from pipeline.data.inspect import inspect_days, parse_days, parse_task
 from pipeline.data.spec_choice import NUMERIC_ENCODINGS
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp")
-    with open(tmp, "w") as f:
-        f.write(result.text)
-    os.replace(tmp, out)
+    write_text_atomic(out, result.text)
 
     print(f"{plural(len(result.files), 'file')}, {plural(result.rows, 'row')} (days {start}..{end})")
     width = max(len(c.column) for c in result.choices)

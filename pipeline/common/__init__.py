@@ -1,2 +1,3 @@
 """What several rooms share: YAML config loading (`config`), the Ray connection of a job's
-driver (`ray_cluster`), and Ray Data's scheduling delays (`ray_data_tuning`)."""
+driver (`ray_cluster`), Ray Data's scheduling delays (`ray_data_tuning`), and small files
+written whole (`files`)."""

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.common.files import write_text_atomic
+
 RECORD_DIR = Path(tempfile.gettempdir()) / "ple-embedded-ray"
 RECORD_EVERY_S = 2.0  # Ray starts workers all the time: the record follows
 
@@ -39,9 +41,7 @@ def _alive(identity: list[float]) -> bool:
 
 
 def _write(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record))
 
 
 class EmbeddedClusterRecord:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from pipeline.common.files import fsync_path, write_text_atomic
+
 
 class RegistryError(ValueError):
     pass
@@ -36,31 +38,13 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def _fsync(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: str) -> None:
     """Flush every file and directory under `root`, so that a rename published after it never
     names data still only in the page cache (a power loss would otherwise leave empty files)."""
     for dirpath, _, files in os.walk(root):
         for name in files:
-            _fsync(os.path.join(dirpath, name))
-        _fsync(dirpath, directory=True)
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(os.path.dirname(path) or ".", directory=True)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath, directory=True)
 
 
 class LocalStore:
@@ -83,7 +67,7 @@ class LocalStore:
             return None
 
     def write_json(self, path: str, data: dict) -> None:
-        write_json_atomic(path, data)
+        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True), durable=True)
 
     def isfile(self, path: str) -> bool:
         return os.path.isfile(path)
@@ -111,14 +95,14 @@ class LocalStore:
         if before_commit is not None:
             before_commit()
         os.rename(staged, final)
-        _fsync(os.path.dirname(final), directory=True)
+        fsync_path(os.path.dirname(final), directory=True)
 
     def uncommit_and_remove(self, path: str, marker: str) -> None:
         """Take a committed version out of the listing in one step, then delete it."""
         aside = self.join(".staging", f"{os.path.basename(path)}.interrupted")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         os.rename(path, aside)
-        _fsync(os.path.dirname(path), directory=True)
+        fsync_path(os.path.dirname(path), directory=True)
         shutil.rmtree(aside, ignore_errors=True)
 
     def remove(self, path: str) -> None:

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.common.files import TMP_MARK
 from pipeline.registry.lock import STALE_AFTER_S
 from pipeline.registry.store import RegistryError, is_url, open_store  # RegistryError: raised by both
 
@@ -221,7 +222,7 @@ class Registry:
             self.store.remove(self.store.join(".staging", name))
             removed.append(f".staging/{name}")
         for name in self.store.listdir(self.root):
-            if name.startswith(f".{POINTER}.tmp-"):
+            if name.startswith(f".{POINTER}{TMP_MARK}"):
                 self.store.remove(self.store.join(name))
                 removed.append(name)
         versions = self.versions()  # the committed ones: what follows removes no committed one

@@ -41,6 +41,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.common.config import ConfigError, read_config_dict, validated
+from pipeline.common.files import write_text_atomic
 from pipeline.common.logs import duration
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import JobConfig, tasks_from_spec
@@ -340,7 +341,8 @@ def run_seed(
             )
             if v.kind not in ("shared_bottom", "single_task"):  # their one gate is constant 1
                 record.utilisation = gate_utilisation(result.export_dir, cfg, cc.gate_rows)
-            Path(result.run_dir, RESULT_FILE).write_text(json.dumps(asdict(record), default=float))
+            # Whole or absent: a rerun reads it back as the run's result (_cached_run).
+            write_text_atomic(Path(result.run_dir, RESULT_FILE), json.dumps(asdict(record), default=float))
             records[v.key] = record
         print(seed_line(seed, todo, [records[v.key] for v in todo], time.perf_counter() - began), flush=True)
     return [done for v in variants if (done := records[v.key]) is not None]  # every one, by now

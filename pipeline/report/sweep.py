@@ -18,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+from pipeline.common.files import write_text_atomic
 from pipeline.report.compare import CompareConfig, Comparison, run_comparison
 from pipeline.report.writer import (
     PLE_OPPONENTS,
@@ -158,7 +159,7 @@ def write_sweep_report(points: list[tuple[float, Comparison]], out_dir: str | Pa
         write_report(comp, out / f"conflict-{c:g}")
     res = sweep_results(points)
     plot_sweep(res, out / FIGURE)
-    (out / "results.json").write_text(json.dumps(no_nan(res), indent=1, default=float))
+    write_text_atomic(out / "results.json", json.dumps(no_nan(res), indent=1, default=float))
     path = out / "report.md"
-    path.write_text(markdown(points, res))
+    write_text_atomic(path, markdown(points, res))
     return path

@@ -16,6 +16,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
+from pipeline.common.files import write_text_atomic
 from pipeline.report.compare import Comparison
 
 METRICS = ("auc", "logloss", "calibration")
@@ -515,7 +516,7 @@ def write_report(comp: Comparison, out_dir: str | Path) -> Path:
         if utilisations:
             images[v.key] = f"gates_{v.key}.png"
             plot_gates(comp, v.key, utilisations[0], out / images[v.key])
-    (out / "results.json").write_text(json.dumps(no_nan(res), indent=1, default=float))
+    write_text_atomic(out / "results.json", json.dumps(no_nan(res), indent=1, default=float))
     path = out / "report.md"
-    path.write_text(markdown(comp, res, images))
+    write_text_atomic(path, markdown(comp, res, images))
     return path

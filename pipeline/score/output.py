@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.common.files import TMP_MARK, write_text_atomic
 from pipeline.score.errors import ScoringError
 
 MANIFEST, LOCK = "_manifest.json", "_lock"
@@ -22,9 +23,6 @@ LOGS = "_logs"  # under the output directory: the job's full logs, the driver's 
 def log_dir(output_dir: str | Path) -> Path:
     """Where a scoring job writes its full logs (pipeline/common/logs.py)."""
     return Path(output_dir) / LOGS
-
-
-TMP_MARK = ".tmp-"
 
 
 def read_manifest(out: Path) -> dict | None:
@@ -38,9 +36,7 @@ def read_manifest(out: Path) -> dict | None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def output_parquet_files(out: Path) -> list[Path]:

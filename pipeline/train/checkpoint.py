@@ -39,6 +39,7 @@ from torch.distributed.tensor import DTensor
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
+from pipeline.common.files import fsync_path
 from pipeline.train.sharding import describe_plan
 from ple_model.managed_ids import ManagedIds
 
@@ -131,7 +132,7 @@ def _publish(tmp: str, final: str, old: str) -> None:
             os.rename(final, old)  # never delete the good checkpoint before the new one is in place
         os.rename(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(os.path.dirname(final))
+        fsync_path(os.path.dirname(final), directory=True)
     _barrier()
 
 
@@ -140,14 +141,6 @@ def _write_json(path: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pipeline.common.files import temp_name
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
 from ple_model import ModelConfig
 
@@ -85,7 +85,7 @@ def _write(
     from safetensors.torch import save_file
 
     final = Path(out_dir)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = Path(temp_name(final))
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / TABLES).mkdir(parents=True)
     names = []

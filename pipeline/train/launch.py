@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.config import ConfigError
+from pipeline.common.files import write_text_atomic
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import ClusterConfig, JobConfig
 from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
@@ -69,9 +70,7 @@ def ensure_data(cfg: JobConfig) -> None:
         start_day=gen.start_day,
         config=gen.synthetic(),
     )
-    tmp = root / f".{GENERATED_FILE}.tmp"
-    tmp.write_text(json.dumps(wanted, indent=1))
-    os.replace(tmp, marker)
+    write_text_atomic(marker, json.dumps(wanted, indent=1))
 
 
 def make_trainer(

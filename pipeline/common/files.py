@@ -1,0 +1,48 @@
+"""Small files written whole: a reader, or a run killed midway, sees the old content or the new,
+never half of either. Every room that publishes a JSON record or a report writes it through here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+# Temporary names are `.<name>.tmp-<pid>` beside the file: hidden from listings that skip dot
+# files, and recognisable by their owners' clean-ups (scoring's output, the registry's pointer).
+TMP_MARK = ".tmp-"
+
+
+def temp_name(path: str | Path) -> str:
+    """The temporary name `write_text_atomic` writes `path` under before renaming it."""
+    head, name = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{name}{TMP_MARK}{os.getpid()}")
+
+
+def fsync_path(path: str | Path, directory: bool = False) -> None:
+    """Flush a file, or a directory's entries (after a rename in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> None:
+    """Write `text` to `path` under a temporary name beside it, then rename it over `path` (one
+    atomic step on POSIX filesystems). A failed write leaves `path` as it was and no temporary
+    file. `durable`: also fsync the file before the rename and the directory after it, so that
+    the new content survives a power loss (the registry's pointer and records)."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    if durable:
+        fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
