@@ -56,6 +56,10 @@ class EmbeddedClusterRecord:
         self.driver = _identity(os.getpid())
         self._me = psutil.Process()
         self._stop = threading.Event()
+        # Held while the record is written and while it is removed: without it, a write under way
+        # when close() removed the record put it back after a clean exit, a stale record that the
+        # next job had to clear (and reported nothing for, its processes being gone).
+        self._writing = threading.Lock()
         self.update()
         self._thread = threading.Thread(target=self._loop, name="embedded-ray-record", daemon=True)
         self._thread.start()
@@ -70,16 +74,20 @@ class EmbeddedClusterRecord:
                 children.append([child.pid, child.create_time()])
             except psutil.Error:
                 continue
-        _write(self.path, {"driver": self.driver, "processes": children})
+        with self._writing:
+            if not self._stop.is_set():  # closed meanwhile: the record stays removed
+                _write(self.path, {"driver": self.driver, "processes": children})
 
     def _loop(self) -> None:
         while not self._stop.wait(RECORD_EVERY_S):
             self.update()
 
     def close(self) -> None:
-        """At a normal exit (Ray has stopped its processes): no record is left."""
-        self._stop.set()
-        self.path.unlink(missing_ok=True)
+        """At a normal exit (Ray has stopped its processes): no record is left, even when the
+        recording thread was writing it at that moment."""
+        with self._writing:
+            self._stop.set()
+            self.path.unlink(missing_ok=True)
 
 
 def clean_leftovers(log: Callable[[str], None] = print, record_dir: Path = RECORD_DIR) -> int:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import psutil
 
+import pipeline.common.leftovers as leftovers
 from pipeline.common.leftovers import EmbeddedClusterRecord, clean_leftovers
 
 
@@ -61,3 +63,27 @@ def test_a_driver_records_what_it_started_and_removes_the_record(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_record_being_written_when_the_driver_closes_it_is_not_left_behind(tmp_path, monkeypatch):
+    record = EmbeddedClusterRecord(record_dir=tmp_path)
+    writing, go_on = threading.Event(), threading.Event()
+    write = leftovers._write
+
+    def slow_write(path, content):
+        writing.set()
+        go_on.wait(30)
+        write(path, content)
+
+    monkeypatch.setattr(leftovers, "_write", slow_write)
+    updater = threading.Thread(target=record.update)
+    updater.start()
+    assert writing.wait(30)  # an update is between reading the processes and writing the record
+    closer = threading.Thread(target=record.close)
+    closer.start()
+    closer.join(0.5)  # let close() remove the record now, if it does not wait for the write
+    go_on.set()
+    updater.join(30)
+    closer.join(30)
+    assert not updater.is_alive() and not closer.is_alive()
+    assert not record.path.exists()
