@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from ray.actor import ActorHandle
 
 from pipeline.data.files import PATH_COLUMN
 from pipeline.score.allocator import RELEASE_EVERY_S, release_freed_memory
@@ -90,6 +91,8 @@ class Scorer:
         self.load_s, self.busy_s = time.perf_counter() - start, 0.0
         ctx = ray.get_runtime_context()
         self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid(), "allocator": allocator}
+        if stats is not None:  # so that a failed run can stop this actor (ActorStats.stop_scorers)
+            stats.join.remote(ctx.get_actor_id(), ctx.current_actor)
         self._report()  # listed from the start, even if it never gets a batch
 
     def _file_ids(self, paths: pa.ChunkedArray) -> np.ndarray:
@@ -176,10 +179,27 @@ def _resident_mb() -> tuple[float, float]:
 
 class ActorStats:
     """Latest report of every scoring actor process (rows, peak memory, node), for progress
-    lines and the summary. A Ray actor with no CPU: created with ray.remote(num_cpus=0)."""
+    lines and the summary, and the scoring actors' handles, for a failed run to stop them.
+    A Ray actor with no CPU: created with ray.remote(num_cpus=0)."""
 
     def __init__(self):
         self.reports: dict[str, dict] = {}
+        self.scorers: dict[str, ActorHandle] = {}  # actor id -> handle (a restarted actor joins again)
+
+    def join(self, actor_id: str, handle: ActorHandle) -> None:
+        self.scorers[actor_id] = handle
+
+    def stop_scorers(self) -> int:
+        """Kill every scoring actor that joined; the number killed. When a run fails, Ray Data
+        only drops its references to the actors, and the error's traceback keeps one alive
+        through Ray Data's frames for as long as the caller holds the error (until Python's
+        cycle collector runs): the actors would keep their CPUs from the driver's next job."""
+        import ray
+
+        for handle in self.scorers.values():
+            ray.kill(handle)
+        stopped, self.scorers = len(self.scorers), {}
+        return stopped
 
     def report(self, info: dict) -> None:
         self.reports[f"{info['actor']}:{info['pid']}"] = info

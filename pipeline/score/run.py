@@ -254,6 +254,10 @@ def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> Scor
             _warn_if_not_jemalloc(cfg, actors, log)
         except BaseException as exc:
             commits.abort()
+            try:  # at once, not when the caller drops the error (ActorStats.stop_scorers)
+                ray.get(stats.stop_scorers.remote(), timeout=60)
+            except Exception as stop_error:  # the run's own error is the one to raise
+                log(f"[score] could not stop the scoring actors: {stop_error!r}")
             cause = _user_error(exc)
             if cause is not None and cause is not exc:
                 # E.g. a NaN found by an actor's collate: the same clear error (file, column,

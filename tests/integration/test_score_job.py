@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from helpers.process_utils import wait_for
 from helpers.scoring_data import (
     BASE,
     DAYS,
@@ -181,6 +182,15 @@ def test_bad_value_found_while_scoring_names_the_file(ray_local, export, data, t
         score(export, str(tmp_path / "bad"), str(tmp_path / "out"), score_config(num_actors=1))
     assert (err.value.file, err.value.column, err.value.count) == (str(bad / "part-00000.parquet"), "price", 2)
     assert not _outputs(tmp_path / "out") and not list((tmp_path / "out").rglob(".*tmp*"))
+    # Its scoring actor is gone although the error (whose traceback reaches the actor's handle
+    # through Ray Data's frames) is still held: left to Python's cycle collector, the actor kept
+    # its CPU, and the next job in this driver waited for one forever.
+    wait_for(
+        lambda: ray_local.available_resources().get("CPU") == ray_local.cluster_resources()["CPU"],
+        "the failed job's scoring actor to give its CPU back",
+        timeout=60,
+    )
+    del err
 
 
 def test_killed_job_rerun_scores_every_row_exactly_once(ray_local, export, data, tmp_path, repo_root):
