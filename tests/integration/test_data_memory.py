@@ -26,6 +26,7 @@ DAYS = 4
 ROWS_PER_DAY = 200_000
 DAY_NAMES = day_names(DEFAULT_START_DAY, DAYS)
 
+RESULT = "result: "  # how the probe prints its line
 PROBE = r"""
 import json, os, sys
 os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
@@ -48,7 +49,7 @@ rows, peak = 0, private_bytes()
 for b in batches:
     rows += len(b)
     peak = max(peak, private_bytes())
-print(json.dumps({"rows": rows, "peak": peak}))
+print("result:", json.dumps({"rows": rows, "peak": peak}))
 """
 
 
@@ -71,7 +72,9 @@ def _probe(reader, root, spec_path, end_day, cwd) -> dict:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # Ray prints the cluster's warnings to every driver's console too: the line that is ours.
+    [result] = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    return json.loads(result.removeprefix(RESULT))
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RssAnon from Linux /proc")
