@@ -31,14 +31,6 @@ def ray_local():
             # folder 10 times a second while it holds under this many files; with 0, every 0.5 s
             # (LOG_NAME_UPDATE_INTERVAL_S): 2.5 -> 1.4 CPU-s a minute beside 300 worker logs.
             env.setenv("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
-            # The raylet keeps up to this many worker processes before it kills idle ones. Ray's
-            # default is the node's logical CPUs, 2 here, while one training run holds ~10 actors:
-            # every idle worker was killed after 1 s, so each Parquet read and file-info task of
-            # the session's next run paid a new process (~1 CPU-s to start, ~1 more to import Ray
-            # Data and pyarrow again). Kept, they are reused: test_train_recovery.py took ~8 of
-            # ~130 CPU-s less. Jobs started as subprocesses keep Ray's default, as users have it
-            # (with more live workers, the raylet warns on their console).
-            env.setenv("RAY_num_workers_soft_limit", "16")
             ray.init(
                 address="local",
                 num_cpus=2,
