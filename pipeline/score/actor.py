@@ -92,7 +92,7 @@ class Scorer:
         ctx = ray.get_runtime_context()
         self.info = {"actor": ctx.get_actor_id(), "node": ctx.get_node_id(), "pid": os.getpid(), "allocator": allocator}
         if stats is not None:  # so that a failed run can stop this actor (ActorStats.stop_scorers)
-            stats.join.remote(ctx.get_actor_id(), ctx.current_actor)
+            stats.join.remote(self.info["actor"], ctx.current_actor)
         self._report()  # listed from the start, even if it never gets a batch
 
     def _file_ids(self, paths: pa.ChunkedArray) -> np.ndarray:
@@ -189,8 +189,8 @@ class ActorStats:
     def join(self, actor_id: str, handle: ActorHandle) -> None:
         self.scorers[actor_id] = handle
 
-    def stop_scorers(self) -> int:
-        """Kill every scoring actor that joined; the number killed. When a run fails, Ray Data
+    def stop_scorers(self) -> None:
+        """Kill every scoring actor that joined. When a run fails, Ray Data
         only drops its references to the actors, and the error's traceback keeps one alive
         through Ray Data's frames for as long as the caller holds the error (until Python's
         cycle collector runs): the actors would keep their CPUs from the driver's next job."""
@@ -198,8 +198,7 @@ class ActorStats:
 
         for handle in self.scorers.values():
             ray.kill(handle)
-        stopped, self.scorers = len(self.scorers), {}
-        return stopped
+        self.scorers = {}
 
     def report(self, info: dict) -> None:
         self.reports[f"{info['actor']}:{info['pid']}"] = info
