@@ -7,15 +7,18 @@ from __future__ import annotations
 import os
 import resource
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from ray.actor import ActorHandle
 
 from pipeline.data.files import PATH_COLUMN
 from pipeline.score.allocator import RELEASE_EVERY_S, release_freed_memory
 from pipeline.score.errors import ScoringError
+
+if TYPE_CHECKING:  # annotations only: the module imports Ray where it runs in an actor
+    from ray.actor import ActorHandle
 
 ROW_HASH = "row_hash"  # added by read_parquet(include_row_hash=True): hash of (file, row position)
 FILE_COLUMN = "__file"  # internal: index of the input file, from the actors to the driver's writers
