@@ -373,6 +373,18 @@ def _split_by_file(block: pa.Table):
         yield int(sorted_ids[lo]), block.take(pa.array(order[lo:hi]))
 
 
+def progress_line(info: dict) -> str:
+    """The console's progress line for `_progress`'s info: files and rows done of those planned,
+    rows/s, the ETA they imply, the time elapsed, and the actors' peak memory."""
+    eta = f", ETA {duration(info['eta_s'])}" if info["eta_s"] is not None else ""
+    peak = max((a["peak_rss_mb"] for a in info["actors"]), default=0.0)
+    return (
+        f"[score] {info['files_done']}/{info['files']} files, {info['rows']:,}/{info['rows_total']:,} rows, "
+        f"{info['rows_per_s']:,.0f} rows/s{eta}, {duration(info['elapsed_s'])} elapsed, "
+        f"{len(info['actors'])} actors (peak RSS {peak:.0f} MB)"
+    )
+
+
 def _progress(start: float, commits: _Commits, files: int, total_rows: int, stats, on_progress, log) -> None:
     import ray
 
@@ -390,14 +402,9 @@ def _progress(start: float, commits: _Commits, files: int, total_rows: int, stat
         "rows_per_s": commits.rows / elapsed if elapsed else 0.0,
         "actors": actors,
     }
-    peak = max((a["peak_rss_mb"] for a in actors), default=0.0)
     # The rows left are known from the inputs' Parquet footers (the plan).
     info["eta_s"] = (total_rows - commits.rows) / info["rows_per_s"] if info["rows_per_s"] else None
-    eta = f", ETA {duration(info['eta_s'])}" if info["eta_s"] is not None else ""
-    log(
-        f"[score] {commits.files_done}/{files} files, {commits.rows:,}/{total_rows:,} rows, "
-        f"{info['rows_per_s']:,.0f} rows/s{eta}, {elapsed:.0f} s, {len(actors)} actors (peak RSS {peak:.0f} MB)"
-    )
+    log(progress_line(info))
     if on_progress is not None:
         on_progress(info)
 

@@ -18,7 +18,7 @@ from pipeline.data.validation import DataValidationError
 from pipeline.score.errors import ScoringError
 from pipeline.score.output import FileOutput
 from pipeline.score.plan import plan_scoring
-from pipeline.score.run import score
+from pipeline.score.run import progress_line, score
 from pipeline.train.export import ExportError
 
 
@@ -102,3 +102,22 @@ def test_file_output_commits_only_complete_files_and_drops_duplicates(tmp_path):
     assert w.commit() == 4
     assert sorted(pq.read_table(tmp_path / "part.parquet")["k"].to_pylist()) == rows.tolist()
     assert [p.name for p in tmp_path.iterdir()] == ["part.parquet"]
+
+
+def test_progress_line_labels_the_eta_and_the_time_elapsed():
+    info = {
+        "elapsed_s": 65.2,
+        "files_done": 1,
+        "files": 4,
+        "rows": 200_000,
+        "rows_total": 800_000,
+        "rows_per_s": 200_000 / 65.2,
+        "eta_s": 600_000 / (200_000 / 65.2),
+        "actors": [{"peak_rss_mb": 498.4}, {"peak_rss_mb": 707.0}],
+    }
+    assert progress_line(info) == (
+        "[score] 1/4 files, 200,000/800,000 rows, 3,067 rows/s, ETA 3:16, 1:05 elapsed, 2 actors (peak RSS 707 MB)"
+    )
+    # Before the first file is committed there is no rate, hence no ETA; nor actors' stats yet.
+    first = {**info, "files_done": 0, "rows": 0, "rows_per_s": 0.0, "eta_s": None, "actors": [], "elapsed_s": 3.0}
+    assert progress_line(first) == "[score] 0/4 files, 0/800,000 rows, 0 rows/s, 3 s elapsed, 0 actors (peak RSS 0 MB)"
