@@ -18,7 +18,7 @@ import shlex
 import sys
 
 from pipeline.common.files import write_text_atomic
-from pipeline.data.column_stats import plural
+from pipeline.common.logs import plural
 from pipeline.data.inspect import inspect_days, parse_days, parse_task
 from pipeline.data.spec_choice import NUMERIC_ENCODINGS
 

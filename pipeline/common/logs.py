@@ -186,6 +186,11 @@ def configure_worker_process() -> None:
     configure_logs(None, verbose=os.environ.get(VERBOSE_ENV) == "1", import_libraries=False)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """1 file, 2 files, 1,200 rows; `words`: the plural where it is not `word` + s."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {words or word + 's'}"
+
+
 def duration(seconds: float) -> str:
     """12 s, 3:05, 1:02:03."""
     s = max(int(round(seconds)), 0)

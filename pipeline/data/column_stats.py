@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.common.logs import plural
+
 HLL_LG_K = 14  # 2^14 registers: ~0.8% relative error, 16 KiB per column
 KLL_K = 400  # ~0.8% normalised rank error
 # Up to this many distinct values are kept exactly: their count, collision-free table sizes for
@@ -242,10 +244,6 @@ def num_text(x: float | None) -> str:
     if float(x).is_integer() and abs(x) < 1e15:
         return f"{int(x):,}"
     return f"{x:.4g}"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def rows_text(n: int) -> str:

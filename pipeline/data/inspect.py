@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.common.logs import plural
 from pipeline.data.column_stats import (
     EXACT_DISTINCT,
     ColumnAccumulator,
@@ -46,7 +47,6 @@ from pipeline.data.column_stats import (
     as_float,
     column_kind,
     label_comment,
-    plural,
     rows_text,
     type_text,
 )

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.common.errors import EXIT_BAD_DATA, BadInputError
+from pipeline.common.logs import plural
 from pipeline.data.feature_spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class DataValidationError(BadInputError):
         self.problem, self.file, self.column, self.count = problem, file, column, count
         where = file or "<batch>"
         col = f" column '{column}':" if column else ""
-        rows = f" ({count} rows)" if count is not None else ""
+        rows = f" ({plural(count, 'row')})" if count is not None else ""
         super().__init__(f"{where}:{col} {problem}{rows}")
 
     def __reduce__(self):

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.common.logs import duration
+from pipeline.common.logs import duration, plural
 from pipeline.data.validation import DataValidationError, describe_filled
 from pipeline.score.actor import FILE_COLUMN, ROW_HASH, ActorStats, Scorer
 from pipeline.score.config import ScoreConfig
@@ -112,9 +112,10 @@ class ScoreSummary:
         if filled:
             dup += f"; missing values filled: {describe_filled(filled)}"
         return (
-            f"scored {self.rows_scored:,} rows in {self.files_scored} files "
+            f"scored {plural(self.rows_scored, 'row')} in {plural(self.files_scored, 'file')} "
             f"({self.files_skipped} of {self.files_total} already complete) in {self.seconds:.1f} s: "
-            f"{self.rows_per_s:,.0f} rows/s{steady}; {len(self.actors)} actor processes on {nodes} nodes"
+            f"{self.rows_per_s:,.0f} rows/s{steady}; {plural(len(self.actors), 'actor process', 'actor processes')} on "
+            f"{plural(nodes, 'node')}"
             f"{mem}{dup}; model {self.model_version}; output {self.output_dir}"
         )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.common.config import ConfigError
 from pipeline.common.files import write_text_atomic
+from pipeline.common.logs import plural
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import ClusterConfig, JobConfig
 from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
@@ -60,7 +61,7 @@ def ensure_data(cfg: JobConfig) -> None:
         return
     from pipeline.data.synthetic import generate_dataset
 
-    print(f"[data] generating {gen.rows:,} rows over {gen.days} days into {root}", flush=True)
+    print(f"[data] generating {gen.rows:,} rows over {plural(gen.days, 'day')} into {root}", flush=True)
     generate_dataset(
         str(root),
         gen.rows,

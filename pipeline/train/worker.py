@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pipeline.common.logs import plural
 from pipeline.data.feature_spec import FeatureSpec, spec_from_dict
 from pipeline.data.validation import FILLED_PREFIX
 from pipeline.train.balancing import DynamicWeightAverage
@@ -201,7 +202,7 @@ class WorkerTrainer:
         if self.rank == 0:
             log.info(
                 f"[train] resumed from {ckpt.path} at step {self.step} (epoch {self.epoch}, "
-                f"{extra['world_size']} workers then, {self.world} now)"
+                f"{plural(extra['world_size'], 'worker')} then, {self.world} now)"
             )
 
     def _warm_start(self) -> None:
@@ -519,7 +520,7 @@ def configure_worker_logs(loop_config: dict, verbose: bool) -> None:
     rank = ctx.get_world_rank()
     configure_logs(f"{log_dir}/worker-{rank}.log" if log_dir else None, verbose)
     if rank == 0 and "job" in loop_config:  # once per start of the worker group
-        log.info(f"[train] {ctx.get_world_size()} workers started")
+        log.info(f"[train] {plural(ctx.get_world_size(), 'worker')} started")
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

@@ -74,7 +74,7 @@ def test_bad_data_fails_fast_with_its_own_exit_status(ray_local, tmp_path, repo_
     assert proc.returncode == EXIT_BAD_DATA, proc.stdout[-5000:]
     assert (
         lines[-1]
-        == f"error: {bad}: column 'price': null or NaN dense values (set missing: default to fill them) (1 rows)"
+        == f"error: {bad}: column 'price': null or NaN dense values (set missing: default to fill them) (1 row)"
     )
     # One start of the worker group although max_failures=2 would allow two restarts.
     assert proc.stdout.count("[train] 2 workers started") == 1, proc.stdout

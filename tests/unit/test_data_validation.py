@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.common.logs import plural
 from pipeline.data.collate import collate
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.reader import iter_file_batches
@@ -50,7 +51,7 @@ def _expect(err: pytest.ExceptionInfo, path, column, count=None, words=""):
         assert path in msg and e.file is not None and path in e.file
     assert e.column == column and f"'{column}'" in msg
     if count is not None:
-        assert e.count == count and f"({count} rows)" in msg
+        assert e.count == count and f"({plural(count, 'row')})" in msg
     assert words in msg, msg
 
 

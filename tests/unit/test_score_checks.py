@@ -18,7 +18,7 @@ from pipeline.data.validation import DataValidationError
 from pipeline.score.errors import ScoringError
 from pipeline.score.output import FileOutput
 from pipeline.score.plan import plan_scoring
-from pipeline.score.run import progress_line, score
+from pipeline.score.run import ScoreSummary, progress_line, score
 from pipeline.train.export import ExportError
 
 
@@ -121,3 +121,12 @@ def test_progress_line_labels_the_eta_and_the_time_elapsed():
     # Before the first file is committed there is no rate, hence no ETA; nor actors' stats yet.
     first = {**info, "files_done": 0, "rows": 0, "rows_per_s": 0.0, "eta_s": None, "actors": [], "elapsed_s": 3.0}
     assert progress_line(first) == "[score] 0/4 files, 0/800,000 rows, 0 rows/s, 3 s elapsed, 0 actors (peak RSS 0 MB)"
+
+
+def test_summary_counts_in_words_that_agree_with_the_numbers():
+    actor = {"peak_rss_mb": 500.0, "peak_anon_mb": 300.0, "node": "n1", "allocator": "jemalloc"}
+    one = ScoreSummary("v1", "/out", 1, 1, 0, 1, 2.0, 1.0, 1.0, 0, [actor]).format()
+    assert "scored 1 row in 1 file (0 of 1 already complete)" in one and "; 1 actor process on 1 node," in one
+    # A killed actor restarted by Ray reports as a process of its own.
+    many = ScoreSummary("v1", "/out", 3, 2, 1, 400, 2.0, 1.0, 1.0, 0, [actor, actor, {**actor, "node": "n2"}]).format()
+    assert "scored 400 rows in 2 files (1 of 3 already complete)" in many and "; 3 actor processes on 2 nodes," in many
