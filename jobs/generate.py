@@ -10,6 +10,7 @@ The matching feature spec is configs/features/synthetic.yaml.
 import argparse
 import time
 
+from pipeline.common.logs import plural
 from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset, wants_ray_tasks
 
 
@@ -56,7 +57,7 @@ def main() -> None:
     )
     took = time.time() - start
     print(
-        f"wrote {sum(f['rows'] for f in files)} rows in {len(files)} files under {args.out} "
+        f"wrote {plural(sum(f['rows'] for f in files), 'row')} in {plural(len(files), 'file')} under {args.out} "
         f"in {took:.1f}s ({sum(f['rows'] for f in files) / took:,.0f} rows/s)"
     )
     if use_ray:

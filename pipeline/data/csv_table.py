@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipeline.common.logs import plural
 from pipeline.data.converters import RollingWriter
 from pipeline.data.validation import DataValidationError
 
@@ -97,14 +98,14 @@ class ConvertSummary:
     def line(self) -> str:
         """One line for the job's log."""
         where = os.path.dirname(self.files[0]["path"]) if self.files else "-"
-        files = f"{len(self.files)} file(s) in {where}"
-        parts = [f"{self.csv}: {self.rows_in} rows in, {self.rows_written} written -> {files}"]
+        files = f"{plural(len(self.files), 'file')} in {where}"
+        parts = [f"{self.csv}: {self.rows_in:,} rows in, {self.rows_written:,} written -> {files}"]
         if self.positives:
             parts.append("label rates " + " ".join(f"{k}={v:.2%}" for k, v in self.label_rates.items()))
         if self.unmapped:
-            parts.append("unmapped " + " ".join(f"{k}={v}" for k, v in self.unmapped.items()))
-            parts[-1] += f" ({self.dropped} rows dropped)" if self.dropped else ""
-        nulls = " ".join(f"{k}={v}" for k, v in self.nulls.items() if v)
+            parts.append("unmapped " + " ".join(f"{k}={v:,}" for k, v in self.unmapped.items()))
+            parts[-1] += f" ({plural(self.dropped, 'row')} dropped)" if self.dropped else ""
+        nulls = " ".join(f"{k}={v:,}" for k, v in self.nulls.items() if v)
         parts.append(f"nulls {nulls or 'none'}")
         return "; ".join(parts)
 

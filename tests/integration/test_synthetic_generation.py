@@ -50,7 +50,7 @@ def test_generate_cli(tmp_path, repo_root):
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "wrote 3000 rows in 4 files" in proc.stdout
+    assert "wrote 3,000 rows in 4 files" in proc.stdout
     assert len(list(out.glob("dt=*/part-*.parquet"))) == 4
     # The days every config trains on by default (configs/jobs/: from 2026-01-01).
     assert sorted(p.name for p in out.glob("dt=*")) == ["dt=2026-01-01", "dt=2026-01-02"]
