@@ -1,7 +1,7 @@
 """Inspect the model registry written by `python -m jobs.retrain`, and roll production back.
 
     python -m jobs.registry list  --registry registry/local
-    python -m jobs.registry show  --registry registry/local v0003
+    python -m jobs.registry show  --registry registry/local v0003    # or: production
     python -m jobs.registry promote --registry registry/local v0002 --note "v0003 hurt CTR in A/B"
     python -m jobs.registry list  --registry s3://bucket/ple-registry      # any fsspec URL
 
@@ -60,12 +60,15 @@ def list_versions(reg) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["list", "show", "promote"])
-    p.add_argument("version", nargs="?", help="version id (show, promote)")
+    p.add_argument("version", nargs="?", help="version id (show, promote); show also takes 'production'")
     p.add_argument("--registry", default=None, help="registry root (default: retrain.registry of --config)")
     p.add_argument("--config", default="configs/jobs/retrain_local.yaml")
     p.add_argument("--note", default=None, help="promote: why (kept in the pointer's history)")
     p.add_argument("--force", action="store_true", help="promote: allow a rejected version")
     args = p.parse_intermixed_args(argv)  # options before or after the version id
+    if args.command == "list" and args.version:
+        # `list ROOT` would otherwise list the default registry and say nothing of ROOT.
+        p.error(f"list takes no version id (got {args.version!r}); give the registry as --registry ROOT")
 
     from pipeline.common.config import ConfigError
     from pipeline.registry.lock import LockHeldError
@@ -80,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.version:
             p.error(f"{args.command} needs a version id")
-        version = reg.get(args.version)
+        if args.command == "show" and args.version == "production":
+            version = reg.production()
+            if version is None:
+                sys.exit(f"error: {reg.root}: no production version yet")
+        else:
+            version = reg.get(args.version)
         if args.command == "show":
             print(json.dumps({"path": version.path, "status": version.status, **version.record}, indent=2))
             return 0

@@ -155,3 +155,23 @@ def test_registry_publish_reject_and_interrupted_promotion(tmp_path, monkeypatch
     reg.set_production("v0001", by="manual", note="rollback")
     assert [v.status for v in reg.versions()] == ["production", "rejected", "retired"]
     assert reg.recover(log=lambda m: None) == []
+
+
+def test_registry_cli_shows_production_and_refuses_a_version_for_list(tmp_path, capsys):
+    from jobs.registry import main as registry_cli
+
+    root = str(tmp_path / "reg")
+    reg = Registry(root).ensure()
+    with pytest.raises(SystemExit, match="no production version yet"):
+        registry_cli(["show", "production", "--registry", root])
+    _publish_dummy(reg, promote=True)
+    _publish_dummy(reg, promote=False, decision="rejected", reason="worse")
+    capsys.readouterr()
+    assert registry_cli(["show", "production", "--registry", root]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == reg.get("v0001").path
+    # `list ROOT` (the registry given where a version id goes) fails instead of listing the default.
+    with pytest.raises(SystemExit) as exit_info:
+        registry_cli(["list", root])
+    assert exit_info.value.code == 2 and "list takes no version id" in capsys.readouterr().err
+    assert registry_cli(["list", "--registry", root]) == 0
+    assert "production: v0001" in capsys.readouterr().out
