@@ -31,8 +31,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from pipeline.common.errors import exit_on_bad_input
+from pipeline.common.logs import plural
 from pipeline.data.converters import LAYOUTS, convert_csv
 from pipeline.data.csv_table import TYPES, CsvTableOptions, LabelRule, convert_table
+from pipeline.data.files import iso_day
 
 _CSV_FLAGS = ("columns", "sep", "na", "skip_rows", "drop", "label", "unmapped_labels", "type")
 
@@ -83,13 +86,26 @@ def main() -> None:
     t.add_argument("--unmapped-labels", choices=["fail", "drop"], default="fail")
     t.add_argument("--type", action="append", help=f"COLUMN=TYPE, TYPE in {sorted(TYPES)} (repeatable)")
     args = p.parse_args()
+    missing = [c for c in args.csv if not Path(c).is_file()]
+    if missing:
+        p.error(f"--csv: no such file: {', '.join(missing)}")
+    try:
+        iso_day(args.day)
+    except ValueError as e:
+        p.error(f"--day: {e}")
+    with exit_on_bad_input():  # a bad line, value or option: one line naming it, exit 65 (data) or 78
+        _convert(p, args)
+
+
+def _convert(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.format != "csv":
         used = [f"--{f.replace('_', '-')}" for f in _CSV_FLAGS if getattr(args, f) != p.get_default(f)]
         if used:
             p.error(f"{', '.join(used)}: for the csv format only")
         for csv in args.csv:
             files = convert_csv(csv, args.out, args.day, LAYOUTS[args.format], rows_per_file=args.rows_per_file)
-            print(f"{csv}: {sum(f['rows'] for f in files)} rows -> {len(files)} files in {args.out}/dt={args.day}")
+            rows = plural(sum(f["rows"] for f in files), "row")
+            print(f"{csv}: {rows} -> {plural(len(files), 'file')} in {args.out}/dt={args.day}")
         return
     stems = [Path(c).stem for c in args.csv]
     if len(set(stems)) < len(stems):  # part-<stem>-NNNNN: one would overwrite the other

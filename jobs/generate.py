@@ -11,29 +11,64 @@ import argparse
 import time
 
 from pipeline.common.logs import plural
+from pipeline.data.files import iso_day
 from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset, wants_ray_tasks
+
+
+def _number(kind: type, low: float, high: float | None = None):
+    """An argparse type: a `kind` number in [low, high], else a message saying so."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n int' if kind is int else ' number'}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{text}: must be {bounds}")
+        return value
+
+    return parse
+
+
+def _day(text: str) -> str:
+    try:
+        return iso_day(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output root directory")
-    p.add_argument("--rows", type=int, required=True, help="total impressions over all days")
-    p.add_argument("--days", type=int, default=1)
-    p.add_argument("--files-per-day", type=int, default=1)
+    p.add_argument("--rows", type=_number(int, 1), required=True, help="total impressions over all days")
+    p.add_argument("--days", type=_number(int, 1), default=1)
+    p.add_argument("--files-per-day", type=_number(int, 1), default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--start-day", default=DEFAULT_START_DAY, help="first dt=YYYY-MM-DD partition (the configs' first day)"
+        "--start-day",
+        type=_day,
+        default=DEFAULT_START_DAY,
+        help="first dt=YYYY-MM-DD partition (the configs' first day)",
     )
-    p.add_argument("--chunk-rows", type=int, default=100_000, help="rows generated at once (bounds memory)")
-    p.add_argument("--num-users", type=int, default=SyntheticConfig.num_users)
-    p.add_argument("--num-items", type=int, default=SyntheticConfig.num_items)
+    p.add_argument("--chunk-rows", type=_number(int, 1), default=100_000, help="rows generated at once (bounds memory)")
+    p.add_argument("--num-users", type=_number(int, 1), default=SyntheticConfig.num_users)
+    p.add_argument("--num-items", type=_number(int, 1), default=SyntheticConfig.num_items)
     p.add_argument(
-        "--conflict", type=float, default=SyntheticConfig.conflict, help="clickbait strength: 0 none, 1 default"
+        "--conflict",
+        type=_number(float, 0),
+        default=SyntheticConfig.conflict,
+        help="clickbait strength: 0 none, 1 default",
     )
     p.add_argument(
-        "--id-drift", type=float, default=SyntheticConfig.id_drift, help="share of users and items new every day"
+        "--id-drift",
+        type=_number(float, 0, 1),
+        default=SyntheticConfig.id_drift,
+        help="share of users and items new every day",
     )
     args = p.parse_args()
+    if args.rows < args.days * args.files_per_day:
+        p.error(f"--rows {args.rows}: at least one row per file ({args.days} days x {args.files_per_day} files)")
 
     use_ray = wants_ray_tasks(args.rows)
     if use_ray:

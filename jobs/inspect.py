@@ -17,9 +17,11 @@ import os
 import shlex
 import sys
 
+from pipeline.common.errors import exit_on_bad_input
 from pipeline.common.files import write_text_atomic
 from pipeline.common.logs import plural
-from pipeline.data.inspect import inspect_days, parse_days, parse_task
+from pipeline.data.files import parse_days
+from pipeline.data.inspect import inspect_days, parse_task
 from pipeline.data.spec_choice import NUMERIC_ENCODINGS
 
 
@@ -50,23 +52,27 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
 
-    start, end = parse_days(args.days)
+    try:
+        start, end = parse_days(args.days)
+    except ValueError as e:
+        p.error(str(e))
     name = args.name or os.path.basename(os.path.normpath(args.data)) or "inspected"
-    result = inspect_days(
-        args.data,
-        start,
-        end,
-        args.labels,
-        tasks=args.task or None,
-        exclude=args.exclude,
-        group_by=args.group_by,
-        numeric=args.numeric,
-        categorical=args.categorical,
-        numeric_encoding=args.numeric_encoding,
-        buckets=args.buckets,
-        name=name,
-        command="python -m jobs.inspect " + shlex.join(argv),
-    )
+    with exit_on_bad_input():  # a file, column or label that cannot be used: one line, exit 65
+        result = inspect_days(
+            args.data,
+            start,
+            end,
+            args.labels,
+            tasks=args.task or None,
+            exclude=args.exclude,
+            group_by=args.group_by,
+            numeric=args.numeric,
+            categorical=args.categorical,
+            numeric_encoding=args.numeric_encoding,
+            buckets=args.buckets,
+            name=name,
+            command="python -m jobs.inspect " + shlex.join(argv),
+        )
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_text_atomic(out, result.text)

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipeline.common.config import ConfigError
 from pipeline.common.logs import plural
 from pipeline.data.converters import RollingWriter
 from pipeline.data.validation import DataValidationError
@@ -56,7 +57,7 @@ class LabelRule:
         column, colon, values = rest.partition(":")
         pos, slash, neg = values.partition("/")
         if not (eq and colon and name.strip() and column.strip() and pos.strip()):
-            raise ValueError(f"label {text!r}: expected name=column:positive,...[/negative,...]")
+            raise ConfigError(f"label {text!r}: expected name=column:positive,...[/negative,...]")
         split = lambda s: tuple(v.strip() for v in s.split(","))
         return cls(name.strip(), column.strip(), split(pos), split(neg) if slash else None)
 
@@ -116,7 +117,7 @@ def convert_table(csv_path: str | os.PathLike, out_dir: str, day: str, options: 
     path = str(csv_path)
     day = dt.date.fromisoformat(day).isoformat()  # fail early on a malformed day
     if options.unmapped_labels not in ("fail", "drop"):
-        raise ValueError(f"unmapped_labels must be 'fail' or 'drop', not {options.unmapped_labels!r}")
+        raise ConfigError(f"unmapped_labels must be 'fail' or 'drop', not {options.unmapped_labels!r}")
     delimiter, trim = _delimiter(options.sep)
     names, skip = _column_names(path, options, delimiter)
     inputs = _inputs(path, names, options)
@@ -200,7 +201,7 @@ def _delimiter(sep: str) -> tuple[str, bool]:
     """(pyarrow delimiter, trim values?): ", " -> (",", True); "\\t" -> ("\\t", False)."""
     core = sep.strip() or sep
     if len(core) != 1:
-        raise ValueError(f"separator {sep!r}: one character, optionally padded with whitespace (', ')")
+        raise ConfigError(f"separator {sep!r}: one character, optionally padded with whitespace (', ')")
     return core, core != sep
 
 
@@ -224,19 +225,19 @@ def _inputs(path: str, names: tuple[str, ...], options: CsvTableOptions) -> list
     if len(set(names)) < len(names):
         raise DataValidationError(f"duplicate column names in {list(names)}", file=path)
     if len(set(labels)) < len(labels):
-        raise ValueError(f"duplicate label names {labels}")
+        raise ConfigError(f"duplicate label names {labels}")
     named = dict.fromkeys([*options.drop, *(r.column for r in options.labels), *options.types])
     unknown = [c for c in named if c not in names]
     if unknown:
         raise DataValidationError(f"no such columns {unknown} in {list(names)}", file=path, column=", ".join(unknown))
     for r in options.labels:  # a label replaces its own source column, never another input
         if r.name in names and r.name != r.column and r.name not in options.drop:
-            raise ValueError(f"label '{r.name}' would replace column '{r.name}': rename the label or drop the column")
+            raise ConfigError(f"label '{r.name}' would replace column '{r.name}': rename the label or drop the column")
     inputs = [c for c in names if c not in options.drop and c not in labels]
     if bad := {c: t for c, t in options.types.items() if t not in TYPES or c not in inputs}:
-        raise ValueError(f"types {bad}: only input columns, as one of {list(TYPES)}")
+        raise ConfigError(f"types {bad}: only input columns, as one of {list(TYPES)}")
     if not inputs and not labels:
-        raise ValueError("every column is dropped")
+        raise ConfigError("every column is dropped")
     return inputs
 
 

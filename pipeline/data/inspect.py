@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.common.config import ConfigError
 from pipeline.common.logs import plural
 from pipeline.data.column_stats import (
     EXACT_DISTINCT,
@@ -81,12 +82,6 @@ def parse_task(text: str) -> dict[str, str]:
     if not m:
         raise ValueError(f"--task {text!r}: expected NAME=LABEL or NAME=LABEL@SAMPLE_SPACE")
     return {"name": m.group(1), "label": m.group(2), "sample_space": m.group(3) or "all"}
-
-
-def parse_days(text: str) -> tuple[str, str]:
-    """START..END (inclusive) or a single day."""
-    start, sep, end = text.partition("..")
-    return (start, end) if sep else (start, start)
 
 
 # -- the pass -------------------------------------------------------------------------------------
@@ -161,26 +156,26 @@ def inspect_files(
     if not files:
         raise DataValidationError("no Parquet files to inspect")
     if not labels:
-        raise ValueError("name at least one label column")
+        raise ConfigError("name at least one label column")
     if numeric_encoding not in NUMERIC_ENCODINGS:
-        raise ValueError(f"numeric encoding must be one of {NUMERIC_ENCODINGS}, got {numeric_encoding!r}")
+        raise ConfigError(f"numeric encoding must be one of {NUMERIC_ENCODINGS}, got {numeric_encoding!r}")
     if buckets < 2:
-        raise ValueError(f"buckets must be at least 2, got {buckets}")
+        raise ConfigError(f"buckets must be at least 2, got {buckets}")
     both = set(numeric) & set(categorical)
     if both:
-        raise ValueError(f"columns named both numeric and categorical: {sorted(both)}")
+        raise ConfigError(f"columns named both numeric and categorical: {sorted(both)}")
     task_list = [parse_task(t) if isinstance(t, str) else dict(t) for t in tasks] if tasks else None
     if not task_list:
         task_list = [{"name": label, "label": label, "sample_space": "all"} for label in labels]
     for task in task_list:  # before the pass: FeatureSpec would say the same, but only after it
         if task.get("label") not in labels or task.get("sample_space", "all") not in ("all", *labels):
-            raise ValueError(f"task {task}: its label and sample space must be among the labels {labels} (or 'all')")
+            raise ConfigError(f"task {task}: its label and sample space must be among the labels {labels} (or 'all')")
     if group_by is not None and group_by in labels:
-        raise ValueError(f"group_by '{group_by}' is a label")
+        raise ConfigError(f"group_by '{group_by}' is a label")
     excluded = set(exclude)
     for label in labels:
         if label in excluded or label in numeric or label in categorical:
-            raise ValueError(f"label '{label}' cannot be excluded or named as a feature")
+            raise ConfigError(f"label '{label}' cannot be excluded or named as a feature")
 
     types = _check_schemas(files, labels, excluded - {group_by} if group_by else excluded)
     all_names = set(_read_schema(files[0]).names)

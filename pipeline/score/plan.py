@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.data.feature_spec import FeatureSpec
-from pipeline.data.files import day_range, list_day_files
+from pipeline.data.files import list_day_files, parse_days
 from pipeline.data.validation import DataValidationError, validate_files
 from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
@@ -49,12 +49,10 @@ def resolve_model(ref: str) -> tuple[str, str | None]:
 
 # -- input files -----------------------------------------------------------------------------------
 def _parse_days(days: str) -> tuple[str, str]:
-    start, _, end = days.partition("..")
     try:
-        day_range(start, end or start)
-        return start, end or start
+        return parse_days(days)
     except ValueError as e:
-        raise ScoringError(f"days '{days}': expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD ({e})") from None
+        raise ScoringError(str(e)) from None
 
 
 def list_input_files(root: str, days: str | None = None, exclude: str | None = None) -> list[str]:

@@ -26,5 +26,5 @@ def test_convert_cli(tmp_path, samples_dir, repo_root):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "20 rows -> 1 files" in proc.stdout
+    assert "20 rows -> 1 file in" in proc.stdout
     assert pq.read_metadata(tmp_path / "dt=2018-01-03" / "part-aliexpress_test_sample-00000.parquet").num_rows == 20

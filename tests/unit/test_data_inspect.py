@@ -3,6 +3,8 @@ the ids, fits the numbers, and bad input fails with a DataValidationError naming
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,8 +12,9 @@ import pytest
 import yaml
 
 from pipeline.data.feature_spec import load_spec
+from pipeline.data.files import parse_days
 from pipeline.data.id_mapping import strings_to_rows
-from pipeline.data.inspect import inspect_days, inspect_files, parse_days, parse_task
+from pipeline.data.inspect import inspect_days, inspect_files, parse_task
 from pipeline.data.spec_choice import BUCKET_DIM
 from pipeline.data.spec_yaml import yaml_float, yaml_str
 from pipeline.data.synthetic import SyntheticConfig, write_file
@@ -320,6 +323,16 @@ def test_parse_task_and_days():
         parse_task("ctr")
     assert parse_days("2024-01-01..2024-01-03") == ("2024-01-01", "2024-01-03")
     assert parse_days("2024-01-01") == ("2024-01-01", "2024-01-01")
+    for bad, why in [
+        ("2024-01-03..2024-01-01", "end_day 2024-01-01 is before start_day 2024-01-03"),
+        ("2024-13-01", "month must be in 1..12"),
+        ("20240101", "'20240101' is not written YYYY-MM-DD"),  # a date to Python, not a partition name
+        ("2024-01-01..", "Invalid isoformat string: ''"),
+    ]:
+        with pytest.raises(ValueError, match=f"days '{bad}': expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"):
+            parse_days(bad)
+        with pytest.raises(ValueError, match=re.escape(why)):
+            parse_days(bad)
 
 
 def test_cli_writes_the_file(tmp_path, capsys):

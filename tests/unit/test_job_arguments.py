@@ -1,0 +1,75 @@
+"""Bad arguments and bad input to the data-preparation jobs (convert, inspect, generate): a usage
+error (exit 2) or one `error:` line naming the file and what is wrong (exit 65 bad data, 78 bad
+option), never a traceback; and nothing written."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pipeline.common.errors import EXIT_BAD_CONFIG, EXIT_BAD_DATA
+
+
+def _run(module: str, argv: list[str], monkeypatch) -> int:
+    """The job's exit status for `argv` (sys.argv, as `python -m jobs.<module>` gives it)."""
+    import importlib
+
+    job = importlib.import_module(f"jobs.{module}")
+    monkeypatch.setattr(sys, "argv", [f"jobs/{module}.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        job.main()
+    return exit_info.value.code
+
+
+def test_convert_names_a_missing_file_a_bad_day_a_bad_line_and_a_bad_option(tmp_path, monkeypatch, capsys):
+    csv = tmp_path / "logs.csv"
+    csv.write_text("a,b\n1,2\n1\n")
+    out = tmp_path / "out"
+    base = ["csv", "--out", str(out), "--label", "x=a:1/0"]
+    assert _run("convert", [*base, "--csv", str(tmp_path / "none.csv"), "--day", "2026-01-01"], monkeypatch) == 2
+    assert f"--csv: no such file: {tmp_path / 'none.csv'}" in capsys.readouterr().err
+    assert _run("convert", [*base, "--csv", str(csv), "--day", "20260101"], monkeypatch) == 2
+    assert "--day: '20260101' is not written YYYY-MM-DD" in capsys.readouterr().err
+    assert _run("convert", [*base, "--csv", str(csv), "--day", "2026-01-01"], monkeypatch) == EXIT_BAD_DATA
+    assert capsys.readouterr().err == f"error: {csv}: line 3: expected 2 fields, got 1: '1'\n"
+    assert _run("convert", [*base, "--csv", str(csv), "--day", "2026-01-01", "--sep", "ab"], monkeypatch) == (
+        EXIT_BAD_CONFIG
+    )
+    assert capsys.readouterr().err.startswith("error: separator 'ab': one character")
+    assert not list(out.rglob("*.parquet"))
+
+
+def test_inspect_names_bad_days_a_missing_label_and_a_bad_option(tmp_path, monkeypatch, capsys):
+    from pipeline.data.synthetic import write_file
+
+    write_file(str(tmp_path / "data" / "dt=2026-01-01" / "part-00000.parquet"), 500, seed=0, day_index=0, file_index=0)
+    base = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "spec.yaml")]
+    assert _run("inspect", [*base, "--days", "2026-01-02..2026-01-01", "--labels", "click"], monkeypatch) == 2
+    assert "days '2026-01-02..2026-01-01': expected YYYY-MM-DD" in capsys.readouterr().err
+    assert _run("inspect", [*base, "--days", "2026-01-01", "--labels", "clik"], monkeypatch) == EXIT_BAD_DATA
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path}/data/dt=2026-01-01/part-00000.parquet: column 'clik': missing label column\n"
+    argv = [*base, "--days", "2026-01-01", "--labels", "click", "--buckets", "1"]
+    assert _run("inspect", argv, monkeypatch) == EXIT_BAD_CONFIG
+    assert capsys.readouterr().err == "error: buckets must be at least 2, got 1\n"
+    assert not (tmp_path / "spec.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rows", "100", "--days", "0"], "argument --days: 0: must be at least 1"),
+        (
+            ["--rows", "3", "--days", "2", "--files-per-day", "2"],
+            "--rows 3: at least one row per file (2 days x 2 files)",
+        ),
+        (["--rows", "100", "--id-drift", "1.5"], "argument --id-drift: 1.5: must be between 0 and 1"),
+        (["--rows", "many"], "argument --rows: 'many' is not an int"),
+        (["--rows", "100", "--start-day", "2026-1-1"], "argument --start-day: Invalid isoformat string: '2026-1-1'"),
+    ],
+)
+def test_generate_refuses_settings_it_cannot_write(argv, message, tmp_path, monkeypatch, capsys):
+    assert _run("generate", ["--out", str(tmp_path / "out"), *argv], monkeypatch) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
