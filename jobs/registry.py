@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.registry.versions import Registry, RegistryError
 
     try:
-        reg = Registry(_registry_root(args))
+        reg = Registry(_registry_root(args)).existing()
         if args.command == "list":
             print("\n".join(list_versions(reg)))
             pointer = reg.pointer()

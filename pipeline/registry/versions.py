@@ -117,7 +117,18 @@ class Registry:
         self.lock_path = self.store.join(".retrain.lock")
 
     def ensure(self) -> Registry:
-        self.store.makedirs(self.versions_dir)
+        """This registry, its versions/ directory made if missing (a retrain's first run)."""
+        try:
+            self.store.makedirs(self.versions_dir)
+        except OSError as e:
+            raise RegistryError(f"registry {self.root}: cannot create {self.versions_dir} ({e})") from None
+        return self
+
+    def existing(self) -> Registry:
+        """This registry, if a retrain has made it; else RegistryError (a mistyped root would
+        otherwise read as a registry with no versions)."""
+        if not self.store.isdir(self.versions_dir):
+            raise RegistryError(f"no registry at {self.root} (no {self.versions_dir}: a retrain makes it)")
         return self
 
     def lock(self, stale_after_s: float = STALE_AFTER_S, log: Callable[[str], None] = print):

@@ -145,3 +145,18 @@ def test_a_url_whose_filesystem_cannot_be_opened_is_a_clear_error():
         Registry("nosuchfs://reg")
     with pytest.raises(ExportError, match=r"model 'nosuchfs://reg@production': registry nosuchfs://reg"):
         resolve_model_ref("nosuchfs://reg@production")
+
+
+def test_a_registry_that_no_retrain_made_is_named_as_missing(tmp_path):
+    reg = _memory_registry()
+    _publish_dummy(reg, promote=True)
+    assert Registry(reg.root).existing().production().id == "v0001"  # an object store has no directories
+    with pytest.raises(RegistryError, match=r"no registry at memory://typo-reg \(no memory://typo-reg/versions"):
+        Registry("memory://typo-reg").existing()
+    with pytest.raises(RegistryError, match=f"no registry at {tmp_path}/typo"):
+        Registry(str(tmp_path / "typo")).existing()
+    (tmp_path / "file").write_text("")  # a registry root below a file cannot be made
+    with pytest.raises(
+        RegistryError, match=f"registry {tmp_path}/file/reg: cannot create {tmp_path}/file/reg/versions"
+    ):
+        Registry(str(tmp_path / "file" / "reg")).ensure()
