@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> Path:
     with exit_on_bad_input():
         job, cc = load_compare_config(args.config, with_verbose(args.overrides, args.verbose))
     out = args.out or Path(job.output_dir) / f"{job.name}-report"
-    configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
     with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
+        configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
         if cc.conflict is not None:
             from pipeline.report.sweep import run_sweep, write_sweep_report
 

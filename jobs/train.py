@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     with exit_on_bad_input():
         cfg = load_config(args.config, with_verbose(args.overrides, args.verbose))
-    logs = cfg.run_dir / "logs"  # the driver's and every worker's full log
-    configure_logs(None if args.in_memory else logs / "driver.log", cfg.verbose)
+        logs = cfg.run_dir / "logs"  # the driver's and every worker's full log
+        configure_logs(None if args.in_memory else logs / "driver.log", cfg.verbose)
     if args.in_memory:
         from pipeline.data.feature_spec import load_spec
         from pipeline.train.in_memory import train_in_memory

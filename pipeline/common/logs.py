@@ -128,7 +128,7 @@ def configure_logs(
     full log, appended to (its directory is made). Safe to call again: it replaces what an
     earlier call set up. `import_libraries`: import Ray Data and torch first, which set up
     their loggers on import (a process that never imports them saves the seconds it takes).
-    Returns the log file's path."""
+    Returns the log file's path; BadInputError (a job exits 78) if it cannot be written."""
     logging.captureWarnings(True)  # warnings -> logger py.warnings: filtered, and in the file
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # for the processes this one starts
     # Ray Data's own switch for its console, read when ray.data is imported. Only from a checkout
@@ -168,8 +168,11 @@ def configure_logs(
     if log_file is None:
         return None
     path = Path(log_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(path, encoding="utf-8")
+    try:  # the job's first write under its output directory
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as e:
+        raise BadInputError(f"cannot write the log file {path} ({e.strerror}): check the output directory") from None
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
     setattr(file_handler, _CONFIGURED, True)
     for logger in loggers:

@@ -73,3 +73,25 @@ def test_generate_refuses_settings_it_cannot_write(argv, message, tmp_path, monk
     assert _run("generate", ["--out", str(tmp_path / "out"), *argv], monkeypatch) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_jobs_name_an_output_directory_they_cannot_write(tmp_path, monkeypatch, capsys, repo_root, clean_logging):
+    from jobs.score import main as score_main
+    from jobs.train import main as train_main
+
+    monkeypatch.chdir(repo_root)
+    (tmp_path / "file").write_text("")  # a directory cannot be made below a file
+    below_a_file = tmp_path / "file" / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([f"output_dir={below_a_file}"])
+    assert exit_info.value.code == EXIT_BAD_CONFIG
+    logs = below_a_file / "ple-local" / "logs"
+    assert capsys.readouterr().err == (
+        f"error: cannot write the log file {logs / 'driver.log'} (Not a directory): check the output directory\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        score_main(["--model", "runs/x/export", "--input", str(tmp_path), "--output", str(below_a_file)])
+    assert exit_info.value.code == EXIT_BAD_CONFIG
+    assert f"error: cannot write the log file {below_a_file / '_logs' / 'driver.log'} (Not a directory)" in (
+        capsys.readouterr().err
+    )

@@ -11,7 +11,6 @@ import pytest
 
 from pipeline.common.logs import (
     RAY_DATA_QUIET_CONFIG,
-    VERBOSE_ENV,
     ChosenSettingNotices,
     ConsoleFilter,
     configure_logs,
@@ -22,31 +21,6 @@ from pipeline.common.logs import (
 
 LIBRARY_FILE = f"{sys.prefix}/lib/python3.11/site-packages/torchrec/distributed/planner/types.py"
 PROJECT_FILE = "/work/repo/pipeline/train/worker.py"
-
-
-@pytest.fixture
-def clean_logging(monkeypatch):
-    """configure_logs changes this process's logging: put back what pytest had."""
-    monkeypatch.setenv(VERBOSE_ENV, "0")
-    import ray.data  # noqa: F401  # their loggers exist before the snapshot, as configure_logs imports them
-    import torch  # noqa: F401
-
-    loggers = [logging.getLogger(), logging.getLogger("torchrec"), logging.getLogger("fbgemm_gpu")]
-    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
-    saved = {
-        lg: (list(lg.handlers), {h: list(h.filters) for h in lg.handlers}, lg.level, lg.propagate) for lg in loggers
-    }
-    yield
-    logging.captureWarnings(False)
-    for lg, (handlers, filters, level, propagate) in saved.items():
-        for h in list(lg.handlers):
-            if h not in handlers:
-                lg.removeHandler(h)
-                h.close()
-        for h in handlers:
-            h.filters[:] = filters[h]
-        lg.setLevel(level)
-        lg.propagate = propagate
 
 
 def _record(name: str, level: int, message: str, path: str = "x.py") -> logging.LogRecord:
