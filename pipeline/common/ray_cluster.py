@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import time
 
 from pipeline.common.logs import RAY_DATA_LOGGING_ENV, VERBOSE_ENV
 
@@ -30,6 +32,44 @@ def collect_less_often() -> None:
     gc.set_threshold(*(max(had, wanted) for had, wanted in zip(current, GC_THRESHOLDS, strict=True)))
 
 
+# How long a driver told to join a cluster waits for something to listen at its address. Ray's
+# own connection retries last about 13 minutes where nothing listens (20 tries of about 40 s,
+# ray._private.node), printing only its C++ warnings: a mistyped address looked like a hang.
+REACH_TIMEOUT_S = 60.0
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """ConfigError unless something accepts a TCP connection at the cluster address `address`
+    ("host:port", as --address or RAY_ADDRESS give it) within `timeout_s`, trying every second.
+    Addresses of other forms ("auto", "local", "ray://...") pass unchecked. A loopback host is
+    also tried at this node's IP, which Ray connects to instead."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return
+    hosts = [host.strip("[]")]
+    if hosts[0] in LOOPBACK_HOSTS:
+        import ray.util
+
+        hosts.append(ray.util.get_node_ip_address())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for h in hosts:
+            try:
+                socket.create_connection((h, int(port)), timeout=2).close()
+                return
+            except OSError as e:
+                why = e.strerror or str(e)
+        if time.monotonic() >= deadline:
+            from pipeline.common.config import ConfigError  # here: every Ray worker imports this module
+
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {address} ({why}, for {timeout_s:.0f} s): start it "
+                "(`ray start --head`) or correct --address / RAY_ADDRESS"
+            )
+        time.sleep(1)
+
+
 def connect(address: str | None = None, local_num_cpus: int | None = None) -> None:
     """Join `address` / RAY_ADDRESS if set, else start a local Ray with `local_num_cpus`
     logical CPUs (None: all of this machine's). No-op if Ray is already initialised here, but
@@ -41,6 +81,7 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
         if address or os.environ.get("RAY_ADDRESS"):
+            check_reachable(address or os.environ["RAY_ADDRESS"])
             ray.init(address=address, log_to_driver=True)
         else:
             from pipeline.common.leftovers import EmbeddedClusterRecord, clean_leftovers
