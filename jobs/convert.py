@@ -90,7 +90,7 @@ def main() -> None:
     if missing:
         p.error(f"--csv: no such file: {', '.join(missing)}")
     try:
-        iso_day(args.day)
+        args.day = iso_day(args.day)  # as the converters write it: the summary names that partition
     except ValueError as e:
         p.error(f"--day: {e}")
     with exit_on_bad_input():  # a bad line, value or option: one line naming it, exit 65 (data) or 78

@@ -40,20 +40,18 @@ def day_range(start_day: str, end_day: str) -> list[str]:
 
 
 def iso_day(text: str) -> str:
-    """`text` if it is a day written YYYY-MM-DD, the form of the dt= partitions; else ValueError
-    (Python also reads 20260101 as a date, which would name a partition no range finds)."""
-    if dt.date.fromisoformat(text).isoformat() != text:
-        raise ValueError(f"{text!r} is not written YYYY-MM-DD")
-    return text
+    """The day `text` names, written YYYY-MM-DD as the dt= partitions are (20260101 ->
+    2026-01-01, as the converters and the generator write it); ValueError if it names none."""
+    return dt.date.fromisoformat(text).isoformat()
 
 
 def parse_days(text: str) -> tuple[str, str]:
-    """(start, end) of "START..END" (inclusive) or of one day, both YYYY-MM-DD; ValueError
-    naming the text and what is wrong with it."""
+    """(start, end) of "START..END" (inclusive) or of one day, both written YYYY-MM-DD;
+    ValueError naming the text and what is wrong with it."""
     start, sep, end = text.partition("..")
-    end = end if sep else start
     try:
-        day_range(iso_day(start), iso_day(end))
+        start, end = iso_day(start), iso_day(end if sep else start)
+        day_range(start, end)
     except ValueError as e:
         raise ValueError(f"days '{text}': expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD ({e})") from None
     return start, end

@@ -29,8 +29,8 @@ def test_convert_names_a_missing_file_a_bad_day_a_bad_line_and_a_bad_option(tmp_
     base = ["csv", "--out", str(out), "--label", "x=a:1/0"]
     assert _run("convert", [*base, "--csv", str(tmp_path / "none.csv"), "--day", "2026-01-01"], monkeypatch) == 2
     assert f"--csv: no such file: {tmp_path / 'none.csv'}" in capsys.readouterr().err
-    assert _run("convert", [*base, "--csv", str(csv), "--day", "20260101"], monkeypatch) == 2
-    assert "--day: '20260101' is not written YYYY-MM-DD" in capsys.readouterr().err
+    assert _run("convert", [*base, "--csv", str(csv), "--day", "2026-13-01"], monkeypatch) == 2
+    assert "--day: month must be in 1..12" in capsys.readouterr().err
     assert _run("convert", [*base, "--csv", str(csv), "--day", "2026-01-01"], monkeypatch) == EXIT_BAD_DATA
     assert capsys.readouterr().err == f"error: {csv}: line 3: expected 2 fields, got 1: '1'\n"
     assert _run("convert", [*base, "--csv", str(csv), "--day", "2026-01-01", "--sep", "ab"], monkeypatch) == (
