@@ -1,6 +1,13 @@
 """Shared pytest fixtures. Keep generic: any test module may use them."""
 
 import os
+
+# One intra-op thread in the test processes (set before anything imports torch): `make test` runs
+# two pytest processes on 2 cores beside Ray's workers (which Ray already gives one thread each),
+# so a second thread only waits for a core; OpenMP's spinning while it waits costs CPU time the
+# other process needs (the unit tests: ~18 % less CPU, the same wall time).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import pytest

@@ -1,8 +1,10 @@
-"""The suite's file order (tests/helpers/suite_order.py): its weights name files that exist, and
-ordering starts with the heaviest file and keeps each file's own order."""
+"""How the suite runs: its file order (tests/helpers/suite_order.py: its weights name files that
+exist, and ordering starts with the heaviest file and keeps each file's own order), and the test
+processes' thread count (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,3 +34,11 @@ def test_heaviest_files_first_each_in_its_own_order():
     ]
     order_items(collected)
     assert [i.name for i in collected] == ["first", "second", "third", "job", "a", "b", "c"]
+
+
+def test_torch_in_the_test_processes_uses_the_thread_count_conftest_sets():
+    # Fails when torch is imported before tests/conftest.py sets OMP_NUM_THREADS (1 unless the
+    # environment says otherwise; torch takes no more threads than there are cores).
+    import torch
+
+    assert torch.get_num_threads() <= int(os.environ["OMP_NUM_THREADS"])
