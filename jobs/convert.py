@@ -6,7 +6,7 @@ OUT/dt=DAY/part-<csv stem>-NNNNN.parquet.
     python -m jobs.convert aliexpress --csv aliexpress_train.csv --out data/aliexpress --day 2018-01-01
 
 The public data has no dates, so --day names the partition; the convention is train, val, test
-on consecutive days (see pipeline/data/converters.py). Feature specs: configs/<format>.yaml.
+on consecutive days (see pipeline/data/converters.py). Feature specs: configs/features/<format>.yaml.
 
 `csv` takes the layout from flags (pipeline/data/csv_table.py). UCI Adult (../shared/data/adult),
 training rows on 2026-01-01 and the test rows on 2026-01-02:
