@@ -32,6 +32,10 @@ RAY_DATA_QUIET_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "loggi
 # Nothing a user of the job can act on; it stays in Ray's own session logs.
 RAY_SKIP_ENV = "RAY_DEDUP_LOGS_SKIP_REGEX"
 RAY_NOTICES = r"has constructor arguments in the object store and max_restarts > 0"
+# Ray's switch for the colour of the "(RayTrainWorker pid=...)" prefix it puts before each worker
+# line the driver prints, read at every print. Colour codes help on a terminal; in a file (a
+# scheduler's log, `ray job logs`, CI) they are escape sequences around every line.
+RAY_COLOR_ENV = "RAY_COLOR_PREFIX"
 _CONFIGURED = "_ple_configured"  # marks handlers this module added (a second call replaces them)
 
 
@@ -106,6 +110,10 @@ def is_console_handler(handler: logging.Handler) -> bool:
     return handler.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
 
 
+def _is_terminal(stream) -> bool:
+    return bool(getattr(stream, "isatty", None)) and stream.isatty()
+
+
 def with_verbose(overrides: list[str], verbose: bool) -> list[str]:
     """A job's dotted overrides with its --verbose flag as the config key it sets."""
     return [*overrides, "verbose=true"] if verbose else list(overrides)
@@ -137,6 +145,8 @@ def configure_logs(
         os.environ.setdefault(RAY_DATA_LOGGING_ENV, str(RAY_DATA_QUIET_CONFIG))
     if not verbose and "ray" not in sys.modules:  # too late once Ray is imported
         os.environ.setdefault(RAY_SKIP_ENV, RAY_NOTICES)
+    if not (_is_terminal(sys.stdout) and _is_terminal(sys.stderr)):
+        os.environ.setdefault(RAY_COLOR_ENV, "0")  # no colour codes in a file; the user's setting wins
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     logging.getLogger(PROJECT_LOGGER).setLevel(logging.INFO)

@@ -41,6 +41,7 @@ def test_the_job_prints_a_short_summary_and_keeps_the_full_log(tmp_path, repo_ro
     assert len(lines) <= MAX_LINES, proc.stdout
     for noise in ("Successfully loaded", "SplitTableBatchedEmbeddingBagsCodegen", "Reporting training result"):
         assert noise not in proc.stdout, noise
+    assert "\x1b[" not in proc.stdout  # a console written to a file: no colour codes around the workers' lines
     assert any("[eval] step" in line for line in lines), proc.stdout
     run = tmp_path / "runs" / "ple-local"
     # It ends with the AUCs and where the checkpoint, the model and the logs went.

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pipeline.common.logs import RAY_DATA_LOGGING_ENV, RAY_SKIP_ENV, VERBOSE_ENV
+from pipeline.common.logs import RAY_COLOR_ENV, RAY_DATA_LOGGING_ENV, RAY_SKIP_ENV, VERBOSE_ENV
 
 
 class StartsAProcess(RuntimeError):
@@ -35,7 +35,7 @@ def _no_processes(monkeypatch):
 def clean_logging(monkeypatch):
     """configure_logs changes this process's logging: put back what pytest had."""
     monkeypatch.setenv(VERBOSE_ENV, "0")
-    for name in (RAY_SKIP_ENV, RAY_DATA_LOGGING_ENV):  # set by configure_logs: restored afterwards
+    for name in (RAY_SKIP_ENV, RAY_DATA_LOGGING_ENV, RAY_COLOR_ENV):  # set by configure_logs: restored afterwards
         monkeypatch.delenv(name, raising=False)
     import ray.data  # noqa: F401  # their loggers exist before the snapshot, as configure_logs imports them
     import torch  # noqa: F401

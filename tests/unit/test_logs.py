@@ -3,13 +3,16 @@ the project's own lines and warnings still show, and --verbose shows everything.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 import warnings
 
 import pytest
 
 from pipeline.common.logs import (
+    RAY_COLOR_ENV,
     RAY_DATA_QUIET_CONFIG,
     ChosenSettingNotices,
     ConsoleFilter,
@@ -151,3 +154,38 @@ def test_rays_notice_about_its_own_actors_is_skipped_by_rays_own_switch():
     # What the driver does with each batch of worker lines it prints, RAY_DEDUP_LOGS_SKIP_REGEX set.
     printed = LogDeduplicator(5, None, RAY_NOTICES).deduplicate({"ip": "127.0.0.1", "pid": 7, "lines": [notice, ours]})
     assert [line for batch in printed for line in batch["lines"]] == [ours]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, terminal: bool):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+def _worker_line_as_the_driver_prints_it() -> str:
+    from ray._private.worker import print_worker_logs  # what log_to_driver calls for each batch
+
+    printed = io.StringIO()
+    batch = {"pid": 7, "ip": "127.0.0.1", "localhost": "127.0.0.1", "actor_name": "RayTrainWorker"}
+    print_worker_logs({**batch, "lines": ["[train] 2 workers started"]}, printed)
+    return printed.getvalue()
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_worker_lines_carry_colour_codes_on_a_terminal_only(clean_logging, monkeypatch, terminal):
+    monkeypatch.setattr(sys, "stdout", _Stream(terminal))
+    monkeypatch.setattr(sys, "stderr", _Stream(terminal))
+    configure_logs(None)
+    line = _worker_line_as_the_driver_prints_it()
+    assert line.endswith("(RayTrainWorker pid=7)" + ("\x1b[0m" if terminal else "") + " [train] 2 workers started\n")
+    assert ("\x1b[" in line) == terminal, line
+
+
+def test_a_colour_setting_of_the_users_own_is_kept(clean_logging, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", _Stream(False))
+    monkeypatch.setenv(RAY_COLOR_ENV, "1")
+    configure_logs(None)
+    assert os.environ[RAY_COLOR_ENV] == "1" and "\x1b[" in _worker_line_as_the_driver_prints_it()
