@@ -113,7 +113,14 @@ def _check_keys(files: list[str], keys: list[str]) -> tuple[list[InputFile], dic
         for k in keys:
             i = schema.get_field_index(k)
             if i < 0:
-                raise DataValidationError("missing key column (see key_columns)", file=path, column=k)
+                names = schema.names
+                has = ", ".join(names[:8]) + (f", ... ({len(names)} columns)" if len(names) > 8 else "")
+                raise DataValidationError(
+                    f"missing key column: --keys COL,... (key_columns) names the input columns copied "
+                    f"beside each row's scores; this file has {has}",
+                    file=path,
+                    column=k,
+                )
             t = schema.field(i).type
             if k not in types:
                 types[k] = (t, path)

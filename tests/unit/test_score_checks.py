@@ -48,7 +48,8 @@ def test_bad_input_fails_before_any_work(export, data, tmp_path):
         "no_key": (
             table.drop_columns(["impression_id"]),
             DataValidationError,
-            r"column 'impression_id': missing key column",
+            r"column 'impression_id': missing key column: --keys COL,\.\.\. \(key_columns\) names the input "
+            r"columns copied beside each row's scores; this file has user_id, ",
         ),
         "no_labels": (table.drop_columns(["click", "conversion"]), None, None),  # fine for scoring
     }
