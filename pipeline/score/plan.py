@@ -157,7 +157,8 @@ def plan_scoring(
         if unknown:
             raise ScoringError(
                 f"products.{name} uses tasks {unknown} that model {model_dir} does not have "
-                f"(its tasks: {spec.task_names}); change `products` in the score config"
+                f"(its tasks: {spec.task_names}); override `products`: 'products={{}}' for none, or with "
+                f"this model's tasks, e.g. 'products={{{name}: [{', '.join(spec.task_names)}]}}'"
             )
     produced = output_columns(spec, cfg) + [VERSION_COLUMN]
     clash = [k for k in cfg.key_columns if k in produced]

@@ -75,7 +75,8 @@ def test_bad_input_fails_before_any_work(export, data, tmp_path):
         score(str(tmp_path / "broken"), str(data), str(out), score_config())
     with pytest.raises(DataValidationError, match="no partition directory for day 2026-01-03"):
         score(export, str(data), str(out), score_config(), days="2026-01-02..2026-01-03")
-    with pytest.raises(ScoringError, match="products.ctcvr uses tasks"):
+    fix = r"'products=\{\}' for none, .*'products=\{ctcvr: \[ctr, cvr\]\}'"
+    with pytest.raises(ScoringError, match=r"products.ctcvr uses tasks .*" + fix):
         score(export, str(data), str(out), score_config(products={"ctcvr": ["ctr", "purchase"]}))
     assert not out.exists()  # nothing was started
 
