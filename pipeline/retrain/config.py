@@ -75,7 +75,8 @@ def load_retrain_config(path: str | Path, overrides: Sequence[str] = ()) -> Retr
     if unknown:
         raise ConfigError(
             f"{path}: retrain.tolerance names tasks {sorted(unknown)} that the feature spec "
-            f"{cfg.job.data.spec} does not define"
+            f"{cfg.job.data.spec} does not define (its tasks: {_task_names(cfg.job)}): override it, "
+            "e.g. 'retrain.tolerance={}' for default_tolerance on every task"
         )
     return cfg
 

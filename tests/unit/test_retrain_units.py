@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from helpers.retrain_days import DAYS, registry_files
+from pipeline.common.config import ConfigError
 from pipeline.registry.lock import FileLock, LockHeldError
 from pipeline.registry.versions import Registry, Version
-from pipeline.retrain.config import RetrainSettings, TaskTolerance
+from pipeline.retrain.config import RetrainSettings, TaskTolerance, load_retrain_config
 from pipeline.retrain.daily import plan_days
 from pipeline.retrain.gate import decide
 
@@ -93,6 +94,15 @@ def test_gate_tolerance_per_task():
     d = decide({**prod, "cvr/auc": 0.698, "cvr/logloss": 0.62}, prod, ["ctr", "cvr"], s)
     assert not d.accepted and len(d.reasons) == 2 and all(r.startswith("cvr") for r in d.reasons)
     assert decide(prod, None, ["ctr", "cvr"], s).accepted  # first version: nothing to compare with
+
+
+def test_tolerances_for_tasks_the_spec_lacks_fail_with_the_override_that_fixes_them(repo_root):
+    config = repo_root / "configs/jobs/retrain_local.yaml"  # a cvr tolerance; Adult's tasks: income, never_married
+    adult = f"data.spec={repo_root}/configs/features/adult.yaml"
+    with pytest.raises(ConfigError, match=r"names tasks \['cvr'\] .*'retrain.tolerance=\{\}'") as failed:
+        load_retrain_config(config, [adult])
+    fix = str(failed.value).split("e.g. ")[1].split(" for ")[0].strip("'")
+    assert load_retrain_config(config, [adult, fix]).retrain.tolerance == {}
 
 
 def test_gate_on_gauc_when_asked():
