@@ -39,7 +39,10 @@ class _Context:
 
 def _column(table: pa.Table, name: str) -> pa.Array:
     col = table.column(name)
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    # Decimals (a warehouse's prices and amounts) are numbers to a dense feature or a label; id
+    # columns never get here as decimals (validation wants integers or strings there).
+    return pc.cast(arr, pa.float64()) if pa.types.is_decimal(arr.type) else arr
 
 
 def _sparse(

@@ -38,7 +38,7 @@ def column_kind(t: pa.DataType) -> str | None:
         return "bool"
     if pa.types.is_integer(t):
         return "int"
-    if pa.types.is_floating(t):
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):  # decimals: read as float64 (data/collate.py)
         return "float"
     if _is_str(t):
         return "string"
@@ -124,7 +124,7 @@ class ColumnAccumulator:
         s.nulls += arr.null_count
         values = arr.drop_null() if arr.null_count else arr
         if s.kind == "float":
-            x = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            x = as_float(values)
             finite = np.isfinite(x)
             if not finite.all():
                 nan = int(np.isnan(x).sum())
@@ -227,8 +227,8 @@ class LabelCounts:
 
 
 def as_float(arr: pa.Array) -> np.ndarray:
-    """float64 values, nulls as NaN (ints, floats, bools)."""
-    if pa.types.is_boolean(arr.type) or pa.types.is_integer(arr.type):
+    """float64 values, nulls as NaN (ints, floats, bools, decimals)."""
+    if pa.types.is_boolean(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type):
         arr = pc.cast(arr, pa.float64(), safe=False)  # large ids lose precision: fine for a comparison
     return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 

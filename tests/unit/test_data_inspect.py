@@ -4,11 +4,13 @@ the ids, fits the numbers, and bad input fails with a DataValidationError naming
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from pipeline.data.feature_spec import load_spec
@@ -415,6 +417,27 @@ def test_the_collate_reads_with_the_inferred_spec(synthetic, tmp_path):
     spec = inspect_files(custom, ["click"], numeric=["count"]).spec
     batch = collate(pq.read_table(custom[0]), spec)
     assert batch.missing["shop"] > 0 and batch.missing["score"] > 0
+
+
+def test_decimal_columns_are_numbers_from_the_inspection_to_the_collate(tmp_path):
+    """A warehouse's prices come as decimals: proposed as dense features, validated and read as
+    the same numbers in float64 (nulls filled by the missing policy)."""
+    from pipeline.data.collate import collate
+    from pipeline.data.validation import check_schema
+
+    columns = _base(400)
+    amounts = [None if i % 10 == 0 else round(p * 100, 2) for i, p in enumerate(columns.pop("price").to_pylist())]
+    as_decimal = pa.table(
+        {**columns, "amount": pa.array([None if a is None else Decimal(f"{a:.2f}") for a in amounts])}
+    )
+    assert pa.types.is_decimal(as_decimal.schema.field("amount").type)
+    spec = inspect_files(_write_days(tmp_path, [as_decimal]), ["click"]).spec
+    [amount] = [d for d in spec.dense if d.column == "amount"]
+    assert amount.missing == "default" and amount.mean == pytest.approx(np.nanmean(np.array(amounts, dtype=float)))
+    check_schema(as_decimal.schema, spec, "decimal.parquet")
+    as_float = as_decimal.set_column(as_decimal.schema.get_field_index("amount"), "amount", pa.array(amounts))
+    read, expected = collate(as_decimal, spec), collate(as_float, spec)
+    assert torch.equal(read.dense_features, expected.dense_features) and read.missing["amount"] == 40
 
 
 def test_options_checked_before_the_pass(tmp_path):
