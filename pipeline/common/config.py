@@ -5,9 +5,10 @@ job's own sections live in its room (`pipeline/train/config.py`, `pipeline/score
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -111,5 +112,45 @@ def validated(
         def got(e: ErrorDetails) -> str:  # the value given, unless it is a whole section
             return "" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
 
-        lines = [f"{key(e['loc'])}: {e['msg']}{got(e)}" for e in err.errors()]
+        def message(e: ErrorDetails) -> str:
+            if e["type"] != "extra_forbidden":
+                return e["msg"]
+            section = key(e["loc"][:-1])
+            return unknown_key(model, e["loc"], "" if section == "<root>" else section)
+
+        lines = [f"{key(e['loc'])}: {message(e)}{got(e)}" for e in err.errors()]
         raise ConfigError(f"{path or '<defaults>'}: invalid {what}\n  " + "\n  ".join(lines)) from None
+
+
+def unknown_key(model: type[BaseModel], loc: tuple, section: str) -> str:
+    """pydantic's "Extra inputs are not permitted" for the key at `loc` (a validation error's
+    location in `model`), said usefully: the closest key its section accepts ("did you mean
+    train.batch_size?"), else the keys it accepts. `section`: how the section's path reads in
+    the message ("" at the top level)."""
+    known = _keys_of(model, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"unknown key: did you mean {section + '.' if section else ''}{close[0]}?"
+    return f"unknown key ({section or 'the top level'} has: {', '.join(known)})" if known else "unknown key"
+
+
+def _keys_of(model: Any, section: tuple) -> list[str]:
+    """The keys the section at `section` accepts (its model's fields), [] where the path leads
+    to no model (into a dict, say)."""
+    for part in section:
+        if isinstance(part, int):  # an item of a list of sections: the list's item model, found already
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: X, X | None, list[X]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)

@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.common.config import unknown_key
 from pipeline.common.errors import BadInputError
 from pipeline.data.id_mapping import MISSING_RAW_ID
 
@@ -388,10 +389,16 @@ def _unique(section: str, names: list[str]) -> None:
 
 
 def _format_errors(err: ValidationError) -> str:
+    def where(loc: tuple) -> str:
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
     lines = []
     for e in err.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-        msg = e["msg"].removeprefix("Value error, ")
+        loc = where(e["loc"])
+        if e["type"] == "extra_forbidden":
+            msg = unknown_key(FeatureSpec, e["loc"], where(e["loc"][:-1]))
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(lines)
 

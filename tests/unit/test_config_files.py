@@ -68,3 +68,29 @@ def test_dates_stay_strings_and_errors_name_key_and_value(repo_root):
         load_config(repo_root / "configs/jobs/train_local.yaml", ["train.epochs=many"])
     with pytest.raises(ConfigError, match=r"override 'train.epochs': cannot read the value '\[1'"):
         load_config(repo_root / "configs/jobs/train_local.yaml", ["train.epochs=[1"])
+
+
+@pytest.mark.parametrize(
+    "config, override, said",
+    [
+        ("train_local", "train.batchsize=16", "train.batchsize: unknown key: did you mean train.batch_size? (got 16)"),
+        ("train_local", "modle.num_levels=3", "modle: unknown key: did you mean model?"),
+        ("train_local", "train.zzz=1", "train.zzz: unknown key (train has: batch_size, epochs, "),
+        ("train_local", "zzz=1", "zzz: unknown key (the top level has: name, output_dir, data, model, "),
+        ("retrain_local", "data.rot=x", "data.rot: unknown key: did you mean data.root? (got 'x')"),
+        ("retrain_local", "retrain.registy=x", "retrain.registy: unknown key: did you mean retrain.registry?"),
+        ("score_local", "num_actor=3", "num_actor: unknown key: did you mean num_actors? (got 3)"),
+        ("compare_local", "compare.seed=[1]", "compare.seed: unknown key: did you mean compare.seeds? (got [1])"),
+    ],
+)
+def test_a_mistyped_key_is_answered_with_the_key_meant(repo_root, config, override, said):
+    from pipeline.report.compare import load_compare_config
+    from pipeline.retrain.config import load_retrain_config
+    from pipeline.score.config import load_score_config
+    from pipeline.train.config import load_config
+
+    load = {"train": load_config, "retrain": load_retrain_config, "score": load_score_config}
+    loader = load.get(config.split("_")[0], load_compare_config)
+    with pytest.raises(ConfigError) as err:
+        loader(repo_root / f"configs/jobs/{config}.yaml", [override])
+    assert said in str(err.value), str(err.value)

@@ -81,6 +81,23 @@ def test_errors_name_the_bad_key(tmp_path, mutate, key):
     assert f"{key}:" in str(err.value), str(err.value)
 
 
+def test_a_mistyped_key_is_answered_with_the_key_meant(tmp_path):
+    data = _base()
+    data["tables"][0]["dimm"] = data["tables"][0].pop("dim")
+    data["sparse"][1]["misssing"] = "default"
+    data["groupby"] = "user_id"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FeatureSpecError) as err:
+        load_spec(path)
+    for said in (
+        "tables[0].dimm: unknown key: did you mean tables[0].dim?",
+        "sparse[1].misssing: unknown key: did you mean sparse[1].missing?",
+        "groupby: unknown key: did you mean group_by?",
+    ):
+        assert said in str(err.value), str(err.value)
+
+
 def test_not_a_mapping(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("- just\n- a list\n")
