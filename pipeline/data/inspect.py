@@ -288,7 +288,9 @@ def inspect_files(
         elif c in excluded or t is None:  # (t is None: excluded, never read)
             choices.append(Choice(c, "left out", "--exclude"))
         elif kinds[c] is None:
-            choices.append(Choice(c, "left out", f"type {type_text(t)} is not one a spec can read"))
+            # Times are common in logs and unreadable as they are: say what to make of them.
+            how = ": derive numbers from it upstream (hour, weekday, age in days)" if pa.types.is_temporal(t) else ""
+            choices.append(Choice(c, "left out", f"type {type_text(t)} is not one a spec can read{how}"))
         else:
             choices.append(
                 choose_feature(stats[c], accs[c], c in numeric, c in categorical, numeric_encoding, buckets, rows)

@@ -156,7 +156,7 @@ def _custom_table(n: int, seed: int) -> pa.Table:
             "flag": pa.array(rng.random(n) < 0.4),
             "region": pa.array([f"r{i % 6}" for i in range(n)]).dictionary_encode(),
             "seen": pa.array([[i % 30, None] if i % 50 == 0 else [i % 30, 5] for i in range(n)], pa.list_(pa.int32())),
-            "at": pa.array(np.arange(n).astype("datetime64[s]")),  # not a type a spec reads
+            "at": pa.array(np.arange(n).astype("datetime64[ms]")),  # not a type a spec reads
             "click": pa.array(click),
         }
     )
@@ -438,6 +438,17 @@ def test_decimal_columns_are_numbers_from_the_inspection_to_the_collate(tmp_path
     as_float = as_decimal.set_column(as_decimal.schema.get_field_index("amount"), "amount", pa.array(amounts))
     read, expected = collate(as_decimal, spec), collate(as_float, spec)
     assert torch.equal(read.dense_features, expected.dense_features) and read.missing["amount"] == 40
+
+
+def test_columns_no_spec_can_read_are_left_out_saying_why(tmp_path):
+    columns = _base(50)
+    columns["seen_at"] = pa.array(np.arange(50).astype("datetime64[ms]"))
+    columns["blob"] = pa.array([b"x"] * 50)
+    left_out = inspect_files(_write_days(tmp_path, [pa.table(columns)]), ["click"]).left_out
+    assert left_out["seen_at"] == (
+        "type timestamp[ms] is not one a spec can read: derive numbers from it upstream (hour, weekday, age in days)"
+    )
+    assert left_out["blob"] == "type binary is not one a spec can read"
 
 
 def test_options_checked_before_the_pass(tmp_path):
