@@ -204,7 +204,8 @@ class ColumnAccumulator:
         if self.small is not None:
             s.distinct, s.distinct_exact = len(self.small), True
         else:
-            s.distinct = max(round(self.hll.get_estimate()), EXACT_DISTINCT + 1)
+            # An estimate, which can exceed the values it counts ("302,636 distinct in 300,000").
+            s.distinct = min(max(round(self.hll.get_estimate()), EXACT_DISTINCT + 1), s.values)
             s.distinct_exact = False
         if self._n:
             s.mean = self._mean

@@ -201,6 +201,15 @@ def test_nulls_constants_keys_and_numeric_ints(tmp_path):
     assert "row_id" in {f.name for f in kept.spec.sparse} and kept.left_out["city"] == "--exclude"
 
 
+def test_an_estimated_distinct_count_never_exceeds_the_values_counted():
+    from pipeline.data.column_stats import ColumnAccumulator
+
+    acc = ColumnAccumulator("row_id", pa.int64(), "int")
+    acc.update(pa.array(np.arange(20_000)))  # 20,000 distinct values, which HLL estimates at 20,141
+    s = acc.finish()
+    assert not s.distinct_exact and s.distinct == s.values == 20_000
+
+
 @pytest.mark.parametrize("encoding", ["piecewise_linear", "standard"])
 def test_numeric_encodings(tmp_path, encoding):
     files = _write_days(tmp_path, [_custom_table(800, 1)])
