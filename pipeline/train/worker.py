@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import torch
@@ -149,6 +150,7 @@ class WorkerTrainer:
         self.resumed_at: list[int] = []  # the steps this run recovered from after failures
         self.pipeline = None
         self.checkpointed_step: int | None = None  # the step of this run's last checkpoint
+        self.resumed_final = False  # resumed from the final checkpoint of a run that had finished
         self.val_cache: list | None = None  # collated validation batches (see val_batches)
         self.tensorboard = self._tensorboard(storage)
 
@@ -193,6 +195,9 @@ class WorkerTrainer:
             extra = load_checkpoint(d, self.sm.model, self.sm.optimizer)
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
         self.checkpointed_step = self.step
+        # Final checkpoints are marked "done"; an earlier version's is recognised by its name.
+        named_final = PurePosixPath(ckpt.path).name == self._checkpoint_name(final=True)
+        self.resumed_final = bool(extra.get("done")) or named_final
         self.history = extra.get("history", [])
         self.resumed_at = extra.get("resumed_at", []) + [self.step]
         if self.dwa is not None and "dwa" in extra:
@@ -217,7 +222,13 @@ class WorkerTrainer:
         if self.rank == 0:
             log.info(f"[train] warm start from {path} (its step {extra['step']})")
 
-    def report(self, metrics: dict, with_checkpoint: bool, dir_suffix: str = "") -> None:
+    def _checkpoint_name(self, final: bool = False) -> str:
+        """The checkpoint directory's name. The final checkpoint at a step that has one already
+        (the last evaluation's, or the one this run resumed from) needs a name of its own."""
+        suffix = "-final" if final and self.checkpointed_step == self.step else ""
+        return f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}{suffix}"
+
+    def report(self, metrics: dict, with_checkpoint: bool, final: bool = False) -> None:
         import ray.train
 
         from pipeline.train.checkpoint import save_shards
@@ -238,18 +249,20 @@ class WorkerTrainer:
             "config": self.cfg.model_dump(mode="json"),
             "spec": self.spec.model_dump(mode="json"),
             "plan": str(self.sm.plan),
+            "done": final,
             **({"dwa": self.dwa.state()} if self.dwa is not None else {}),
         }
         # Each worker writes its own shards locally; Ray merges the workers' directories in
         # storage and registers the checkpoint only once every worker has reported, so a
         # worker dying mid-write never replaces the last good checkpoint.
+        name = self._checkpoint_name(final)
         self.checkpointed_step = self.step
         with tempfile.TemporaryDirectory(prefix="ple-ckpt-") as tmp:
             save_shards(tmp, self.sm.model, self.sm.optimizer, extra)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=f"{self.group_run + '-' if self.group_run else ''}step_{self.step:08d}{dir_suffix}",
+                checkpoint_dir_name=name,
             )
 
     # -- loops --------------------------------------------------------------------------------
@@ -355,6 +368,19 @@ class WorkerTrainer:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         t = self.cfg.train
+        if self.resumed_final and (self.epoch >= t.epochs or self._done()):
+            # A rerun of a finished run: its final checkpoint stands. Writing it again would cost a
+            # model's bytes, and Ray Train deleted a directory registered twice under one name.
+            if self.rank == 0:
+                how = "stopped early" if self.stopped_early else "finished"
+                on = "" if self.stopped_early else "raise train.epochs (or train.max_steps) to train on, or "
+                log.info(
+                    f"[train] this run {how} at step {self.step} already: nothing to train; "
+                    f"{on}give a new name= to start afresh"
+                )
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+            return
         # Managed tables remap ids in front of the EBC (ple_model/managed_ids.py): without
         # pipeline_postproc TorchRec would not pipeline the EBC's input distribution behind it.
         self.pipeline = TrainPipelineSparseDist(
@@ -401,8 +427,7 @@ class WorkerTrainer:
                 "done": 1,
             },
             with_checkpoint=True,
-            # This step has a checkpoint already (the evaluation's): the final one needs a name of its own.
-            dir_suffix="-final" if self.checkpointed_step == self.step else "",
+            final=True,
         )
         if self.tensorboard is not None:
             self.tensorboard.close()

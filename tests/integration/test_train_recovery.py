@@ -89,6 +89,23 @@ def test_killed_worker_resumes_from_last_checkpoint(baseline, root):
     assert killed_lr[steps] < 0.15 < 0.5 < killed_lr[min(clean_lr)]
 
 
+def test_rerun_of_a_finished_run_keeps_its_checkpoints(baseline, root):
+    """The same command again (a retried submission, a scheduler's rerun) trains nothing and writes
+    nothing: each rerun used to register the final checkpoint once more under one directory name,
+    and the third had Ray Train delete that directory, the run's only final checkpoint."""
+    run_dir = root / "runs" / "baseline"
+    kept = sorted(p.name for p in run_dir.glob("step_*"))
+    again = run_training(_config(root, "baseline"))
+    assert sorted(p.name for p in run_dir.glob("step_*")) == kept
+    snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    names = [c["checkpoint_dir_name"] for c in snapshot["checkpoint_results"]]
+    assert len(names) == len(set(names)), names
+    assert again.checkpoint_dir == baseline.checkpoint_dir and again.history == baseline.history
+    assert again.metrics["done"] == 1 and again.metrics["resumed_at"] == baseline.metrics["resumed_at"]
+    for task in ("ctr", "cvr"):
+        assert again.metrics[f"val/{task}/auc"] == baseline.metrics[f"val/{task}/auc"]
+
+
 def test_finished_run_continues_on_fewer_workers(baseline, root):
     """Same run name, one more epoch, 1 worker instead of 2: DCP reshards the tables."""
     steps_before = baseline.metrics["step"]
