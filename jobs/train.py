@@ -7,7 +7,8 @@ ray job submit --working-dir . -- python -m jobs.train --config configs/X.yaml
 python -m jobs.train --in-memory                      # one process, no Ray (quick smoke run)
 
 Exit status: 0 trained and exported; 65 bad data (a value the feature spec does not allow);
-78 bad config or feature spec; 1 any other error (pipeline/common/errors.py).
+78 bad config or feature spec; 1 any other error (pipeline/common/errors.py), a run stopped by
+Ctrl-C included: its last line names the checkpoint that the same command resumes from.
 """
 
 from __future__ import annotations
@@ -63,10 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
         _print_metrics(metrics)
         return metrics
 
-    from pipeline.train.launch import run_training
+    from pipeline.common.errors import fail
+    from pipeline.train.launch import RunStopped, run_training
 
-    with exit_on_bad_input():  # a bad row stops the run at once: exit 65 (pipeline/common/errors.py)
-        result = run_training(cfg, args.address)
+    try:
+        with exit_on_bad_input():  # a bad row stops the run at once: exit 65 (pipeline/common/errors.py)
+            result = run_training(cfg, args.address)
+    except RunStopped as stopped:
+        again = "the same command resumes from it" if stopped.checkpoint else "the same command starts it again"
+        fail(f"{stopped}: {again}")
     _print_metrics(result.metrics)
     print(f"checkpoint: {result.checkpoint_dir}\nexported model: {result.export_dir}\nfull logs: {logs}")
     return result.metrics

@@ -27,6 +27,18 @@ class TrainingResult:
     run_dir: str
 
 
+class RunStopped(RuntimeError):
+    """The run stopped before it finished, from outside (Ctrl-C, or its Ray cluster went away).
+    `checkpoint`: its latest registered checkpoint, or None."""
+
+    def __init__(self, run_dir: str, checkpoint: str | None) -> None:
+        self.checkpoint = checkpoint
+        where = f"its latest checkpoint is {checkpoint}" if checkpoint else "it had not saved a checkpoint yet"
+        super().__init__(
+            f"training run {run_dir} stopped before it finished (interrupted, or its Ray cluster went away); {where}"
+        )
+
+
 def connect_ray(cfg: JobConfig, address: str | None = None) -> None:
     """Join the cluster named by `address` / RAY_ADDRESS (set by `ray job submit`), else
     start an embedded local one sized by `cluster.local_num_cpus`."""
@@ -151,6 +163,10 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
     try:
         with ray_train_env(ray_train_settings(cluster, address)):
             result = trainer.fit()
+    except SystemExit:
+        # Ray Train's Ctrl-C handler aborts the run, and the driver's wait on it then ends in
+        # SystemExit, without a word on the console; the same when the cluster's raylet dies.
+        raise _stopped(trainer) from None
     except Exception as err:
         cause = unwrap_fail_fast(err)
         if cause is err:
@@ -159,6 +175,19 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
     if result.error:
         raise result.error
     return result
+
+
+def _stopped(trainer) -> RunStopped:
+    """RunStopped for `trainer`'s run, naming the checkpoint a rerun would resume from (Ray
+    Train's record of the run in storage, read without the cluster)."""
+    from ray.train import Result
+
+    run_dir = os.path.join(trainer.run_config.storage_path, trainer.run_config.name)
+    try:
+        checkpoint = Result.from_path(run_dir).checkpoint
+    except RuntimeError:  # no record: it stopped before its first checkpoint
+        checkpoint = None
+    return RunStopped(run_dir, checkpoint.path if checkpoint else None)
 
 
 def _checkpoint_config(cfg: JobConfig, num_to_keep: int | None):

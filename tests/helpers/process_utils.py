@@ -75,7 +75,7 @@ def find_descendant(pid: int, cmdline_part: str) -> psutil.Process | None:
     return None
 
 
-def _running(proc: psutil.Process) -> bool:
+def is_running(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -92,7 +92,7 @@ def stop_tree(popen: subprocess.Popen, grace: float = 30.0) -> None:
         popen.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace)
-    alive = [proc for proc in tree if _running(proc)]
+    alive = [proc for proc in tree if is_running(proc)]
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()

@@ -2,10 +2,13 @@
 project's progress and results, not the libraries' chatter), the full logs in the run's
 directory, and for a NaN met mid-epoch one start of the worker group (no retries, though
 max_failures allows them: test_train_recovery.py keeps a killed worker retried), the error
-line last and exit status 65."""
+line last and exit status 65; for a Ctrl-C, one line naming the checkpoint to resume from."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from helpers.process_utils import child_env
+from helpers.process_utils import child_env, descendants, is_running, stop_tree, wait_for
 from pipeline.common.errors import EXIT_BAD_DATA
 
 SMALL = ["data.generate.rows=12000", "train.epochs=1", "train.batch_size=512", "cluster.max_failures=2"]
@@ -87,3 +90,41 @@ def test_bad_data_fails_fast_with_its_own_exit_status(ray_local, tmp_path, repo_
     # ...where the worker's log has it.
     worker_logs = "".join(p.read_text() for p in (tmp_path / "runs" / "ple-local" / "logs").glob("worker-*.log"))
     assert "Error in training function" in worker_logs and "DataValidationError" in worker_logs
+
+
+def test_ctrl_c_ends_with_the_checkpoint_to_resume_from(tmp_path, repo_root):
+    """A terminal's Ctrl-C (SIGINT to the job's whole process group, its embedded Ray cluster
+    included) mid-training: one error line naming the run's latest checkpoint, no traceback,
+    exit status 1, and none of the job's processes left behind. The job used to exit 1 with
+    nothing at all on the console."""
+    overrides = [f"data.root={tmp_path}/data", f"output_dir={tmp_path}/runs", "data.generate.rows=12000"]
+    # Many short epochs: training outlasts the wait for the first checkpoint.
+    overrides += ["train.epochs=500", "train.batch_size=64", "train.checkpoint_every_steps=20"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *overrides],
+        cwd=repo_root,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job has
+    )
+    run = tmp_path / "runs" / "ple-local"
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    try:
+        wait_for(lambda: snapshot.is_file() and "step_" in snapshot.read_text(), "the first registered checkpoint")
+        started = descendants(job.pid)
+        os.killpg(job.pid, signal.SIGINT)
+        out, _ = job.communicate(timeout=300)
+        wait_for(lambda: not any(is_running(p) for p in started), "the job's processes to end")
+    finally:
+        stop_tree(job)
+    last = out.strip().splitlines()[-1]
+    assert job.returncode == 1 and "Traceback" not in out, out[-5000:]
+    stopped = re.fullmatch(
+        rf"error: training run {run} stopped before it finished \(interrupted, or its Ray cluster went away\); "
+        rf"its latest checkpoint is ({run}/step_\d+): the same command resumes from it",
+        last,
+    )
+    assert stopped, last
+    assert (Path(stopped[1]) / "extra.json").is_file()
