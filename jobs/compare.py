@@ -32,22 +32,26 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("overrides", nargs="*", help="dotted overrides: compare.seeds=[0,1], train.epochs=3, ...")
     args = p.parse_args(argv)
 
-    from pipeline.common.errors import exit_on_bad_input
+    from pipeline.common.errors import exit_on_bad_input, fail
     from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.report.compare import load_compare_config, run_comparison
     from pipeline.report.writer import write_report
+    from pipeline.train.launch import RunStopped
 
     with exit_on_bad_input():
         job, cc = load_compare_config(args.config, with_verbose(args.overrides, args.verbose))
     out = args.out or Path(job.output_dir) / f"{job.name}-report"
-    with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
-        configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
-        if cc.conflict is not None:
-            from pipeline.report.sweep import run_sweep, write_sweep_report
+    try:
+        with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
+            configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
+            if cc.conflict is not None:
+                from pipeline.report.sweep import run_sweep, write_sweep_report
 
-            path = write_sweep_report(run_sweep(job, cc, args.address, rerun=args.rerun), out)
-        else:
-            path = write_report(run_comparison(job, cc, args.address, rerun=args.rerun), out)
+                path = write_sweep_report(run_sweep(job, cc, args.address, rerun=args.rerun), out)
+            else:
+                path = write_report(run_comparison(job, cc, args.address, rerun=args.rerun), out)
+    except RunStopped as stopped:  # Ctrl-C: a seed's group of runs is not resumed, finished seeds are kept
+        fail(f"{stopped}: the same command reuses the seeds that had finished and trains the rest")
     print(f"report: {path}\nfull logs: {Path(out) / 'logs'}")
     return path
 

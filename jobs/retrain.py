@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None):
     from pipeline.registry.versions import RegistryError
     from pipeline.retrain.config import load_retrain_config
     from pipeline.retrain.daily import RetrainError, retrain
+    from pipeline.train.launch import RunStopped
 
     try:
         with exit_on_bad_input(RegistryError, RetrainError):
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None):
             outcome = retrain(cfg, args.address)
     except LockHeldError as err:
         fail(err, EXIT_LOCKED)
+    except RunStopped as stopped:  # Ctrl-C: the attempt is not resumed, the next run starts it afresh
+        fail(f"{stopped}: the registry is unchanged; the next run trains the candidate again")
     if outcome.status == "rejected":
         sys.exit(EXIT_REJECTED)
     return outcome

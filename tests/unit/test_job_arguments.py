@@ -1,6 +1,7 @@
 """Bad arguments and bad input to the data-preparation jobs (convert, inspect, generate): a usage
 error (exit 2) or one `error:` line naming the file and what is wrong (exit 65 bad data, 78 bad
-option), never a traceback; and nothing written."""
+option), never a traceback; and nothing written. The training jobs stopped by Ctrl-C: one line
+too, saying what the same command does next."""
 
 from __future__ import annotations
 
@@ -95,3 +96,60 @@ def test_jobs_name_an_output_directory_they_cannot_write(tmp_path, monkeypatch, 
     assert f"error: cannot write the log file {below_a_file / '_logs' / 'driver.log'} (Not a directory)" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("job", "runs", "argv", "then"),
+    [
+        ("train", "pipeline.train.launch.run_training", [], "the same command resumes from it"),
+        (
+            "retrain",
+            "pipeline.retrain.daily.retrain",
+            ["--config", "configs/jobs/retrain_local.yaml"],
+            "the registry is unchanged; the next run trains the candidate again",
+        ),
+        (
+            "compare",
+            "pipeline.report.compare.run_comparison",
+            ["--config", "configs/jobs/compare_local.yaml"],
+            "the same command reuses the seeds that had finished and trains the rest",
+        ),
+    ],
+)
+def test_jobs_stopped_by_ctrl_c_say_what_the_same_command_does_next(
+    job, runs, argv, then, tmp_path, monkeypatch, capsys, repo_root, clean_logging
+):
+    """Ctrl-C aborts Ray Train's run (pipeline/train/launch.py raises RunStopped, naming the run's
+    latest checkpoint): each training job ends with that and what happens next, one line, exit 1."""
+    import importlib
+
+    from pipeline.train.launch import RunStopped
+
+    module, name = runs.rsplit(".", 1)
+    run, checkpoint = f"{tmp_path}/runs/x", f"{tmp_path}/runs/x/step_00000040"
+
+    def stopped(*args, **kwargs):
+        raise RunStopped(run, checkpoint)
+
+    monkeypatch.setattr(importlib.import_module(module), name, stopped)
+    monkeypatch.chdir(repo_root)
+    out = ["--out", str(tmp_path / "report")] if job == "compare" else []
+    assert _run(job, [*argv, *out, f"output_dir={tmp_path}/runs"], monkeypatch) == 1
+    assert capsys.readouterr().err == (
+        f"error: training run {run} stopped before it finished (interrupted, or its Ray cluster went away); "
+        f"its latest checkpoint is {checkpoint}: {then}\n"
+    )
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again(
+    tmp_path, monkeypatch, capsys, repo_root, clean_logging
+):
+    from pipeline.train.launch import RunStopped
+
+    def stopped(*args, **kwargs):
+        raise RunStopped(f"{tmp_path}/runs/x", None)
+
+    monkeypatch.setattr("pipeline.train.launch.run_training", stopped)
+    monkeypatch.chdir(repo_root)
+    assert _run("train", [f"output_dir={tmp_path}/runs"], monkeypatch) == 1
+    assert capsys.readouterr().err.endswith("it had not saved a checkpoint yet: the same command starts it again\n")
