@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+AGAIN = "the same command reuses the seeds that had finished and trains the rest"
+
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> Path:
         job, cc = load_compare_config(args.config, with_verbose(args.overrides, args.verbose))
     out = args.out or Path(job.output_dir) / f"{job.name}-report"
     try:
-        with exit_on_bad_input():  # exit 65 bad data, 78 bad config (pipeline/common/errors.py)
+        # Exit 65 bad data, 78 bad config, 130 Ctrl-C outside a training run (pipeline/common/errors.py).
+        with exit_on_bad_input(rerun=AGAIN):
             configure_logs(Path(out) / "logs" / "driver.log", job.verbose)  # each run's workers: <run>/logs/
             if cc.conflict is not None:
                 from pipeline.report.sweep import run_sweep, write_sweep_report
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
             else:
                 path = write_report(run_comparison(job, cc, args.address, rerun=args.rerun), out)
     except RunStopped as stopped:  # Ctrl-C: a seed's group of runs is not resumed, finished seeds are kept
-        fail(f"{stopped}: the same command reuses the seeds that had finished and trains the rest")
+        fail(f"{stopped}: {AGAIN}")
     print(f"report: {path}\nfull logs: {Path(out) / 'logs'}")
     return path
 

@@ -11,8 +11,8 @@ configured tolerances. Only one run at a time per registry (a lock file).
 
 Exit status: 0 promoted, or nothing new to train on; 3 candidate rejected (kept in the registry,
 production unchanged); 75 another retrain holds the lock; 65 bad data in the new days; 78 bad
-config or feature spec; 1 any other error (pipeline/common/errors.py). The registry is left as it
-was on every error.
+config or feature spec; 130 interrupted; 1 any other error (pipeline/common/errors.py). The
+registry is left as it was on every error.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None):
     from pipeline.train.launch import RunStopped
 
     try:
-        with exit_on_bad_input(RegistryError, RetrainError):
+        with exit_on_bad_input(
+            RegistryError, RetrainError, rerun="the registry holds only whole versions; the next run goes on from it"
+        ):
             cfg = load_retrain_config(args.config, with_verbose(args.overrides, args.verbose))
             configure_logs(cfg.job.run_dir / "logs" / "driver.log", cfg.job.verbose)
             outcome = retrain(cfg, args.address)

@@ -14,12 +14,14 @@ kill finishes the work without duplicating rows. Joins the Ray cluster in RAY_AD
 overridden by dotted KEY=VALUE arguments (batch_size=16384 gpus_per_actor=1).
 
 Exit status: 0 scored; 65 bad data (the files already scored stay in the manifest, a rerun
-goes on from there); 78 bad config or feature spec; 1 any other error (pipeline/common/errors.py).
+goes on from there); 78 bad config or feature spec; 130 interrupted (Ctrl-C: likewise); 1 any other
+error (pipeline/common/errors.py).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None):
@@ -46,14 +48,16 @@ def main(argv: list[str] | None = None):
     from pipeline.common.logs import configure_logs, with_verbose
     from pipeline.score.config import load_score_config
     from pipeline.score.errors import ScoringError
-    from pipeline.score.output import log_dir
+    from pipeline.score.output import MANIFEST, log_dir
     from pipeline.score.run import score
     from pipeline.train.export import ExportError
 
     overrides = list(args.overrides)
     if args.keys:
         overrides.append(f"key_columns=[{args.keys}]")
-    with exit_on_bad_input(ExportError, ScoringError):
+    # Every output file is complete or absent (pipeline/score/run.py): a rerun goes on from the manifest.
+    rerun = f"the files scored so far are listed in {Path(args.output) / MANIFEST}; the same command scores the rest"
+    with exit_on_bad_input(ExportError, ScoringError, rerun=rerun):
         cfg = load_score_config(args.config, with_verbose(overrides, args.verbose))
         configure_logs(log_dir(args.output) / "driver.log", cfg.verbose)
         summary = score(

@@ -8,7 +8,8 @@ python -m jobs.train --in-memory                      # one process, no Ray (qui
 
 Exit status: 0 trained and exported; 65 bad data (a value the feature spec does not allow);
 78 bad config or feature spec; 1 any other error (pipeline/common/errors.py), a run stopped by
-Ctrl-C included: its last line names the checkpoint that the same command resumes from.
+Ctrl-C included: its last line names the checkpoint that the same command resumes from (130 for
+a Ctrl-C before the run starts).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     from pipeline.train.launch import RunStopped, run_training
 
     try:
-        with exit_on_bad_input():  # a bad row stops the run at once: exit 65 (pipeline/common/errors.py)
+        # A bad row stops the run at once: exit 65; Ctrl-C before Ray Train runs: 130 (pipeline/common/errors.py).
+        with exit_on_bad_input(rerun="the same command starts the run, or resumes it from its latest checkpoint"):
             result = run_training(cfg, args.address)
     except RunStopped as stopped:
         again = "the same command resumes from it" if stopped.checkpoint else "the same command starts it again"

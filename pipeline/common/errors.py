@@ -14,6 +14,8 @@ Exit statuses of every job (retraining adds its own 3 and 75, jobs/retrain.py):
         that cannot be read (sysexits' EX_DATAERR)
     78  bad configuration: a config or feature spec that does not validate, or that does not
         fit the files or the checkpoint (sysexits' EX_CONFIG)
+    130 interrupted by Ctrl-C (128 + SIGINT, as a shell reports it), with what a rerun does; a
+        training run that Ray Train aborts on Ctrl-C exits 1 (pipeline/train/launch.RunStopped)
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
-EXIT_BAD_DATA, EXIT_BAD_CONFIG = 65, 78
+EXIT_BAD_DATA, EXIT_BAD_CONFIG, EXIT_INTERRUPTED = 65, 78, 130
 
 
 class BadInputError(ValueError):
@@ -31,7 +34,7 @@ class BadInputError(ValueError):
     exit_status = EXIT_BAD_CONFIG  # DataValidationError: EXIT_BAD_DATA
 
 
-def fail(err: BaseException, status: int = 1) -> None:
+def fail(err: BaseException | str, status: int = 1) -> NoReturn:
     """Print `error: <err>` last, on stderr, and exit with `status`."""
     sys.stdout.flush()
     print(f"error: {err}", file=sys.stderr, flush=True)
@@ -39,13 +42,25 @@ def fail(err: BaseException, status: int = 1) -> None:
 
 
 @contextmanager
-def exit_on_bad_input(*others: type[BaseException]) -> Iterator[None]:
+def exit_on_bad_input(*others: type[BaseException], rerun: str = "") -> Iterator[None]:
     """For a job's main: bad input exits with its status (65 data, 78 config or spec), any of
-    `others` (the job's own expected errors: a rejected export...) with 1; anything else is a
-    bug and keeps its traceback."""
+    `others` (the job's own expected errors: a rejected export...) with 1, Ctrl-C with 130 and
+    `rerun` (what running the same command again does); anything else is a bug and keeps its
+    traceback."""
     try:
         yield
     except BadInputError as err:
         fail(err, err.exit_status)
     except others as err:
         fail(err)
+    except KeyboardInterrupt:
+        _shut_down_ray()
+        fail(f"interrupted{': ' + rerun if rerun else ''}", EXIT_INTERRUPTED)
+
+
+def _shut_down_ray() -> None:
+    """Stop this process's Ray now rather than at exit: what its shutdown prints (the actors it
+    stops, the tasks they leave) then comes before the job's error line, not after it."""
+    ray = sys.modules.get("ray")  # never imported here: jobs that do not use Ray stay without it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.common.errors import EXIT_BAD_CONFIG, EXIT_BAD_DATA
+from pipeline.common.errors import EXIT_BAD_CONFIG, EXIT_BAD_DATA, EXIT_INTERRUPTED
 
 
 def _run(module: str, argv: list[str], monkeypatch) -> int:
@@ -153,3 +153,38 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_again(
     monkeypatch.chdir(repo_root)
     assert _run("train", [f"output_dir={tmp_path}/runs"], monkeypatch) == 1
     assert capsys.readouterr().err.endswith("it had not saved a checkpoint yet: the same command starts it again\n")
+
+
+@pytest.mark.parametrize(
+    ("job", "runs", "then"),
+    [
+        ("score", "pipeline.score.run.score", "the files scored so far are listed in {out}/_manifest.json; "),
+        ("train", "pipeline.train.launch.run_training", "the same command starts the run, or resumes it from"),
+    ],
+)
+def test_ctrl_c_outside_a_training_run_exits_130_saying_what_a_rerun_does(
+    job, runs, then, tmp_path, monkeypatch, capsys, repo_root, clean_logging
+):
+    """KeyboardInterrupt (Ctrl-C while scoring, or while a training job reads its data): one line, exit 130,
+    and Ray shut down before it, so that the line is the console's last (not the shutdown's notices)."""
+    import importlib
+
+    import ray
+
+    said: list[str] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "shutdown", lambda: said.append(f"shutdown, error said: {capsys.readouterr().err!r}"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    module, name = runs.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    monkeypatch.chdir(repo_root)
+    out = tmp_path / "out"
+    score_args = ["--model", str(tmp_path / "export"), "--input", str(tmp_path), "--output", str(out)]
+    argv = score_args if job == "score" else [f"output_dir={out}"]
+    assert _run(job, argv, monkeypatch) == EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: interrupted: {then.format(out=out)}") and err.count("\n") == 1, err
+    assert said == ["shutdown, error said: ''"]
