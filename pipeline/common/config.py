@@ -114,7 +114,7 @@ def validated(
 
         def message(e: ErrorDetails) -> str:
             if e["type"] != "extra_forbidden":
-                return e["msg"]
+                return e["msg"].removeprefix("Value error, ")  # the message of one of our validators
             section = key(e["loc"][:-1])
             return unknown_key(model, e["loc"], "" if section == "<root>" else section)
 

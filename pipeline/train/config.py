@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.common.config import ConfigError, StrictModel, read_config_dict, validated
+from pipeline.data.files import day_range, iso_day
 from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig
 from pipeline.train.early_stopping import EarlyStopping
 from pipeline.train.schedule import LRSchedule
@@ -56,6 +57,29 @@ class DataConfig(StrictModel):
             "the same batches and report the same metrics; false: in the order Ray Data's reads finish"
         ),
     )
+
+    @field_validator("train_days", "val_days")
+    @classmethod
+    def _day_range(cls, days: tuple[str, str]) -> tuple[str, str]:
+        """[first, last] days, both YYYY-MM-DD (20260101 is read as 2026-01-01), first <= last."""
+        try:
+            first, last = iso_day(days[0]), iso_day(days[1])
+            day_range(first, last)
+        except ValueError as e:
+            raise ValueError(f"expected [first day, last day], both YYYY-MM-DD ({e})") from None
+        return first, last
+
+    @model_validator(mode="after")
+    def _validation_apart(self) -> DataConfig:
+        # Metrics on rows the model trained on flatter it, early stopping and the comparison included.
+        shared = sorted(set(day_range(*self.train_days)) & set(day_range(*self.val_days)))
+        if shared:
+            raise ValueError(
+                f"val_days {list(self.val_days)} overlap train_days {list(self.train_days)} "
+                f"({shared[0]}{'..' + shared[-1] if len(shared) > 1 else ''}): validation would measure the model on "
+                "rows it trained on; choose validation days outside the training days"
+            )
+        return self
 
 
 class TrainConfig(StrictModel):

@@ -71,6 +71,39 @@ def test_dates_stay_strings_and_errors_name_key_and_value(repo_root):
 
 
 @pytest.mark.parametrize(
+    "override, said",
+    [
+        (
+            "data.val_days=[2026-01-05,2026-01-03]",
+            "data.val_days: expected [first day, last day], both YYYY-MM-DD (end_day 2026-01-03 is before start_day "
+            "2026-01-05) (got ['2026-01-05', '2026-01-03'])",
+        ),
+        (
+            "data.train_days=['2026-13-01','2026-01-02']",
+            "data.train_days: expected [first day, last day], both YYYY-MM-DD (month must be in 1..12) "
+            "(got ['2026-13-01', '2026-01-02'])",
+        ),
+        (
+            "data.val_days=[2026-01-02,2026-01-04]",
+            "data: val_days ['2026-01-02', '2026-01-04'] overlap train_days ['2026-01-01', '2026-01-02'] "
+            "(2026-01-02): validation would measure the model on rows it trained on; choose validation days "
+            "outside the training days",
+        ),
+    ],
+)
+def test_training_and_validation_days_are_ranges_apart(repo_root, override, said):
+    """A reversed or malformed range was a ValueError traceback from deep in the reader; validation
+    days inside the training days trained silently and reported flattering metrics."""
+    from pipeline.train.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(repo_root / "configs/jobs/train_local.yaml", [override])
+    assert str(err.value).splitlines()[1:] == [f"  {said}"]
+    cfg = load_config(repo_root / "configs/jobs/train_local.yaml", ["data.val_days=['20260103','20260104']"])
+    assert cfg.data.val_days == ("2026-01-03", "2026-01-04")  # the converters' compact days, as the partitions are
+
+
+@pytest.mark.parametrize(
     "config, override, said",
     [
         ("train_local", "train.batchsize=16", "train.batchsize: unknown key: did you mean train.batch_size? (got 16)"),
