@@ -218,9 +218,11 @@ def _exported_checkpoint(cfg: JobConfig, final_checkpoint, final: dict, kept: li
 
 def _prepare(cfg: JobConfig, address: str | None) -> tuple[FeatureSpec, dict]:
     from pipeline.data.files import read_days
+    from pipeline.train.resources import check_cluster_fits
 
     spec = load_spec(cfg.data.spec)
     connect_ray(cfg, address)
+    check_cluster_fits(cfg.cluster, embedded=not (address or os.environ.get("RAY_ADDRESS")))
     ensure_data(cfg)
     d = cfg.data
     return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
