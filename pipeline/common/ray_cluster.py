@@ -70,6 +70,12 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         time.sleep(1)
 
 
+def joins_cluster(address: str | None) -> bool:
+    """True when a job given `address` joins a running cluster (`address` or RAY_ADDRESS, as
+    `ray job submit` sets it), False when it starts an embedded one."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def connect(address: str | None = None, local_num_cpus: int | None = None) -> None:
     """Join `address` / RAY_ADDRESS if set, else start a local Ray with `local_num_cpus`
     logical CPUs (None: all of this machine's). No-op if Ray is already initialised here, but
@@ -80,7 +86,7 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
     # Progress bars print thousands of lines when stdout is not a TTY (job logs, CI).
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
+        if joins_cluster(address):
             check_reachable(address or os.environ["RAY_ADDRESS"])
             ray.init(address=address, log_to_driver=True)
         else:

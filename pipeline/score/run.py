@@ -423,9 +423,22 @@ def score(
     log: Callable[[str], None] = print,
 ) -> ScoreSummary:
     """The whole job: plan (all checks, before Ray starts), connect to Ray, score, commit."""
-    from pipeline.common.ray_cluster import connect
+    from pipeline.common.cluster_fit import Request, check_cluster_fits
+    from pipeline.common.ray_cluster import connect, joins_cluster
 
     plan = plan_scoring(model, input_root, output_dir, cfg, days=days, overwrite=overwrite)
     if plan.rows_pending:
         connect(address, cfg.local_num_cpus)
+        actors = Request(
+            "actors",
+            cfg.num_actors,
+            cfg.cpus_per_actor,
+            cfg.gpus_per_actor,
+            count_key="num_actors",
+            cpus_key="cpus_per_actor",
+            gpus_key="gpus_per_actor",
+            fewer_gpus="a lower gpus_per_actor",
+            local_cpus_key="local_num_cpus",
+        )
+        check_cluster_fits(actors, embedded=not joins_cluster(address), log=lambda line: log(f"[score] {line}"))
     return run_scoring(plan, cfg, on_progress=on_progress, log=log)

@@ -217,12 +217,25 @@ def _exported_checkpoint(cfg: JobConfig, final_checkpoint, final: dict, kept: li
 
 
 def _prepare(cfg: JobConfig, address: str | None) -> tuple[FeatureSpec, dict]:
+    from pipeline.common.cluster_fit import Request, check_cluster_fits
+    from pipeline.common.ray_cluster import joins_cluster
     from pipeline.data.files import read_days
-    from pipeline.train.resources import check_cluster_fits
 
     spec = load_spec(cfg.data.spec)
     connect_ray(cfg, address)
-    check_cluster_fits(cfg.cluster, embedded=not (address or os.environ.get("RAY_ADDRESS")))
+    c = cfg.cluster
+    workers = Request(
+        "workers",
+        c.num_workers,
+        c.cpus_per_worker,
+        1.0 if c.use_gpu else 0.0,
+        count_key="cluster.num_workers",
+        cpus_key="cluster.cpus_per_worker",
+        gpus_key="cluster.use_gpu",
+        fewer_gpus="train on CPUs: cluster.use_gpu=false",
+        local_cpus_key="cluster.local_num_cpus",
+    )
+    check_cluster_fits(workers, embedded=not joins_cluster(address), log=lambda line: print(f"[train] {line}"))
     ensure_data(cfg)
     d = cfg.data
     return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}

@@ -48,7 +48,7 @@ def test_generated_root_of_other_settings_is_refused(repo_root, tmp_path):
         (["cluster.cpus_per_worker=1.5"], {"CPU": 4.0}, []),  # exactly one CPU left
         (["cluster.cpus_per_worker=1.75"], {"CPU": 4.0}, ["take 3.5 CPUs", "the cluster has 4 "]),
         (["cluster.cpus_per_worker=4"], {"CPU": 4.0}, ["take 8 CPUs", "the cluster has 4 "]),
-        (["cluster.use_gpu=true"], {"CPU": 16.0, "GPU": 1.0}, ["take a GPU each", "the cluster has 1 "]),
+        (["cluster.use_gpu=true"], {"CPU": 16.0, "GPU": 1.0}, ["take 2 GPUs", "cluster.use_gpu=false"]),
     ],
 )
 def test_a_cluster_that_cannot_run_the_workers_and_the_reads_is_refused_or_awaited(
@@ -56,20 +56,69 @@ def test_a_cluster_that_cannot_run_the_workers_and_the_reads_is_refused_or_await
 ):
     """Measured: with every CPU taken by the workers, or half a CPU left, Ray Data's reads never
     started and the job hung after "2 workers started", without a word."""
+    from pipeline.train.launch import _prepare
+
+    cfg = load_config(repo_root / "configs/jobs/train_local.yaml", overrides)
+    _check_fit(monkeypatch, resources)
+    refused = _refused(lambda: _prepare(cfg, None), wanting)
+    joined = _refused(lambda: _prepare(cfg, "127.0.0.1:6379"), [])  # a cluster that may grow: said, then awaited
+    said = capsys.readouterr().out
+    assert refused == bool(wanting) and not joined
+    assert said.startswith("[train] waiting for the cluster to grow") if wanting else said == ""
+    assert all(part in said for part in wanting)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "resources", "wanting"),
+    [
+        ([], {"CPU": 2.0}, []),  # 2 actors of 0.5 CPU (configs/jobs/score_local.yaml), 1 CPU left
+        (["num_actors=3"], {"CPU": 2.0}, ["the 3 actors take 1.5 CPUs (num_actors x cpus_per_actor)"]),
+        (["gpus_per_actor=1"], {"CPU": 8.0}, ["take 2 GPUs (gpus_per_actor), but the cluster has 0"]),
+    ],
+)
+def test_scoring_actors_the_cluster_cannot_hold_are_refused_or_awaited(
+    overrides, resources, wanting, repo_root, monkeypatch
+):
+    """Measured: 3 or 4 actors of 0.5 CPU on 2 CPUs (half a CPU, or none, left for the reads) never
+    scored a row, and the job waited without a word."""
+    from pipeline.score.config import load_score_config
+    from pipeline.score.run import score
+
+    said: list[str] = []
+    cfg = load_score_config(repo_root / "configs/jobs/score_local.yaml", overrides)
+    _check_fit(monkeypatch, resources)
+    monkeypatch.setattr("pipeline.score.run.plan_scoring", lambda *a, **k: type("Plan", (), {"rows_pending": 1}))
+    monkeypatch.setattr("pipeline.score.run.run_scoring", _stop)
+    run = lambda address: score("m", "i", "o", cfg, address=address, log=said.append)
+    assert _refused(lambda: run(None), wanting) == bool(wanting) and not _refused(lambda: run("127.0.0.1:1"), [])
+    assert (said == []) if not wanting else said[0].startswith("[score] waiting for the cluster to grow")
+
+
+def _check_fit(monkeypatch, resources: dict) -> None:
+    """Ray replaced by `resources`: connecting does nothing, and nothing past the check runs."""
     import ray
 
-    from pipeline.train.resources import check_cluster_fits
-
-    cluster = load_config(repo_root / "configs/jobs/train_local.yaml", overrides).cluster
     monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
-    if not wanting:
-        check_cluster_fits(cluster, embedded=True)
-        check_cluster_fits(cluster, embedded=False)
-        assert capsys.readouterr().out == ""
-        return
-    with pytest.raises(ConfigError) as refused:
-        check_cluster_fits(cluster, embedded=True)
-    assert all(part in str(refused.value) for part in wanting) and str(refused.value).endswith("would wait forever")
-    check_cluster_fits(cluster, embedded=False)  # a cluster that may grow: said, then awaited
-    said = capsys.readouterr().out
-    assert said.startswith("[train] waiting for the cluster to grow") and all(part in said for part in wanting)
+    monkeypatch.setattr("pipeline.common.ray_cluster.connect", lambda *a, **k: None)
+    monkeypatch.setattr("pipeline.train.launch.connect_ray", lambda *a, **k: None)
+    monkeypatch.setattr("pipeline.train.launch.ensure_data", _stop)
+
+
+class _Past(Exception):
+    """Raised where the job would go on past the check."""
+
+
+def _stop(*args, **kwargs):
+    raise _Past
+
+
+def _refused(job, wanting: list[str]) -> bool:
+    """True if `job` raised the ConfigError naming every part of `wanting`; False if it went on."""
+    try:
+        job()
+    except _Past:
+        return False
+    except ConfigError as err:
+        assert all(part in str(err) for part in wanting) and str(err).endswith("the job would wait forever"), err
+        return True
+    raise AssertionError("the job neither stopped at the check nor went past it")
