@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
+import threading
 import time
+from types import FrameType
 
 from pipeline.common.logs import RAY_DATA_LOGGING_ENV, VERBOSE_ENV
 
@@ -70,6 +73,25 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         time.sleep(1)
 
 
+def stop_on_sigterm_as_on_ctrl_c() -> None:
+    """SIGTERM (a scheduler stopping the job, `ray job stop`, `timeout`) handled as Ctrl-C: Ray
+    Train's own SIGINT handler aborts a run, elsewhere KeyboardInterrupt, and the job ends with
+    its one line and Ray shut down. Ray's native handler printed a stack of addresses and left an
+    embedded cluster's processes for the next job to clean up. From the main thread only (Python
+    allows no other); a SIGINT handler set to ignore is bypassed, a SIGTERM must still stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+        on_ctrl_c = signal.getsignal(signal.SIGINT)
+        if callable(on_ctrl_c) and on_ctrl_c is not signal.default_int_handler:
+            on_ctrl_c(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, as_ctrl_c)
+
+
 def joins_cluster(address: str | None) -> bool:
     """True when a job given `address` joins a running cluster (`address` or RAY_ADDRESS, as
     `ray job submit` sets it), False when it starts an embedded one."""
@@ -107,6 +129,7 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
                 },
             )
             EmbeddedClusterRecord()  # this cluster's processes, for the next job if this one is killed
+        stop_on_sigterm_as_on_ctrl_c()  # after ray.init, whose native handler it replaces
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +164,7 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
     from pipeline.train.ray_train_env import ray_train_env, ray_train_settings
 
     try:
-        with ray_train_env(ray_train_settings(cluster, address)):
+        with ray_train_env(ray_train_settings(cluster, address)), _own_ctrl_c_handler_after():
             result = trainer.fit()
     except SystemExit:
         # Ray Train's Ctrl-C handler aborts the run, and the driver's wait on it then ends in
@@ -175,6 +178,20 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
     if result.error:
         raise result.error
     return result
+
+
+@contextmanager
+def _own_ctrl_c_handler_after() -> Iterator[None]:
+    """Ray Train's fit sets a SIGINT handler that aborts its run and leaves it set: a Ctrl-C
+    during the export then exited 0 (the abort of a finished run fails, and the handler exits
+    0 then). This process's own handler comes back when the fit returns."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _stopped(trainer) -> RunStopped:
