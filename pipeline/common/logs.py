@@ -71,6 +71,21 @@ def _library_traceback_of_bad_input(record: logging.LogRecord) -> bool:
     return isinstance(error, BadInputError) or isinstance(getattr(error, "controller_failure", None), BadInputError)
 
 
+# gloo's words when the process at the other end of a collective is gone: the error of a worker
+# whose peer died (killed, or stopped by an abort), never the cause itself.
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer")
+
+
+def _library_error_of_a_gone_peer(record: logging.LogRecord) -> bool:
+    """Ray Train's traceback of a worker's collective that failed because another worker ended
+    first: the cause is said once by the driver's side (pipeline/train/fail_fast.py), and a
+    Ctrl-C's abort ends the workers one by one."""
+    if record.name.split(".")[0] not in LIBRARIES:
+        return False
+    error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    return isinstance(error, RuntimeError) and any(words in str(error) for words in PEER_GONE)
+
+
 class ChosenSettingNotices(logging.Filter):
     """Drops a library's notice of a setting this project chose on purpose: Ray Data's "Progress
     bars disabled" (pipeline/common/ray_cluster.py turns them off: they print thousands of lines
@@ -85,11 +100,12 @@ class ChosenSettingNotices(logging.Filter):
 
 class ConsoleFilter(logging.Filter):
     """What the console shows when not verbose: the project's loggers, the project's warnings
-    and every ERROR; the rest (library INFO, library warnings) is left to the log file."""
+    and every ERROR but the consequences of one said elsewhere (a bad input's traceback, a
+    worker's lost peer); the rest (library INFO, library warnings) is left to the log file."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
-            return not _library_traceback_of_bad_input(record)
+            return not (_library_traceback_of_bad_input(record) or _library_error_of_a_gone_peer(record))
         if not ChosenSettingNotices().filter(record):
             return False
         if record.name == PROJECT_LOGGER or record.name.startswith(PROJECT_LOGGER + "."):

@@ -10,13 +10,16 @@ of `NOT_RETRIED`; `unwrap_fail_fast` gives the driver back the worker's own exce
 
 from __future__ import annotations
 
+import logging
 import os
 
 from ray.exceptions import RayTaskError
 from ray.train import ControllerError, UserCallback
 
 from pipeline.common.errors import BadInputError
-from pipeline.common.logs import VERBOSE_ENV, configure_logs
+from pipeline.common.logs import PEER_GONE, PROJECT_LOGGER, VERBOSE_ENV, configure_logs
+
+log = logging.getLogger(f"{PROJECT_LOGGER}.train")
 
 # Deterministic: a retry reads the same rows with the same spec and config. A ConfigError, a
 # FeatureSpecError, a DataValidationError.
@@ -46,18 +49,51 @@ def worker_error(exc: BaseException) -> BaseException:
 
 class FailFast(UserCallback):
     """Stops the run when a worker raised bad input (see NOT_RETRIED); other errors are left to
-    the failure policy (retried up to max_failures times)."""
+    the failure policy (retried up to max_failures times), said in one line. Runs in Ray Train's
+    controller, whose console it also quiets."""
+
+    def __init__(self) -> None:
+        self._console_quiet = False
+
+    def _quiet_console(self) -> None:
+        """Ray Train set up the controller's logging after the cluster's worker hook did: its
+        tracebacks of a StopRun, or of a failed shutdown of a crashed or aborted worker group,
+        would bury the job's lines on the console (pipeline/common/logs.py keeps them off it)."""
+        if not self._console_quiet:
+            configure_logs(None, verbose=os.environ.get(VERBOSE_ENV) == "1", import_libraries=False)
+            self._console_quiet = True
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self._quiet_console()  # the first report comes before anything worth quieting
 
     def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
-        for rank, exc in sorted(worker_exceptions.items()):
-            error = worker_error(exc)
+        self._quiet_console()
+        errors = {rank: worker_error(exc) for rank, exc in sorted(worker_exceptions.items())}
+        for rank, error in errors.items():
             if isinstance(error, NOT_RETRIED):
-                # Ray Train logs its traceback of StopRun: on the console that would bury the
-                # job's one error line (pipeline/common/logs.py keeps it to the log files).
-                configure_logs(None, verbose=os.environ.get(VERBOSE_ENV) == "1", import_libraries=False)
                 # The controller turns an exception raised in a callback into a ControllerError,
                 # which its default failure policy never retries.
                 raise StopRun(rank, error)
+        log.warning(
+            f"[train] {describe_failure(errors)}; Ray Train restarts the workers from the latest checkpoint "
+            "(up to cluster.max_failures times)"
+        )
+
+
+def describe_failure(errors: dict[int, BaseException]) -> str:
+    """One line for the workers' errors: the cause, without the errors of the workers that only
+    lost their peer in a collective (they follow from it)."""
+    causes = {r: e for r, e in errors.items() if not any(words in str(e) for words in PEER_GONE)} or errors
+    said = []
+    for rank, error in causes.items():
+        error = getattr(error, "health_check_failure", error)  # Ray Train's wrapper of a dead worker's error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        # A dead actor's error says why on a line of its own (exit type and detail).
+        why = next((line for line in lines if "is dead because" in line), lines[0])
+        if len(why) > 200:  # to the last whole sentence that fits
+            why = why[:200].rsplit(". ", 1)[0]
+        said.append(f"worker {rank} failed: {type(error).__name__}: {why.rstrip('.')}")
+    return "; ".join(said)
 
 
 def unwrap_fail_fast(err: BaseException) -> BaseException:

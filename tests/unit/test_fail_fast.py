@@ -4,6 +4,7 @@ exceptions are built here as Ray Train's controller hands them over."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import pytest
@@ -15,7 +16,7 @@ from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 
 from pipeline.common.config import ConfigError
 from pipeline.data.validation import DataValidationError
-from pipeline.train.fail_fast import FailFast, StopRun, unwrap_fail_fast, worker_error
+from pipeline.train.fail_fast import FailFast, StopRun, describe_failure, unwrap_fail_fast, worker_error
 
 BAD_ROWS = DataValidationError("null or NaN dense values", file="/d/part-0.parquet", column="price", count=2)
 
@@ -32,7 +33,7 @@ def test_worker_error_unwraps_ray_train_and_ray_core():
     assert worker_error(BAD_ROWS) is BAD_ROWS
 
 
-def test_bad_input_stops_the_run_and_faults_are_left_to_retries():
+def test_bad_input_stops_the_run_and_faults_are_left_to_retries(clean_logging):
     callback = FailFast()
     with pytest.raises(StopRun) as stop:
         callback.after_exception(
@@ -43,6 +44,33 @@ def test_bad_input_stops_the_run_and_faults_are_left_to_retries():
         callback.after_exception(None, {0: UserExceptionWithTraceback(ConfigError("bad key"), "tb")})
     # A fault (a killed peer, a lost node) is not bad input: the failure policy retries it.
     assert callback.after_exception(None, {0: RuntimeError("worker died"), 1: MemoryError()}) is None
+
+
+def test_a_retried_failure_is_one_line_naming_its_cause(caplog, clean_logging):
+    """Not the tracebacks of the controller and of the worker that lost its peer: one line."""
+    # Ray Train's wrapper of a dead worker's error; private, read through its health_check_failure.
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    dead = RuntimeError(
+        "The actor died unexpectedly before finishing this task.\n\tclass_name: RayTrainWorker\n"
+        "The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit "
+        "detail: Worker unexpectedly exits with a connection error code 2. End of file. Some common causes "
+        "include: (1) the process was killed by the OOM killer due to high memory usage."
+    )
+    lost_peer = RuntimeError("[pair.cc:537] Read error [127.0.0.1]:8595: Connection reset by peer. This is ...")
+    errors = {
+        0: WorkerHealthCheckFailedError("A worker health check failed.", dead),
+        1: UserExceptionWithTraceback(lost_peer, traceback_str="tb"),
+    }
+    with caplog.at_level(logging.WARNING, logger="ple.train"):
+        assert FailFast().after_exception(None, errors) is None  # retried
+    assert [r.getMessage() for r in caplog.records if r.name == "ple.train"] == [
+        "[train] worker 0 failed: RuntimeError: The actor is dead because its worker process has died. Worker exit "
+        "type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of "
+        "file; Ray Train restarts the workers from the latest checkpoint (up to cluster.max_failures times)"
+    ]
+    # Only lost peers (no other cause known): they are said.
+    assert describe_failure({1: lost_peer}) == f"worker 1 failed: RuntimeError: {str(lost_peer).rstrip('.')}"
 
 
 def test_the_driver_gets_the_workers_error_back():

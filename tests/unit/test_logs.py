@@ -72,9 +72,25 @@ def test_a_librarys_traceback_of_bad_input_stays_off_the_console():
     except DataValidationError:
         assert not console.filter(traceback_text)  # the job prints it as one line, last
     try:
-        raise RuntimeError("gloo: connection reset by peer")
-    except RuntimeError:
+        raise MemoryError("out of memory")
+    except MemoryError:
         assert console.filter(traceback_text)  # a fault: its traceback shows
+
+
+def test_a_workers_traceback_of_its_lost_peer_stays_off_the_console():
+    """The worker whose peer died (killed, or ended first by a Ctrl-C's abort) fails in its
+    collective: the controller says the cause in one line (pipeline/train/fail_fast.py)."""
+    console = ConsoleFilter()
+    traceback_text = _record("ray.train.v2._internal.util", logging.ERROR, "Error in training function: ...")
+    for said in ("Connection reset by peer", "Connection closed by peer"):
+        try:
+            raise RuntimeError(f"[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:37577: {said}. This is ...")
+        except RuntimeError:
+            assert not console.filter(traceback_text)
+    try:
+        raise RuntimeError("Connection reset by peer")
+    except RuntimeError:  # the project's own error record still shows
+        assert console.filter(_record("ple.train", logging.ERROR, "[train] ..."))
 
 
 @pytest.mark.parametrize("verbose", [False, True])
