@@ -51,14 +51,17 @@ def shortfalls(request: Request, resources: dict[str, float]) -> list[str]:
     return found
 
 
-def check_cluster_fits(request: Request, embedded: bool, log=print) -> None:
-    """Refuse (ConfigError) a request the embedded cluster cannot meet; on a joined cluster,
-    say what the job will wait for."""
+def check_cluster_fits(request: Request, address: str | None, log=print) -> None:
+    """After connecting with `address`: refuse (ConfigError) a request the embedded cluster
+    cannot meet; on a joined cluster (pipeline/common/ray_cluster.joins_cluster), say what the
+    job will wait for."""
     import ray
+
+    from pipeline.common.ray_cluster import joins_cluster
 
     found = shortfalls(request, ray.cluster_resources())
     if not found:
         return
-    if embedded:
+    if not joins_cluster(address):
         raise ConfigError(f"{'; '.join(found)}: the job would wait forever")
     log(f"waiting for the cluster to grow (an autoscaler adding nodes): {'; '.join(found)}")

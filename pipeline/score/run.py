@@ -424,7 +424,7 @@ def score(
 ) -> ScoreSummary:
     """The whole job: plan (all checks, before Ray starts), connect to Ray, score, commit."""
     from pipeline.common.cluster_fit import Request, check_cluster_fits
-    from pipeline.common.ray_cluster import connect, joins_cluster
+    from pipeline.common.ray_cluster import connect
 
     plan = plan_scoring(model, input_root, output_dir, cfg, days=days, overwrite=overwrite)
     if plan.rows_pending:
@@ -440,5 +440,5 @@ def score(
             fewer_gpus="a lower gpus_per_actor",
             local_cpus_key="local_num_cpus",
         )
-        check_cluster_fits(actors, embedded=not joins_cluster(address), log=lambda line: log(f"[score] {line}"))
+        check_cluster_fits(actors, address, log=lambda line: log(f"[score] {line}"))
     return run_scoring(plan, cfg, on_progress=on_progress, log=log)

@@ -235,7 +235,6 @@ def _exported_checkpoint(cfg: JobConfig, final_checkpoint, final: dict, kept: li
 
 def _prepare(cfg: JobConfig, address: str | None) -> tuple[FeatureSpec, dict]:
     from pipeline.common.cluster_fit import Request, check_cluster_fits
-    from pipeline.common.ray_cluster import joins_cluster
     from pipeline.data.files import read_days
 
     spec = load_spec(cfg.data.spec)
@@ -252,7 +251,7 @@ def _prepare(cfg: JobConfig, address: str | None) -> tuple[FeatureSpec, dict]:
         fewer_gpus="train on CPUs: cluster.use_gpu=false",
         local_cpus_key="cluster.local_num_cpus",
     )
-    check_cluster_fits(workers, embedded=not joins_cluster(address), log=lambda line: print(f"[train] {line}"))
+    check_cluster_fits(workers, address, log=lambda line: print(f"[train] {line}"))
     ensure_data(cfg)
     d = cfg.data
     return spec, {"train": read_days(d.root, *d.train_days, spec), "val": read_days(d.root, *d.val_days, spec)}
