@@ -61,13 +61,18 @@ def _library_file(path: str) -> bool:
     return "site-packages" in parts and not any(p in parts for p in PROJECT_PACKAGES)
 
 
+def _library_error(record: logging.LogRecord) -> BaseException | None:
+    """The error a library's record is about: its own, or the one being handled while it is
+    logged (Ray Train logs a worker's traceback as text). None for the project's records."""
+    if record.name.split(".")[0] not in LIBRARIES:
+        return None
+    return record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+
+
 def _library_traceback_of_bad_input(record: logging.LogRecord) -> bool:
     """Ray Train's traceback of a BadInputError (logged in the worker, and in the controller that
-    stops the run): the job prints the error itself, as one line, last. The error is the
-    record's, or the one being handled while it is logged (Ray Train logs the traceback text)."""
-    if record.name.split(".")[0] not in LIBRARIES:
-        return False
-    error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    stops the run): the job prints the error itself, as one line, last."""
+    error = _library_error(record)
     return isinstance(error, BadInputError) or isinstance(getattr(error, "controller_failure", None), BadInputError)
 
 
@@ -80,9 +85,7 @@ def _library_error_of_a_gone_peer(record: logging.LogRecord) -> bool:
     """Ray Train's traceback of a worker's collective that failed because another worker ended
     first: the cause is said once by the driver's side (pipeline/train/fail_fast.py), and a
     Ctrl-C's abort ends the workers one by one."""
-    if record.name.split(".")[0] not in LIBRARIES:
-        return False
-    error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    error = _library_error(record)
     return isinstance(error, RuntimeError) and any(words in str(error) for words in PEER_GONE)
 
 

@@ -183,8 +183,8 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
 @contextmanager
 def _own_ctrl_c_handler_after() -> Iterator[None]:
     """Ray Train's fit sets a SIGINT handler that aborts its run and leaves it set: a Ctrl-C
-    during the export then exited 0 (the abort of a finished run fails, and the handler exits
-    0 then). This process's own handler comes back when the fit returns."""
+    during the export was then swallowed (measured: the handler asked the finished run's
+    controller to abort and returned). This process's own handler comes back when the fit returns."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
