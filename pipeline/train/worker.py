@@ -368,7 +368,7 @@ class WorkerTrainer:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
         t = self.cfg.train
-        if self.resumed_final and (self.epoch >= t.epochs or self._done()):
+        if self.resumed_final and self._trained_out():
             # A rerun of a finished run: its final checkpoint stands. Writing it again would cost a
             # model's bytes, and Ray Train deleted a directory registered twice under one name.
             if self.rank == 0:
@@ -396,7 +396,7 @@ class WorkerTrainer:
                 log.warning(f"[train] {line}")
         meter, cadence = ThroughputMeter(rows_per_step), Cadence(t)
         self._carry_out(cadence.at_start(self.step))
-        while self.epoch < t.epochs and not self._done():
+        while not self._trained_out():
             batches = self._epoch_batches()
             first_of_epoch = True
             while not self._done():
@@ -457,6 +457,10 @@ class WorkerTrainer:
             return max_steps
         run = per_epoch * self.cfg.train.epochs
         return min(run, max_steps) if max_steps else run
+
+    def _trained_out(self) -> bool:
+        """Nothing left to train: the configured epochs are done, or _done() says stop."""
+        return self.epoch >= self.cfg.train.epochs or self._done()
 
     def _done(self) -> bool:
         max_steps = self.cfg.train.max_steps
