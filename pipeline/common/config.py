@@ -154,3 +154,27 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)
+
+
+def differences(there: Any, now: Any, key: str = "") -> list[str]:
+    """Where two settings differ, one `key: A there, B now` per differing value: sections by
+    their dotted keys, a list of named sections (feature-spec tables, features, tasks) by name
+    (`tables[category].hash_buckets`; `dense[price] added` or `removed`), any other value whole."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        keys = list(there) + [k for k in now if k not in there]
+        return [d for k in keys for d in differences(there.get(k), now.get(k), f"{key}.{k}" if key else str(k))]
+    if _named(there) and _named(now):
+        there_by, now_by = ({s["name"]: s for s in sections} for sections in (there, now))
+        added = [f"{key}[{n}] added" for n in now_by if n not in there_by]
+        removed = [f"{key}[{n}] removed" for n in there_by if n not in now_by]
+        both = [n for n in there_by if n in now_by]
+        return removed + added + [d for n in both for d in differences(there_by[n], now_by[n], f"{key}[{n}]")]
+    return [] if there == now else [f"{key}: {_said(there)} there, {_said(now)} now"]
+
+
+def _named(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value)
+
+
+def _said(value: Any) -> str:
+    return "not set" if value is None else repr(value)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.common.config import ConfigError
 from pipeline.data.validation import describe_filled, filled_from_metrics
 from pipeline.registry.versions import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain.config import RetrainConfig
@@ -174,6 +175,25 @@ def _run_config(job: JobConfig, plan: DayPlan, name: str, warm_start: str | None
     )
 
 
+def _train_candidate(run_cfg: JobConfig, address: str | None, production: Version | None):
+    """run_training; a warm start that production's settings refuse (the config's feature spec
+    or model changed since) says what retraining can do instead."""
+    from pipeline.train.checkpoint import CheckpointMismatchError, listed
+    from pipeline.train.launch import run_training
+
+    try:
+        return run_training(run_cfg, address)
+    except CheckpointMismatchError as err:
+        if production is None or not err.changed:
+            raise
+        raise ConfigError(
+            f"production {production.id} was trained with other settings than this config's "
+            f"({listed(err.changed)}); retraining warm-starts "
+            f"from it, so these cannot change. To train them, give retraining a new registry "
+            f"(retrain.registry=...): its first run trains from scratch"
+        ) from None
+
+
 def _annotate_export(export_dir: str, reg: Registry, vid: str) -> None:
     """Point the export's metadata at the registry's copy of its checkpoint (the attempt's own
     is deleted) and name its registry version. Metadata only: the content `version` hash
@@ -219,7 +239,6 @@ def _train_and_publish(
     from pipeline.data.files import list_day_files
     from pipeline.retrain.gate import decide, evaluate_export
     from pipeline.train.export import read_export_meta
-    from pipeline.train.launch import run_training
 
     s, job = cfg.retrain, cfg.job
     vid = reg.next_version_id()
@@ -233,7 +252,7 @@ def _train_and_publish(
     run_cfg = _run_config(job, plan, attempt, warm)
     start = f"warm start from {production.id}" if production else "from scratch (empty registry)"
     log(f"[retrain] candidate {vid}: {start}; {what}")
-    result = run_training(run_cfg, address)
+    result = _train_candidate(run_cfg, address, production)
 
     eval_files = list_day_files(job.data.root, plan.eval_day, plan.eval_day)
     tasks = load_spec(job.data.spec).task_names

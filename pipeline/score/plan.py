@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.common.config import differences
 from pipeline.data.feature_spec import FeatureSpec
 from pipeline.data.files import list_day_files, parse_days
 from pipeline.data.validation import DataValidationError, validate_files
@@ -196,10 +197,10 @@ def plan_scoring(
                 f"written by this job; choose an empty or new output directory"
             )
     if manifest is not None:
-        differs = {k: (manifest.get(k), v) for k, v in identity.items() if manifest.get(k) != v}
+        differs = differences({k: manifest.get(k) for k in identity}, identity)
         if differs:
             held = len(manifest.get("files", {})) or len(output_parquet_files(out))
-            what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differs.items())
+            what = "; ".join(differs)
             if held and not overwrite:
                 state = "a complete" if manifest.get("complete") else "a partial"
                 raise ScoringError(

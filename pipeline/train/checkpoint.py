@@ -18,7 +18,9 @@ size or table placement. What cannot move is optimizer state whose *shape* depen
 plan: fbgemm's row-wise Adagrad keeps one accumulator per row per column shard, so a
 column-wise table's state only loads into the same number of column shards; and a table's
 state is named differently when fused (sharded) and data-parallel. `load_checkpoint` checks
-shapes and names first and raises CheckpointMismatchError saying which and why.
+shapes and names first and raises CheckpointMismatchError saying which and why: the feature
+spec's or model's settings that changed since the checkpoint (its extra.json records them), else
+the plan. It is bad input (exit status 78), not retried.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from torch.distributed.tensor import DTensor
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
+from pipeline.common.config import differences
+from pipeline.common.errors import BadInputError
 from pipeline.common.files import fsync_path
 from pipeline.train.sharding import describe_plan
 from ple_model.managed_ids import ManagedIds
@@ -48,8 +52,39 @@ PLAN_FILE = "plan.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint cannot be loaded into this model/optimizer (names or shapes differ)."""
+# What a checkpoint's tensors depend on, besides the sharding plan: the settings `extra.json`
+# records (its "config" and "spec") that a mismatch is explained by.
+SHAPING_TRAIN_KEYS = ("sparse_optimizer", "loss_balancing", "esmm", "sharding_type")
+
+
+class CheckpointMismatchError(BadInputError):
+    """The checkpoint cannot be loaded into this model/optimizer (names or shapes differ).
+    `changed`: the feature spec's and model's settings that differ from the checkpoint's, the
+    likely cause ([] when they are the same: then the sharding plan is)."""
+
+    def __init__(self, message: str, changed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.changed = changed or []
+
+    def __reduce__(self):
+        return (self.__class__, (str(self), self.changed))
+
+
+def listed(items: list[str], limit: int = 6) -> str:
+    """The first `limit` of `items` (CheckpointMismatchError.changed, say), for a message."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def shaping_settings(settings: dict) -> dict:
+    """The parts of a run's settings (`{"config": JobConfig dump, "spec": FeatureSpec dump}`, as
+    `extra.json` records them) that its checkpoint's tensors depend on."""
+    train = settings.get("config", {}).get("train", {})
+    return {
+        "spec": settings.get("spec"),
+        "model": settings.get("config", {}).get("model"),
+        "train": {key: train.get(key) for key in SHAPING_TRAIN_KEYS},
+    }
 
 
 def step_dir(root: str, step: int) -> str:
@@ -173,10 +208,8 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_compatible(path: str, state: dict[str, Any]) -> None:
+def _check_compatible(path: str, state: dict[str, Any], settings: dict | None) -> None:
     saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
-    kinds = saved_sharding_types(path)
-    plan_note = f" The checkpoint's tables were sharded as {kinds}." if kinds else ""
     missing, wrong = [], []
     for key, value in _flatten(state).items():
         if not isinstance(value, torch.Tensor):
@@ -187,26 +220,53 @@ def _check_compatible(path: str, state: dict[str, Any]) -> None:
             size = value.size() if isinstance(value, (ShardedTensor, DTensor)) else value.shape
             if tuple(meta.size) != tuple(size):
                 wrong.append(f"{key}: saved {tuple(meta.size)}, here {tuple(size)}")
-    if wrong:
+    if not wrong and not missing:
+        return
+    changed = _changed_settings(path, settings)
+    shown = 2 if changed else 5  # the settings say why; a few tensors say what
+    what = (
+        f"tensor shapes differ: {listed(wrong, shown)}" if wrong else f"not in the checkpoint: {listed(missing, shown)}"
+    )
+    if changed:
         raise CheckpointMismatchError(
-            f"{path}: tensor shapes differ: {'; '.join(wrong[:5])}. Row-wise Adagrad state has one "
-            f"accumulator per row per column shard, so column-wise sharded tables only load into a plan "
-            f"with the same column shards (same sharding type and shard widths).{plan_note}"
+            f"{path} was trained with other settings than this run's ({listed(changed)}), "
+            f"and its tensors do not fit this model: {what}.",
+            changed,
         )
-    if missing:
-        raise CheckpointMismatchError(
-            f"{path}: not in the checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}. Optimizer "
-            f"state of a table is stored under different names when the table is fused (sharded) and when it "
-            f"is data_parallel, and the model/tasks must be the same.{plan_note}"
-        )
+    kinds = saved_sharding_types(path)
+    why = (
+        "Row-wise Adagrad state has one accumulator per row per column shard, so column-wise sharded tables "
+        "only load into a plan with the same column shards (same sharding type and shard widths)."
+        if wrong
+        else "Optimizer state of a table is stored under different names when the table is fused (sharded) "
+        "and when it is data_parallel."
+    )
+    plan_note = f" The checkpoint's tables were sharded as {kinds}." if kinds else ""
+    raise CheckpointMismatchError(f"{path}: {what}. {why}{plan_note}")
 
 
-def load_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def _changed_settings(path: str, settings: dict | None) -> list[str]:
+    """The shaping settings (see shaping_settings) where `path`'s differ from `settings`; []
+    without `settings` or a record of the checkpoint's."""
+    try:
+        with open(os.path.join(path, EXTRA_FILE)) as f:
+            trained = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if settings is None or "config" not in trained or "spec" not in trained:
+        return []
+    return differences(shaping_settings(trained), shaping_settings(settings))
+
+
+def load_checkpoint(
+    path: str, model: nn.Module, optimizer: torch.optim.Optimizer, settings: dict | None = None
+) -> dict:
     """Collective: load a checkpoint saved by `save_checkpoint` (any world size / compatible plan)
-    into `model` and `optimizer` in place; returns its `extra`."""
+    into `model` and `optimizer` in place; returns its `extra`. `settings` (this run's, as
+    `extra.json` records them) lets a CheckpointMismatchError name the settings that changed."""
     _materialize_optimizer_state(optimizer)
     state = _state(model, optimizer)
-    _check_compatible(path, state)
+    _check_compatible(path, state, settings)
     dcp.load(state, checkpoint_id=path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optim"])

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.common.config import ConfigError
+from pipeline.common.config import ConfigError, differences
 from pipeline.common.files import write_text_atomic
 from pipeline.common.logs import plural
 from pipeline.data.feature_spec import FeatureSpec, load_spec
@@ -66,11 +66,10 @@ def ensure_data(cfg: JobConfig) -> None:
             print(f"[data] using the logs already in {root} (not a record of data.generate: remove it to regenerate)")
             return
         had = json.loads(marker.read_text())
-        changed = sorted(k for k in wanted.keys() | had.keys() if wanted.get(k) != had.get(k))
+        changed = differences(had, wanted)
         if changed:
             raise ConfigError(
-                f"{root} holds logs generated with other data.generate settings ({', '.join(changed)}: "
-                f"{ {k: had.get(k) for k in changed} } there, { {k: wanted.get(k) for k in changed} } now); "
+                f"{root} holds logs generated with other data.generate settings ({'; '.join(changed)}); "
                 "remove the folder to generate them again, or point data.root elsewhere"
             )
         return

@@ -185,14 +185,15 @@ class WorkerTrainer:
         return {table: kind for table, kind in (types or {}).items() if kind in allowed} or None
 
     def resume(self) -> None:
-        from pipeline.train.checkpoint import load_checkpoint
 
         ckpt = self.checkpoint
         if ckpt is None:
             self._warm_start()
             return
         with ckpt.as_directory() as d:
-            extra = load_checkpoint(d, self.sm.model, self.sm.optimizer)
+            extra = self._load(
+                d, "A run resumes from its own checkpoints: give this one another name= to train it anew"
+            )
         self.step, self.epoch, self.batches_in_epoch = extra["step"], extra["epoch"], extra["batches_in_epoch"]
         self.checkpointed_step = self.step
         # Final checkpoints are marked "done"; an earlier version's is recognised by its name.
@@ -213,14 +214,32 @@ class WorkerTrainer:
     def _warm_start(self) -> None:
         """A new run starting from another run's weights and optimizer state (daily retraining):
         unlike a resume, the step, epoch and history start afresh."""
-        from pipeline.train.checkpoint import load_checkpoint
-
         path = self.cfg.train.init_from
         if path is None:
             return
-        extra = load_checkpoint(path, self.sm.model, self.sm.optimizer)
+        extra = self._load(
+            path,
+            "A warm start (train.init_from) needs the tables, features, tasks and model it was trained with: "
+            "restore those, or train without it",
+        )
         if self.rank == 0:
             log.info(f"[train] warm start from {path} (its step {extra['step']})")
+
+    def _load(self, path: str, if_changed: str) -> dict:
+        """load_checkpoint with this run's settings; a mismatch they explain says `if_changed`,
+        what to do about it."""
+        from pipeline.train.checkpoint import CheckpointMismatchError, load_checkpoint
+
+        try:
+            return load_checkpoint(path, self.sm.model, self.sm.optimizer, self._settings())
+        except CheckpointMismatchError as err:
+            if not err.changed:
+                raise
+            raise CheckpointMismatchError(f"{err} {if_changed}.", err.changed) from None
+
+    def _settings(self) -> dict:
+        """This run's config and feature spec, as its checkpoints record them."""
+        return {"config": self.cfg.model_dump(mode="json"), "spec": self.spec.model_dump(mode="json")}
 
     def _checkpoint_name(self, final: bool = False) -> str:
         """The checkpoint directory's name. The final checkpoint at a step that has one already
@@ -246,8 +265,7 @@ class WorkerTrainer:
             "world_size": self.world,
             "history": self.history,
             "resumed_at": self.resumed_at,
-            "config": self.cfg.model_dump(mode="json"),
-            "spec": self.spec.model_dump(mode="json"),
+            **self._settings(),
             "plan": str(self.sm.plan),
             "done": final,
             **({"dwa": self.dwa.state()} if self.dwa is not None else {}),

@@ -13,6 +13,7 @@ import torch
 from helpers.dist_utils import assemble, local_pieces, run_on_ranks
 from helpers.tiny_model import MODEL, global_batch, tiny_spec
 from pipeline.data.collate import collate
+from pipeline.data.feature_spec import spec_from_dict
 from pipeline.train import checkpoint
 from pipeline.train.checkpoint import (
     CheckpointMismatchError,
@@ -136,6 +137,59 @@ def test_the_exports_reader_reassembles_column_shards_exactly(saved):
     got = read_tensors(os.path.join(root, "column_wise"), {f"model.{k}": v for k, v in want.items()})
     for key, value in want.items():
         assert torch.equal(got[f"model.{key}"], value), key
+
+
+def _settings(spec) -> dict:
+    """A run's settings as its extra.json records them (the config's parts that matter here)."""
+    train = TrainConfig(batch_size=32).model_dump(mode="json")
+    return {"config": {"model": MODEL.model_dump(mode="json"), "train": train}, "spec": spec.model_dump(mode="json")}
+
+
+def _spec_with(edit) -> object:
+    data = tiny_spec().model_dump(mode="json")
+    edit(data)
+    return spec_from_dict(data)
+
+
+def _changed_settings_worker(rank: int, world_size: int, root: str) -> dict:
+    path = os.path.join(root, "trained")
+    sm = _build("table_wise", seed=0)
+    _train(sm, rank, world_size, range(1))  # optimizer state to save
+    save_checkpoint(path, sm.model, sm.optimizer, {"step": 1, **_settings(tiny_spec())})
+    bigger = _spec_with(lambda d: d["tables"][2].update(hash_buckets=64))  # category: 32 rows -> 64
+    resized = build_sharded_model(
+        bigger, MODEL, TrainConfig(batch_size=32), torch.device("cpu"), sharding_type="table_wise"
+    )
+    try:
+        load_checkpoint(path, resized.model, resized.optimizer, _settings(bigger))
+        refused = None
+    except CheckpointMismatchError as err:
+        refused = {"message": str(err), "changed": err.changed}
+    # New normalisation statistics change no tensor: the checkpoint loads as before.
+    restat = _spec_with(lambda d: d["dense"][1].update(mean=700.0))
+    fresh = _build("table_wise", seed=1)
+    extra = load_checkpoint(path, fresh.model, fresh.optimizer, _settings(restat))
+    return {
+        "refused": refused,
+        "loaded": assemble([_pieces(fresh)]),
+        "saved": assemble([_pieces(sm)]),
+        "step": extra["step"],
+    }
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_settings_that_changed(tmp_path):
+    [r] = run_on_ranks(_changed_settings_worker, 1, str(tmp_path))
+    path = tmp_path / "trained"
+    assert r["refused"] is not None, "a checkpoint with a 32-row table loaded into a 64-row one"
+    assert r["refused"]["changed"] == ["spec.tables[category].hash_buckets: 32 there, 64 now"]
+    message = r["refused"]["message"]
+    assert message.startswith(
+        f"{path} was trained with other settings than this run's (spec.tables[category].hash_buckets: 32 there, "
+        "64 now), and its tensors do not fit this model: tensor shapes differ: "
+    ), message
+    assert "category.weight: saved (32, 4), here (64, 4)" in message and "column shard" not in message, message
+    assert r["step"] == 1
+    assert all(torch.equal(r["loaded"][k], v) for k, v in r["saved"].items())
 
 
 class SimulatedCrash(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.common.config import ConfigError, read_config_dict
+from pipeline.common.config import ConfigError, differences, read_config_dict
 
 
 def test_extends_merges_sections_and_overrides_win(tmp_path):
@@ -127,3 +127,32 @@ def test_a_mistyped_key_is_answered_with_the_key_meant(repo_root, config, overri
     with pytest.raises(ConfigError) as err:
         loader(repo_root / f"configs/jobs/{config}.yaml", [override])
     assert said in str(err.value), str(err.value)
+
+
+def test_differences_name_each_changed_value_by_its_key():
+    there = {
+        "model": {"task_experts": 2, "expert_hidden": [64], "dropout": 0.0},
+        "spec": {
+            "tables": [{"name": "user", "dim": 16}, {"name": "category", "hash_buckets": 1024}],
+            "dense": [{"name": "price", "mean": None}, {"name": "hour"}],
+            "group_by": None,
+        },
+    }
+    now = {
+        "model": {"task_experts": 3, "expert_hidden": [64, 32], "dropout": 0.0},
+        "spec": {
+            "tables": [{"name": "category", "hash_buckets": 2048}, {"name": "user", "dim": 16}],  # order is no change
+            "dense": [{"name": "price", "mean": 1.5}, {"name": "price2"}],
+            "group_by": "user_id",
+        },
+    }
+    assert differences(there, now) == [
+        "model.task_experts: 2 there, 3 now",
+        "model.expert_hidden: [64] there, [64, 32] now",
+        "spec.tables[category].hash_buckets: 1024 there, 2048 now",
+        "spec.dense[hour] removed",
+        "spec.dense[price2] added",
+        "spec.dense[price].mean: not set there, 1.5 now",
+        "spec.group_by: not set there, 'user_id' now",
+    ]
+    assert differences(there, there) == []

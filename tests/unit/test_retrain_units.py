@@ -15,9 +15,35 @@ from helpers.retrain_days import DAYS, registry_files
 from pipeline.common.config import ConfigError
 from pipeline.registry.lock import FileLock, LockHeldError
 from pipeline.registry.versions import Registry, Version
+from pipeline.retrain import daily
 from pipeline.retrain.config import RetrainSettings, TaskTolerance, load_retrain_config
 from pipeline.retrain.daily import plan_days
 from pipeline.retrain.gate import decide
+
+
+# -- unit tests: the warm start -------------------------------------------------------------------
+def test_a_spec_that_production_cannot_warm_start_says_what_retraining_can_do(monkeypatch):
+    from pipeline.train import launch
+    from pipeline.train.checkpoint import CheckpointMismatchError
+
+    changed = ["spec.tables[category].hash_buckets: 1024 there, 2048 now"]
+
+    def refused(cfg, address):
+        raise CheckpointMismatchError("ckpt was trained with other settings", changed)
+
+    monkeypatch.setattr(launch, "run_training", refused)
+    production = Version("v0003", "/registry/versions/v0003", {}, "production")
+    with pytest.raises(ConfigError) as err:
+        daily._train_candidate(None, None, production)
+    assert str(err.value) == (
+        "production v0003 was trained with other settings than this config's (spec.tables[category].hash_buckets: "
+        "1024 there, 2048 now); retraining warm-starts from it, so these cannot change. To train them, give "
+        "retraining a new registry (retrain.registry=...): its first run trains from scratch"
+    )
+    # A mismatch the settings do not explain (the sharding plan) keeps its own message.
+    changed.clear()
+    with pytest.raises(CheckpointMismatchError):
+        daily._train_candidate(None, None, production)
 
 
 # -- unit tests: lock ------------------------------------------------------------------------------
