@@ -21,7 +21,7 @@ from pipeline.data.validation import DataValidationError, validate_files
 from pipeline.score.config import ScoreConfig
 from pipeline.score.errors import ScoringError
 from pipeline.score.output import MANIFEST, lock_output, output_parquet_files, read_manifest, remove_result
-from pipeline.train.export import ExportError, check_export, read_export_meta
+from pipeline.train.export import META, ExportError, check_export, read_export_meta
 
 MANIFEST_FORMAT = 1
 VERSION_COLUMN = "model_version"
@@ -44,8 +44,29 @@ def resolve_model(ref: str) -> tuple[str, str | None]:
     url = path if is_url(path) else None
     if url:
         path = fetched_copy(url, "export")
-    read_export_meta(path)  # not an export: "not an exported model (expected ...)"
+    try:
+        read_export_meta(path)  # not an export: "not an exported model (expected ...)"
+    except ExportError as err:
+        hint = _export_meant(Path(path), ref)
+        raise ExportError(f"{err}; {hint}" if hint else str(err)) from None
     return os.path.abspath(path), url
+
+
+def _export_meant(path: Path, ref: str) -> str | None:
+    """What `--model` more likely meant, where `path` is one of the directories people confuse
+    with an export: a training run's, a checkpoint, a registry."""
+    from pipeline.registry.versions import POINTER
+
+    if (path / "export" / META).is_file():
+        return f"its export is --model {path / 'export'}"
+    if (path / POINTER).is_file() and (path / "versions").is_dir():
+        return f"it is a model registry: --model {ref}@production (or @vNNNN)"
+    if (path / ".metadata").is_file():  # torch.distributed.checkpoint's index of a checkpoint
+        run_export = path.parent / "export"
+        if (run_export / META).is_file():
+            return f"it is a training checkpoint: its run's export is --model {run_export}"
+        return "it is a training checkpoint: export it first (pipeline.train.export.export_model)"
+    return None
 
 
 # -- input files -----------------------------------------------------------------------------------

@@ -91,6 +91,32 @@ def test_a_registry_can_resolve_model_names(export, data, tmp_path, monkeypatch)
         plan_scoring("ple@v0009", str(data), str(tmp_path / "out"), score_config())
 
 
+def test_a_directory_mistaken_for_an_export_is_answered_with_the_one_meant(export, data, tmp_path):
+    """A training run's directory, one of its checkpoints, a registry root: each says where the
+    export is (or how to name it)."""
+    run = tmp_path / "runs" / "ple"
+    shutil.copytree(export, run / "export")
+    (run / "step_00000015").mkdir()
+    (run / "step_00000015" / ".metadata").write_bytes(b"")
+    orphan = tmp_path / "orphan" / "step_00000007"
+    orphan.mkdir(parents=True)
+    (orphan / ".metadata").write_bytes(b"")
+    registry = tmp_path / "registry"
+    (registry / "versions").mkdir(parents=True)
+    (registry / "production").write_text("{}")
+    not_export = "not an exported model (expected model.json and its weight files)"
+    for model, meant in [
+        (run, f"its export is --model {run / 'export'}"),
+        (run / "step_00000015", f"it is a training checkpoint: its run's export is --model {run / 'export'}"),
+        (orphan, "it is a training checkpoint: export it first (pipeline.train.export.export_model)"),
+        (registry, f"it is a model registry: --model {registry}@production (or @vNNNN)"),
+    ]:
+        with pytest.raises(ExportError) as err:
+            plan_scoring(str(model), str(data), str(tmp_path / "out"), score_config())
+        assert str(err.value) == f"{model}: {not_export}; {meant}"
+    assert plan_scoring(str(run / "export"), str(data), str(tmp_path / "out"), score_config()).pending
+
+
 def test_file_output_commits_only_complete_files_and_drops_duplicates(tmp_path):
     schema = pa.schema([("k", pa.int64())])
     rows = np.arange(10, dtype=np.int64)
