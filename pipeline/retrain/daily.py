@@ -85,9 +85,11 @@ def pause_point(point: str, log: Callable[[str], None] = print) -> None:
 
 # -- days ----------------------------------------------------------------------------------------
 def available_days(root: str, ready_marker: str | None = None) -> list[str]:
-    """Sorted days under `root` that have Parquet files (and the ready marker, if set)."""
+    """Sorted days under `root` that have Parquet files (and the ready marker, if set). A root
+    that is not there is an error, not "no days": a scheduled run would otherwise succeed every
+    day on a mistyped or unmounted path."""
     if not os.path.isdir(root):
-        return []
+        raise ConfigError(f"data.root {root}: no such directory (the days' dt=YYYY-MM-DD partitions are read there)")
     days = []
     for name in os.listdir(root):
         m = _DAY_DIR.match(name)
@@ -213,13 +215,14 @@ def retrain(
 ) -> RetrainOutcome:
     """One daily run. Raises LockHeldError if another run holds the lock."""
     s = cfg.retrain
+    days = available_days(cfg.job.data.root, s.ready_marker)  # before the registry is created
     reg = Registry(s.registry).ensure()
     with reg.lock(s.lock_stale_after_s, log=log):
         pause_point("locked", log)
         reg.recover(log)
         remove_old_attempts(cfg.job, log)
         production = reg.production()
-        plan, what = plan_days(available_days(cfg.job.data.root, s.ready_marker), production, s.max_train_days)
+        plan, what = plan_days(days, production, s.max_train_days)
         if plan is None:
             log(f"[retrain] nothing to do: {what}")
             return RetrainOutcome("no_new_days", what)

@@ -146,6 +146,22 @@ def _version(train, eval_day) -> Version:
     return Version("v0001", "/nowhere", {"train_days": train, "eval_day": eval_day}, "production")
 
 
+def test_a_data_root_that_is_not_there_fails_before_the_registry_is_made(tmp_path, repo_root):
+    """A scheduled run on a mistyped or unmounted data.root must not exit 0 ("nothing to do")
+    every day."""
+    cfg = load_retrain_config(
+        repo_root / "configs/jobs/retrain_local.yaml",
+        [f"data.root={tmp_path / 'not-mounted'}", f"retrain.registry={tmp_path / 'registry'}"],
+    )
+    with pytest.raises(ConfigError, match=rf"^data.root {tmp_path / 'not-mounted'}: no such directory"):
+        daily.retrain(cfg)
+    assert not (tmp_path / "registry").exists()
+    (tmp_path / "not-mounted").mkdir()  # there, without days yet: nothing to do, said so
+    said: list[str] = []
+    assert daily.retrain(cfg, log=said.append).status == "no_new_days"
+    assert "0 day(s) of logs" in said[-1]
+
+
 def test_day_planning():
     d = DAYS
     assert plan_days(d[:1], None)[0] is None  # a first model needs two days
