@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 
-from pipeline.common.errors import exit_on_bad_input
+from pipeline.common.errors import EXIT_BAD_CONFIG, exit_on_bad_input, fail
 from pipeline.common.files import write_text_atomic
 from pipeline.common.logs import plural
 from pipeline.data.files import parse_days
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     name = args.name or os.path.basename(os.path.normpath(args.data)) or "inspected"
+    out = os.path.abspath(args.out)
+    _check_writable(out)  # before the pass over the data, which may be long
     with exit_on_bad_input():  # a file, column or label that cannot be used: one line, exit 65
         result = inspect_days(
             args.data,
@@ -73,9 +75,10 @@ def main(argv: list[str] | None = None) -> None:
             name=name,
             command="python -m jobs.inspect " + shlex.join(argv),
         )
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    write_text_atomic(out, result.text)
+    try:
+        write_text_atomic(out, result.text)
+    except OSError as err:
+        fail(f"--out {out}: cannot write the spec ({err.strerror or err})", EXIT_BAD_CONFIG)
 
     print(f"{plural(len(result.files), 'file')}, {plural(result.rows, 'row')} (days {start}..{end})")
     width = max(len(c.column) for c in result.choices)
@@ -89,6 +92,23 @@ def main(argv: list[str] | None = None) -> None:
             what = f"dense {c.feature['transform']}"
         print(f"  {c.column:<{width}}  {what}: {c.why}")
     print(f"wrote {out}")
+
+
+def _check_writable(out: str) -> None:
+    """--out names a file this job can create (its folder made if missing), or exit 78."""
+    if os.path.isdir(out):
+        fail(
+            f"--out {out} is a directory: name the spec file to write (e.g. {os.path.join(out, 'spec.yaml')})",
+            EXIT_BAD_CONFIG,
+        )
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        fail(f"--out {out}: a file stands where its folder would be", EXIT_BAD_CONFIG)
+    except OSError as err:
+        fail(f"--out {out}: cannot create its folder ({err.strerror or err})", EXIT_BAD_CONFIG)
+    if not os.access(os.path.dirname(out), os.W_OK):
+        fail(f"--out {out}: its folder is not writable", EXIT_BAD_CONFIG)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from pipeline.common.errors import EXIT_BAD_CONFIG
 from pipeline.data.feature_spec import load_spec
 from pipeline.data.files import parse_days
 from pipeline.data.id_mapping import strings_to_rows
@@ -359,6 +360,28 @@ def test_cli_writes_the_file(tmp_path, capsys):
     assert not list(out.parent.glob(".*tmp"))  # written under a temp name, then renamed
     printed = capsys.readouterr().out
     assert f"{len(files)} files, 1,200 rows" in printed and "wrote" in printed and "shop" in printed
+
+
+def test_cli_refuses_an_out_it_cannot_write_before_reading_the_data(tmp_path, capsys, monkeypatch):
+    import jobs.inspect
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data was read before --out was checked")
+
+    monkeypatch.setattr(jobs.inspect, "inspect_days", never)
+    (tmp_path / "a-file").write_text("")
+    argv = ["--data", str(tmp_path / "data"), "--days", DAYS[0], "--labels", "click", "--out"]
+    for out, said in [
+        (tmp_path, f"--out {tmp_path} is a directory: name the spec file to write (e.g. {tmp_path / 'spec.yaml'})"),
+        (
+            tmp_path / "a-file" / "spec.yaml",
+            f"--out {tmp_path / 'a-file' / 'spec.yaml'}: a file stands where its folder would be",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            jobs.inspect.main([*argv, str(out)])
+        assert exit_.value.code == EXIT_BAD_CONFIG
+        assert capsys.readouterr().err == f"error: {said}\n"
 
 
 # -- the Adult census data (shared/data/adult) ----------------------------------------------------
