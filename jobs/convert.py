@@ -32,6 +32,7 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.common.errors import exit_on_bad_input
+from pipeline.common.files import make_output_dir
 from pipeline.common.logs import plural
 from pipeline.data.converters import LAYOUTS, convert_csv
 from pipeline.data.csv_table import TYPES, CsvTableOptions, LabelRule, convert_table
@@ -94,6 +95,7 @@ def main() -> None:
     except ValueError as e:
         p.error(f"--day: {e}")
     with exit_on_bad_input():  # a bad line, value or option: one line naming it, exit 65 (data) or 78
+        make_output_dir(args.out, "--out")
         _convert(p, args)
 
 

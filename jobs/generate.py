@@ -8,8 +8,13 @@ The matching feature spec is configs/features/synthetic.yaml.
 """
 
 import argparse
+import datetime as dt
 import time
+from pathlib import Path
 
+from pipeline.common.config import ConfigError
+from pipeline.common.errors import exit_on_bad_input
+from pipeline.common.files import make_output_dir
 from pipeline.common.logs import plural
 from pipeline.data.files import iso_day
 from pipeline.data.synthetic import DEFAULT_START_DAY, SyntheticConfig, generate_dataset, wants_ray_tasks
@@ -38,7 +43,22 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def main() -> None:
+def _check_out(out: str, start_day: str, days: int) -> None:
+    """--out can take the days: its folder can be made, and none of the days holds Parquet files
+    already (generated rows would replace some of them and sit beside the others)."""
+    make_output_dir(out, "--out")
+    first = dt.date.fromisoformat(start_day)
+    for day in (first + dt.timedelta(days=i) for i in range(days)):
+        held = sorted(p.name for p in (Path(out) / f"dt={day}").glob("*.parquet") if not p.name.startswith((".", "_")))
+        if held:
+            raise ConfigError(
+                f"--out {out}: dt={day} holds {plural(len(held), 'Parquet file')} already "
+                f"({', '.join(held[:2])}{', ...' if len(held) > 2 else ''}): "
+                "the generated ones would replace or join them; generate into an empty folder, or remove those days"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output root directory")
     p.add_argument("--rows", type=_number(int, 1), required=True, help="total impressions over all days")
@@ -66,9 +86,11 @@ def main() -> None:
         default=SyntheticConfig.id_drift,
         help="share of users and items new every day",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.rows < args.days * args.files_per_day:
         p.error(f"--rows {args.rows}: at least one row per file ({args.days} days x {args.files_per_day} files)")
+    with exit_on_bad_input():
+        _check_out(args.out, args.start_day, args.days)
 
     use_ray = wants_ray_tasks(args.rows)
     if use_ray:

@@ -18,7 +18,7 @@ import shlex
 import sys
 
 from pipeline.common.errors import EXIT_BAD_CONFIG, exit_on_bad_input, fail
-from pipeline.common.files import write_text_atomic
+from pipeline.common.files import make_output_dir, write_text_atomic
 from pipeline.common.logs import plural
 from pipeline.data.files import parse_days
 from pipeline.data.inspect import inspect_days, parse_task
@@ -101,14 +101,8 @@ def _check_writable(out: str) -> None:
             f"--out {out} is a directory: name the spec file to write (e.g. {os.path.join(out, 'spec.yaml')})",
             EXIT_BAD_CONFIG,
         )
-    try:
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        fail(f"--out {out}: a file stands where its folder would be", EXIT_BAD_CONFIG)
-    except OSError as err:
-        fail(f"--out {out}: cannot create its folder ({err.strerror or err})", EXIT_BAD_CONFIG)
-    if not os.access(os.path.dirname(out), os.W_OK):
-        fail(f"--out {out}: its folder is not writable", EXIT_BAD_CONFIG)
+    with exit_on_bad_input():
+        make_output_dir(os.path.dirname(out), "--out's folder")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,20 @@ def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> Non
         raise
     if durable:
         fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+
+
+def make_output_dir(path: str | Path, flag: str) -> None:
+    """Create the folder `path` (and its parents) for a job's output, or raise ConfigError
+    naming `flag` (the option that named it) and why: a file in the way, no permission."""
+    from pipeline.common.config import ConfigError
+
+    path = Path(os.path.abspath(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder") from None
+    except OSError as err:
+        raise ConfigError(f"{flag} {path}: cannot create the folder ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the folder is not writable")

@@ -18,6 +18,7 @@ which applies them to every dataset alike.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -96,20 +97,23 @@ LAYOUTS = {layout.name: layout for layout in (ALI_CCP, ALIEXPRESS)}
 
 
 class RollingWriter:
-    """Writes record batches into numbered files of at most rows_per_file rows, each written
-    under a temporary name and renamed when complete."""
+    """Writes record batches into numbered files part-<stem>-NNNNN.parquet of at most
+    rows_per_file rows. Every file is written under a hidden temporary name (readers skip it);
+    `finish` publishes them all and removes the files of an earlier conversion of the same stem
+    that the new ones do not replace, `abort` removes them. So a conversion that fails leaves
+    the day as it was, and one repeated with fewer files leaves no stale rows beside them."""
 
     def __init__(self, directory: str, stem: str, schema: pa.Schema, rows_per_file: int):
         self.directory, self.stem, self.schema, self.rows_per_file = directory, stem, schema, rows_per_file
-        self.written: list[dict] = []
+        self.written: list[dict] = []  # completed files, under their final paths once finished
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
-        self._path = ""  # the file being written (set by _open)
 
     def write(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
             if self._writer is None:
-                self._writer = self._open()
+                self._rows = 0
+                self._writer = pq.ParquetWriter(self._tmp(len(self.written)), self.schema)
             take = min(batch.num_rows, self.rows_per_file - self._rows)
             self._writer.write_batch(batch.slice(0, take))
             self._rows += take
@@ -117,31 +121,37 @@ class RollingWriter:
             if self._rows == self.rows_per_file:
                 self._close()
 
-    def _open(self) -> pq.ParquetWriter:
-        self._path = os.path.join(self.directory, f"part-{self.stem}-{len(self.written):05d}.parquet")
-        self._rows = 0
-        return pq.ParquetWriter(self._tmp(), self.schema)
+    def _final(self, index: int) -> str:
+        return os.path.join(self.directory, f"part-{self.stem}-{index:05d}.parquet")
 
-    def _tmp(self) -> str:
-        return os.path.join(self.directory, f".{os.path.basename(self._path)}.tmp")
+    def _tmp(self, index: int) -> str:
+        return os.path.join(self.directory, f".{os.path.basename(self._final(index))}.tmp")
 
     def _close(self) -> None:
         assert self._writer is not None  # called only while a file is open
         self._writer.close()
-        os.replace(self._tmp(), self._path)
-        self.written.append({"path": self._path, "rows": self._rows})
+        self.written.append({"path": self._final(len(self.written)), "rows": self._rows})
         self._writer = None
 
     def abort(self) -> None:
-        """Drop the file being written; files already completed stay."""
+        """Drop every file of this conversion; the day keeps what it had."""
         if self._writer is not None:
             self._writer.close()
-            os.remove(self._tmp())
             self._writer = None
+        for index in range(len(self.written) + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._tmp(index))
 
     def finish(self) -> list[dict]:
         if self._writer is not None:
             self._close()
+        for index, f in enumerate(self.written):
+            os.replace(self._tmp(index), f["path"])
+        mine = re.compile(rf"^part-{re.escape(self.stem)}-\d{{5,}}\.parquet$")
+        published = {os.path.basename(f["path"]) for f in self.written}
+        for name in os.listdir(self.directory):
+            if mine.match(name) and name not in published:
+                os.remove(os.path.join(self.directory, name))  # an earlier conversion's, now stale
         return self.written
 
 

@@ -186,10 +186,8 @@ def convert_table(csv_path: str | os.PathLike, out_dir: str, day: str, options: 
                 )
         s.files = writer.finish() if writer is not None else []
     except BaseException as e:
-        if writer is not None:  # no partial output: the open file and the completed ones go
+        if writer is not None:  # no partial output: the day keeps what it had
             writer.abort()
-            for f in writer.written:
-                os.remove(f["path"])
         if isinstance(e, pa.ArrowInvalid):
             raise _parse_error(path, e, invalid, lambda number: line_of(number - skip - 1)) from None
         raise

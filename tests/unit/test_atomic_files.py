@@ -1,4 +1,5 @@
-"""pipeline/common/files.py: a small file is replaced whole or not at all."""
+"""pipeline/common/files.py: a small file is replaced whole or not at all; an output folder is
+made, or refused with the reason."""
 
 from __future__ import annotations
 
@@ -36,3 +37,20 @@ def test_durable_writes_flush_the_file_and_its_directory(tmp_path, monkeypatch, 
     monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     write_text_atomic(tmp_path / "pointer.json", "{}", durable=durable)
     assert len(synced) == (2 if durable else 0)  # the file before the rename, the directory after
+
+
+def test_an_output_folder_is_made_or_refused_with_the_reason(tmp_path):
+    from pipeline.common.config import ConfigError
+    from pipeline.common.files import make_output_dir
+
+    make_output_dir(tmp_path / "a" / "b", "--out")
+    assert (tmp_path / "a" / "b").is_dir()
+    make_output_dir(tmp_path / "a" / "b", "--out")  # there already: fine
+    (tmp_path / "file").write_text("")
+    with pytest.raises(
+        ConfigError, match=rf"^--out {tmp_path / 'file' / 'x'}: {tmp_path / 'file'} is a file, not a folder$"
+    ):
+        make_output_dir(tmp_path / "file" / "x", "--out")
+    with pytest.raises(ConfigError, match=rf"^--out {tmp_path / 'file'}: {tmp_path / 'file'} is a file, not a folder$"):
+        make_output_dir(tmp_path / "file", "--out")
+

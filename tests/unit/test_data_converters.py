@@ -60,3 +60,49 @@ def test_bad_csv_value_names_the_file(tmp_path, samples_dir):
         convert_csv(str(bad), str(tmp_path / "out"), "2018-01-01", ALI_CCP)
     assert "bad.csv" in str(err.value) and "oops" in str(err.value) and err.value.column == "124"
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def _day_files(day_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(day_dir.iterdir())}
+
+
+@pytest.mark.parametrize("fmt", ["ali_ccp", "csv"])
+def test_converting_a_csv_again_replaces_its_files_whole_or_not_at_all(tmp_path, samples_dir, fmt):
+    """A conversion that fails midway leaves the day as an earlier conversion of the same CSV
+    left it (it used to replace some of its files, then delete them); one that writes fewer
+    files leaves none of the earlier ones beside them (their rows would be read twice)."""
+    from pipeline.data.csv_table import CsvTableOptions, convert_table
+
+    def convert(csv, rows_per_file, block_size=1 << 20):
+        if fmt == "ali_ccp":
+            return convert_csv(str(csv), str(tmp_path / "out"), "2018-01-01", ALI_CCP, rows_per_file, block_size)
+        options = CsvTableOptions(rows_per_file=rows_per_file, block_size=block_size)
+        return convert_table(str(csv), str(tmp_path / "out"), "2018-01-01", options).files
+
+    day = tmp_path / "out" / "dt=2018-01-01"
+    csv = tmp_path / "val.csv"
+    csv.write_text((samples_dir / "ali_ccp_val_sample.csv").read_text())
+    other = tmp_path / "other.csv"  # another CSV of the same day: never touched
+    other.write_text(csv.read_text())
+    assert len(convert(other, 100)) == 1
+    assert len(convert(csv, 10)) == 5  # 50 rows
+    before = _day_files(day)
+
+    lines = csv.read_text().splitlines()
+    cells = lines[-2].split(",")
+    cells[5] = "oops"
+    lines[-2] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")  # a bad value near the end: files are written before it
+    with pytest.raises(DataValidationError, match="oops"):
+        convert(csv, 10, block_size=1 << 10)
+    assert _day_files(day) == before
+
+    csv.write_text((samples_dir / "ali_ccp_val_sample.csv").read_text())
+    written = convert(csv, 30)
+    assert [w["rows"] for w in written] == [30, 20]
+    assert sorted(p.name for p in day.iterdir()) == [
+        "part-other-00000.parquet",
+        "part-val-00000.parquet",
+        "part-val-00001.parquet",
+    ]
+    assert pq.read_table(day / "part-other-00000.parquet").num_rows == 50

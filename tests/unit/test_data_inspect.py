@@ -375,7 +375,7 @@ def test_cli_refuses_an_out_it_cannot_write_before_reading_the_data(tmp_path, ca
         (tmp_path, f"--out {tmp_path} is a directory: name the spec file to write (e.g. {tmp_path / 'spec.yaml'})"),
         (
             tmp_path / "a-file" / "spec.yaml",
-            f"--out {tmp_path / 'a-file' / 'spec.yaml'}: a file stands where its folder would be",
+            f"--out's folder {tmp_path / 'a-file'}: {tmp_path / 'a-file'} is a file, not a folder",
         ),
     ]:
         with pytest.raises(SystemExit) as exit_:

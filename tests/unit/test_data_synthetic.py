@@ -137,3 +137,26 @@ def test_a_small_data_set_is_written_by_this_process_without_ray(tmp_path):
         "dt=2026-01-02/part-00001.parquet",
     ]
     assert [pq.ParquetFile(w["path"]).metadata.num_rows for w in written] == [1251, 1250, 1250, 1250]
+
+
+def test_generating_into_days_that_hold_logs_is_refused(tmp_path, capsys):
+    """jobs.generate would replace some of their files and sit beside the others."""
+    from jobs.generate import main
+    from pipeline.common.errors import EXIT_BAD_CONFIG
+
+    out = tmp_path / "logs"
+    main(["--out", str(out), "--rows", "2000", "--days", "2", "--files-per-day", "2"])
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+    assert len(before) == 4
+    for start_day in ("2026-01-01", "2026-01-02"):  # the same days, or one of them
+        with pytest.raises(SystemExit) as exit_:
+            main(["--out", str(out), "--rows", "1000", "--days", "2", "--start-day", start_day, "--seed", "1"])
+        assert exit_.value.code == EXIT_BAD_CONFIG
+        assert capsys.readouterr().err == (
+            f"error: --out {out}: dt={start_day} holds 2 Parquet files already (part-00000.parquet, "
+            "part-00001.parquet): the generated ones would replace or join them; generate into an empty folder, "
+            "or remove those days\n"
+        )
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.parquet"))} == before
+    main(["--out", str(out), "--rows", "1000", "--days", "1", "--start-day", "2026-01-03"])  # a new day: fine
+    assert len(list(out.rglob("*.parquet"))) == 5
