@@ -18,15 +18,24 @@ import argparse
 
 
 def _print_metrics(metrics: dict) -> None:
+    import math
+
+    from pipeline.train.progress import said, said_auc
+
     for key in sorted(k for k in metrics if k.endswith("/auc")):
         task = key.split("/")[-2]
         prefix = key[: -len("auc")]
         best = metrics.get(prefix + "best_auc")
+        auc = (
+            f"AUC {metrics[key]:.4f}"
+            + (f" (best achievable {best:.4f})" if best and not math.isnan(best) else "")
+            + (f", GAUC {said(metrics[prefix + 'gauc'])}" if prefix + "gauc" in metrics else "")
+            if not math.isnan(metrics[key])
+            else f"AUC {said_auc(metrics, prefix)}"  # and why not
+        )
         print(
-            f"{task}: AUC {metrics[key]:.4f}"
-            + (f" (best achievable {best:.4f})" if best else "")
-            + (f", GAUC {metrics[prefix + 'gauc']:.4f}" if prefix + "gauc" in metrics else "")
-            + f", logloss {metrics[prefix + 'logloss']:.4f}, calibration {metrics[prefix + 'calibration']:.3f}"
+            f"{task}: {auc}, logloss {said(metrics[prefix + 'logloss'])}, "
+            f"calibration {said(metrics[prefix + 'calibration'], 3)}"
         )
     from pipeline.data.validation import describe_filled, filled_from_metrics
 

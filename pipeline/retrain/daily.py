@@ -242,6 +242,7 @@ def _train_and_publish(
     from pipeline.data.files import list_day_files
     from pipeline.retrain.gate import decide, evaluate_export
     from pipeline.train.export import read_export_meta
+    from pipeline.train.progress import said
 
     s, job = cfg.retrain, cfg.job
     vid = reg.next_version_id()
@@ -265,15 +266,17 @@ def _train_and_publish(
     decision = decide(cand, prod, tasks, s)
     for task in tasks:
         vs = (
-            f" (production {production.id}: {prod[f'{task}/auc']:.4f} / {prod[f'{task}/logloss']:.4f})"
+            f" (production {production.id}: {said(prod[f'{task}/auc'])} / {said(prod[f'{task}/logloss'])})"
             if production and prod
             else ""
         )
-        gauc = f", GAUC {cand[f'{task}/gauc']:.4f}" if f"{task}/gauc" in cand else ""
+        gauc = f", GAUC {said(cand[f'{task}/gauc'])}" if f"{task}/gauc" in cand else ""
         log(
-            f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {cand[f'{task}/auc']:.4f} / "
-            f"{cand[f'{task}/logloss']:.4f}{gauc}{vs}"
+            f"[retrain] {plan.eval_day} {task}: candidate AUC/logloss {said(cand[f'{task}/auc'])} / "
+            f"{said(cand[f'{task}/logloss'])}{gauc}{vs}"
         )
+    if decision.not_compared:
+        log(f"[retrain] not compared on {plan.eval_day}: {', '.join(decision.not_compared)}")
     filled = filled_from_metrics(result.metrics)
     if filled:
         log(f"[retrain] missing values filled in training: {describe_filled(filled)}")

@@ -8,11 +8,13 @@ feature spec (a candidate may have changed the spec; the labels are the same).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from pipeline.retrain.config import RetrainSettings
+from pipeline.train.progress import undefined_because
 
 
 @torch.no_grad()
@@ -38,6 +40,7 @@ class Decision:
     accepted: bool
     reasons: list[str] = field(default_factory=list)  # why rejected (empty when accepted)
     checks: list[dict] = field(default_factory=list)  # every comparison made, for the record
+    not_compared: list[str] = field(default_factory=list)  # metrics the held-out rows cannot measure, and why
 
     @property
     def reason(self) -> str:
@@ -50,7 +53,9 @@ def decide(
     """Accept unless, for some task, the candidate's AUC is lower than production's by more than
     the task's max_auc_drop, or (when set) its log loss higher by more than max_logloss_rise, or
     its GAUC lower by more than max_gauc_drop. Without a production model (first run) the
-    candidate is accepted."""
+    candidate is accepted. A metric the held-out rows cannot measure (AUC of a task with one
+    label only there) is not compared, and said so; with nothing measurable at all, or a NaN
+    that the labels do not explain (a model's NaN output), the candidate is rejected."""
     if production is None:
         return Decision(True, checks=[{"note": "no production model: first version"}])
     decision = Decision(True)
@@ -66,7 +71,12 @@ def decide(
             if key not in candidate or key not in production:
                 raise ValueError(f"the gate compares {key}, which an evaluation lacks (GAUC needs the spec's group_by)")
             cand, prod = candidate[key], production[key]
-            worse_by = sign * (cand - prod)  # > 0: candidate worse
+            unmeasurable = undefined_because(candidate, f"{task}/")  # from the labels: the same for both
+            if (math.isnan(cand) or math.isnan(prod)) and unmeasurable:
+                decision.checks.append({"task": task, "metric": metric, "ok": None, "not_compared": unmeasurable})
+                decision.not_compared.append(f"{task} {metric} ({unmeasurable})")
+                continue
+            worse_by = sign * (cand - prod)  # > 0: candidate worse; NaN (a model's NaN output): not ok
             ok = worse_by <= allowed
             decision.checks.append(
                 {
@@ -85,4 +95,7 @@ def decide(
                     f"{task} {metric} {cand:.4f} vs production {prod:.4f}: worse by "
                     f"{worse_by:.4f} > tolerance {allowed:.4f}"
                 )
+    if not any(c["ok"] is not None for c in decision.checks):
+        decision.accepted = False
+        decision.reasons.append(f"nothing the held-out rows can measure: {', '.join(decision.not_compared)}")
     return decision

@@ -30,7 +30,9 @@ class EarlyStopping(StrictModel):
 
 
 def selection_score(cfg: EarlyStopping, metrics: dict[str, float], tasks: list[str]) -> float:
-    """The metric early stopping watches, oriented so that higher is better."""
+    """The metric early stopping watches, oriented so that higher is better. `mean_auc` and
+    `mean_gauc` average the tasks the validation set can measure: one whose labels there are all
+    0 (say) has no AUC at any evaluation, and would make every score NaN, the first one best."""
     if cfg.metric in ("mean_auc", "mean_gauc"):
         name = cfg.metric.removeprefix("mean_")
         keys = [f"val/{t}/{name}" for t in tasks]
@@ -39,7 +41,10 @@ def selection_score(cfg: EarlyStopping, metrics: dict[str, float], tasks: list[s
     missing = [k for k in keys if k not in metrics]
     if missing:
         raise ValueError(f"train.early_stopping.metric {cfg.metric!r}: the evaluation reports no {missing[0]}")
-    value = sum(metrics[k] for k in keys) / len(keys)
+    values = [metrics[k] for k in keys]
+    if len(keys) > 1:
+        values = [v for v in values if not math.isnan(v)] or [math.nan]
+    value = sum(values) / len(values)
     return value if cfg.mode == "max" else -value
 
 

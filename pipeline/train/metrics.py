@@ -60,20 +60,22 @@ class TaskMetrics:
             metrics["count"].update(torch.tensor(float(p.numel()), device=p.device))
 
     def compute(self) -> dict[str, float]:
-        """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`, and with
-        GAUC `{task}/gauc` and `{task}/gauc_groups` (the groups that have both labels)."""
+        """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`,
+        `{task}/positives`, and with GAUC `{task}/gauc` and `{task}/gauc_groups` (the groups that
+        have both labels). What a set cannot measure is NaN: AUC without both labels, log loss
+        without rows, calibration without positives (progress.said_metric says why)."""
         out: dict[str, float] = {}
         for t, (name, metrics) in enumerate(zip(self.task_names, self.per_task, strict=True)):
             if self.gauc is not None:
                 g = self.gauc[t].compute()
                 out[f"{name}/gauc"], out[f"{name}/gauc_groups"] = float(g["gauc"]), float(g["groups"])
             m = {k: float(v) for k, v in metrics.compute().items()}
-            count = max(m["count"], 1.0)
             out[f"{name}/auc"] = m["auc"]
-            out[f"{name}/logloss"] = m["loss_sum"] / count
+            out[f"{name}/logloss"] = m["loss_sum"] / m["count"] if m["count"] else float("nan")
             # mean prediction / observed rate: 1.0 is calibrated, > 1 over-predicts.
             out[f"{name}/calibration"] = m["pred_sum"] / m["label_sum"] if m["label_sum"] else float("nan")
             out[f"{name}/count"] = m["count"]
+            out[f"{name}/positives"] = m["label_sum"]
         return out
 
     def reset(self) -> None:

@@ -3,7 +3,8 @@ loss per task, rows/s, the epoch's ETA) and one compact line per evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 from pipeline.common.logs import duration
 from pipeline.train.early_stopping import BEST_KEY, STEP_KEY
@@ -38,12 +39,41 @@ def eval_line(step: int, metrics: dict, tasks: Sequence[str]) -> str:
     """`[eval] step 400: ctr AUC 0.7412 (GAUC 0.61), cvr AUC 0.7511; best 0.7480 at step 400`."""
     parts = []
     for t in tasks:
-        auc = metrics.get(f"val/{t}/auc")
-        if auc is None:
-            continue
-        gauc = metrics.get(f"val/{t}/gauc")
-        parts.append(f"{t} AUC {auc:.4f}" + (f" (GAUC {gauc:.4f})" if gauc is not None else ""))
+        if f"val/{t}/auc" in metrics:
+            parts.append(f"{t} AUC {said_auc(metrics, f'val/{t}/')}")
     line = f"[eval] step {step}: " + ", ".join(parts)
     if BEST_KEY in metrics and STEP_KEY in metrics:  # with early stopping
         line += f"; best {metrics[BEST_KEY]:.4f} at step {int(metrics[STEP_KEY])}"
     return line
+
+
+def said_auc(metrics: Mapping[str, float], prefix: str) -> str:
+    """A task's AUC and GAUC where measured (`0.7412 (GAUC 0.6100)`), else `n/a` and why: an
+    evaluation set whose task has one label only (a rare conversion on a small day, say) has
+    no AUC. `prefix`: `val/ctr/` as training reports it, `ctr/` as TaskMetrics computes it."""
+    auc, gauc = metrics[prefix + "auc"], metrics.get(prefix + "gauc")
+    if math.isnan(auc):
+        why = undefined_because(metrics, prefix)
+        return f"n/a ({why})" if why else "n/a"
+    if gauc is None:
+        return f"{auc:.4f}"
+    return f"{auc:.4f} (GAUC {'n/a: no group has both labels' if math.isnan(gauc) else f'{gauc:.4f}'})"
+
+
+def said(value: float, digits: int = 4) -> str:
+    """A metric, `n/a` where the set could not measure it (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def undefined_because(metrics: Mapping[str, float], prefix: str) -> str | None:
+    """Why a task's AUC is undefined on the set `metrics` were computed on, None if not known."""
+    count, positives = metrics.get(prefix + "count"), metrics.get(prefix + "positives")
+    if count == 0:
+        return "no rows"
+    if count is None or positives is None:
+        return None
+    if positives == 0:
+        return f"no positive labels in {count:,.0f} rows"
+    if positives == count:
+        return f"no negative labels in {count:,.0f} rows"
+    return None

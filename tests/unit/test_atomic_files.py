@@ -53,4 +53,3 @@ def test_an_output_folder_is_made_or_refused_with_the_reason(tmp_path):
         make_output_dir(tmp_path / "file" / "x", "--out")
     with pytest.raises(ConfigError, match=rf"^--out {tmp_path / 'file'}: {tmp_path / 'file'} is a file, not a folder$"):
         make_output_dir(tmp_path / "file", "--out")
-

@@ -131,6 +131,27 @@ def test_tolerances_for_tasks_the_spec_lacks_fail_with_the_override_that_fixes_t
     assert load_retrain_config(config, [adult, fix]).retrain.tolerance == {}
 
 
+def test_a_metric_the_held_out_day_cannot_measure_is_not_compared_and_said():
+    """A held-out day without a conversion has no cvr AUC for either model: the gate compares
+    the rest and says what it left out (it used to reject every candidate: 'worse by nan')."""
+    s = RetrainSettings(registry="x", default_tolerance=TaskTolerance(max_auc_drop=0.01, max_logloss_rise=0.01))
+    nan = float("nan")
+    counts = {"ctr/count": 900.0, "ctr/positives": 90.0, "cvr/count": 90.0, "cvr/positives": 0.0}
+    prod = {**counts, "ctr/auc": 0.70, "ctr/logloss": 0.50, "cvr/auc": nan, "cvr/logloss": 0.10}
+    d = decide({**prod, "ctr/auc": 0.701}, prod, ["ctr", "cvr"], s)
+    assert d.accepted and d.not_compared == ["cvr auc (no positive labels in 90 rows)"]
+    assert decide({**prod, "ctr/auc": 0.65}, prod, ["ctr", "cvr"], s).reasons[0].startswith("ctr auc 0.6500")
+    # Nothing measurable: rejected, saying so.
+    empty = {"ctr/count": 0.0, "ctr/positives": 0.0, "ctr/auc": nan, "ctr/logloss": nan}
+    d = decide(empty, empty, ["ctr"], s)
+    assert (
+        not d.accepted and d.reason == "nothing the held-out rows can measure: ctr auc (no rows), ctr logloss (no rows)"
+    )
+    # A NaN the labels do not explain is the candidate's own (a diverged model): rejected.
+    d = decide({**prod, "ctr/auc": nan}, prod, ["ctr", "cvr"], s)
+    assert not d.accepted and d.reasons[0].startswith("ctr auc nan vs production 0.7000")
+
+
 def test_gate_on_gauc_when_asked():
     s = RetrainSettings(registry="x", default_tolerance=TaskTolerance(max_auc_drop=0.01, max_gauc_drop=0.002))
     prod = {"ctr/auc": 0.70, "ctr/logloss": 0.5, "ctr/gauc": 0.62}

@@ -51,6 +51,19 @@ def test_one_metric_to_minimise_and_nan():
         BestTracker(EarlyStopping(metric="mean_gauc"), TASKS).update(5, {"val/ctr/auc": 0.7})
 
 
+def test_the_mean_auc_averages_the_tasks_the_validation_set_can_measure():
+    """A validation set whose conversions are all 0 has no cvr AUC at any evaluation: the mean
+    is ctr's alone, so the best evaluation is still found (with NaN in the mean, every score was
+    NaN and the first evaluation stayed the best)."""
+    evals = [(10 * (i + 1), {"val/ctr/auc": a, "val/cvr/auc": float("nan")}) for i, a in enumerate([0.6, 0.7, 0.65])]
+    tracker = BestTracker(EarlyStopping(patience=None), TASKS)
+    assert _stops_at(tracker, evals) is None
+    assert tracker.best_step == 20 and tracker.best_score == pytest.approx(0.7)
+    nothing = BestTracker(EarlyStopping(patience=None), TASKS)  # no task measurable: no score
+    nothing.update(10, {"val/ctr/auc": float("nan"), "val/cvr/auc": float("nan")})
+    assert nothing.best_score == -math.inf
+
+
 def test_a_resumed_run_replays_its_history():
     evals = _evals([0.60, 0.65, 0.64])
     live = BestTracker(EarlyStopping(patience=2), TASKS)

@@ -40,6 +40,36 @@ def test_metrics_match_sklearn_definitions():
     assert out["ctr/count"] == 2000
 
 
+def test_what_a_set_cannot_measure_is_nan_and_said_why(capsys):
+    """A validation day whose conversions are all 0 (a rare event on a small day) has no cvr
+    AUC: the metrics say NaN, the lines say why; a task without rows has no log loss either."""
+    from jobs.train import _print_metrics
+    from pipeline.train.progress import eval_line
+
+    logits = torch.tensor([[0.3, -1.0, 0.1], [-0.2, 0.5, 0.2], [1.0, 0.0, -0.4]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    masks = torch.tensor([[True, True, False], [True, True, False], [True, True, False]])
+    metrics = TaskMetrics(["ctr", "cvr", "later"])
+    metrics.update(logits, labels, masks)
+    out = metrics.compute()
+    assert out["ctr/positives"] == 2 and not math.isnan(out["ctr/auc"])
+    assert out["cvr/positives"] == 0 and out["cvr/count"] == 3
+    assert math.isnan(out["cvr/auc"]) and math.isnan(out["cvr/calibration"]) and not math.isnan(out["cvr/logloss"])
+    assert out["later/count"] == 0 and math.isnan(out["later/logloss"])  # was 0.0: a perfect score for no rows
+
+    val = {f"val/{k}": v for k, v in out.items()}
+    assert eval_line(7, val, ["ctr", "cvr", "later"]) == (
+        f"[eval] step 7: ctr AUC {out['ctr/auc']:.4f}, cvr AUC n/a (no positive labels in 3 rows), "
+        "later AUC n/a (no rows)"
+    )
+    _print_metrics(val)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:] == [
+        f"cvr: AUC n/a (no positive labels in 3 rows), logloss {out['cvr/logloss']:.4f}, calibration n/a",
+        "later: AUC n/a (no rows), logloss n/a, calibration n/a",
+    ]
+
+
 def test_default_job_trains_end_to_end():
     result = train_main(["--in-memory", "data.generate.rows=30000", "train.epochs=2"])
     for task in ("ctr", "cvr"):
