@@ -71,7 +71,7 @@ def decide(
             if key not in candidate or key not in production:
                 raise ValueError(f"the gate compares {key}, which an evaluation lacks (GAUC needs the spec's group_by)")
             cand, prod = candidate[key], production[key]
-            unmeasurable = undefined_because(candidate, f"{task}/")  # from the labels: the same for both
+            unmeasurable = undefined_because(candidate, f"{task}/", metric)  # the labels': the same for both
             if (math.isnan(cand) or math.isnan(prod)) and unmeasurable:
                 decision.checks.append({"task": task, "metric": metric, "ok": None, "not_compared": unmeasurable})
                 decision.not_compared.append(f"{task} {metric} ({unmeasurable})")

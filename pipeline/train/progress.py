@@ -65,15 +65,19 @@ def said(value: float, digits: int = 4) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def undefined_because(metrics: Mapping[str, float], prefix: str) -> str | None:
-    """Why a task's AUC is undefined on the set `metrics` were computed on, None if not known."""
+def undefined_because(metrics: Mapping[str, float], prefix: str, metric: str = "auc") -> str | None:
+    """Why the labels of the set `metrics` were computed on leave a task's `metric` undefined
+    (no rows; for AUC and GAUC also one label only, or no group with both), else None: a NaN
+    they do not explain is the model's own."""
     count, positives = metrics.get(prefix + "count"), metrics.get(prefix + "positives")
     if count == 0:
         return "no rows"
-    if count is None or positives is None:
+    if metric not in ("auc", "gauc") or count is None or positives is None:
         return None
     if positives == 0:
         return f"no positive labels in {count:,.0f} rows"
     if positives == count:
         return f"no negative labels in {count:,.0f} rows"
+    if metric == "gauc" and metrics.get(prefix + "gauc_groups") == 0:
+        return "no group has both labels"
     return None

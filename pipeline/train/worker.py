@@ -185,7 +185,6 @@ class WorkerTrainer:
         return {table: kind for table, kind in (types or {}).items() if kind in allowed} or None
 
     def resume(self) -> None:
-
         ckpt = self.checkpoint
         if ckpt is None:
             self._warm_start()

@@ -150,6 +150,8 @@ def test_a_metric_the_held_out_day_cannot_measure_is_not_compared_and_said():
     # A NaN the labels do not explain is the candidate's own (a diverged model): rejected.
     d = decide({**prod, "ctr/auc": nan}, prod, ["ctr", "cvr"], s)
     assert not d.accepted and d.reasons[0].startswith("ctr auc nan vs production 0.7000")
+    d = decide({**prod, "cvr/logloss": nan}, prod, ["ctr", "cvr"], s)  # one label explains AUC, not log loss
+    assert not d.accepted and d.reasons == ["cvr logloss nan vs production 0.1000: worse by nan > tolerance 0.0100"]
 
 
 def test_gate_on_gauc_when_asked():
