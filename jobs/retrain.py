@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_REJECTED, EXIT_LOCKED = 3, 75
+EXIT_REJECTED = 3
 
 
 def main(argv: list[str] | None = None):
@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None):
 
     from pipeline.common.errors import exit_on_bad_input, fail
     from pipeline.common.logs import configure_logs, with_verbose
-    from pipeline.registry.lock import LockHeldError
     from pipeline.registry.versions import RegistryError
     from pipeline.retrain.config import load_retrain_config
     from pipeline.retrain.daily import RetrainError, retrain
@@ -46,8 +45,6 @@ def main(argv: list[str] | None = None):
             cfg = load_retrain_config(args.config, with_verbose(args.overrides, args.verbose))
             configure_logs(cfg.job.run_dir / "logs" / "driver.log", cfg.job.verbose)
             outcome = retrain(cfg, args.address)
-    except LockHeldError as err:
-        fail(err, EXIT_LOCKED)
     except RunStopped as stopped:  # Ctrl-C: the attempt is not resumed, the next run starts it afresh
         fail(f"{stopped}: the registry is unchanged; the next run trains the candidate again")
     if outcome.status == "rejected":

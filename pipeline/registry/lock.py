@@ -34,10 +34,12 @@ import time
 import uuid
 from collections.abc import Callable
 
+from pipeline.common.errors import InUseError
+
 STALE_AFTER_S = 600.0  # a lock without a heartbeat for this long is taken over (the retrain's default)
 
 
-class LockHeldError(RuntimeError):
+class LockHeldError(InUseError):
     """Another live process holds the lock; the message names it."""
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pipeline.common.logs import plural
 from pipeline.data.feature_spec import FeatureSpec, load_spec
 from pipeline.train.config import ClusterConfig, JobConfig
 from pipeline.train.early_stopping import SCORE_KEY, STEP_KEY
+from pipeline.train.run_lock import empty_run, hold_run
 
 
 @dataclass
@@ -299,13 +299,15 @@ def _finish(cfg: JobConfig, checkpoint, metrics: dict, best_aucs: dict, final_ch
 def run_training(
     cfg: JobConfig, address: str | None = None, train_loop: Callable[[dict], None] | None = None
 ) -> TrainingResult:
-    """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it)."""
-    spec, datasets = _prepare(cfg, address)
-    result = fit(
-        make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop), cfg.cluster, address
-    )
-    checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
-    return _finish(cfg, checkpoint, metrics, _best_aucs(datasets), result.checkpoint)
+    """train_loop: replaces pipeline.train.worker.train_loop_per_worker (benchmarks use it).
+    RunInUseError while another job trains the same run (pipeline/train/run_lock.py)."""
+    with hold_run(cfg.run_dir):
+        spec, datasets = _prepare(cfg, address)
+        result = fit(
+            make_trainer(cfg, spec, datasets, str(Path(cfg.output_dir).resolve()), train_loop), cfg.cluster, address
+        )
+        checkpoint, metrics = _exported_checkpoint(cfg, result.checkpoint, result.metrics, result.best_checkpoints)
+        return _finish(cfg, checkpoint, metrics, _best_aucs(datasets), result.checkpoint)
 
 
 def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = None) -> list[TrainingResult]:
@@ -328,18 +330,19 @@ def run_training_group(cfgs: list[JobConfig], name: str, address: str | None = N
             )
     if len({c.name for c in cfgs}) != len(cfgs):
         raise ValueError(f"run group {name}: run names must differ")
-    spec, datasets = _prepare(base, address)
     storage = str(Path(base.output_dir).resolve())
-    shutil.rmtree(os.path.join(storage, name), ignore_errors=True)  # a group never resumes
-    loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
-    # Every run reports one checkpoint, its final one: keep them all.
-    trainer = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None)
-    result = fit(trainer, base.cluster, address)
-    kept = result.best_checkpoints
-    finals = {m["run"]: (ckpt, m) for ckpt, m in kept if m.get("done")}
-    best = _best_aucs(datasets)  # the same validation days for every run: read once
-    results = []
-    for c in cfgs:
-        checkpoint, metrics = _exported_checkpoint(c, *finals[c.name], kept, run=c.name)
-        results.append(_finish(c, checkpoint, metrics, best, finals[c.name][0]))
-    return results
+    with hold_run(os.path.join(storage, name)):
+        empty_run(os.path.join(storage, name))  # a group never resumes
+        spec, datasets = _prepare(base, address)
+        loop_config = {"jobs": [c.model_dump(mode="json") for c in cfgs]}
+        # Every run reports one checkpoint, its final one: keep them all.
+        trainer = make_trainer(base, spec, datasets, storage, name=name, loop_config=loop_config, num_to_keep=None)
+        result = fit(trainer, base.cluster, address)
+        kept = result.best_checkpoints
+        finals = {m["run"]: (ckpt, m) for ckpt, m in kept if m.get("done")}
+        best = _best_aucs(datasets)  # the same validation days for every run: read once
+        results = []
+        for c in cfgs:
+            checkpoint, metrics = _exported_checkpoint(c, *finals[c.name], kept, run=c.name)
+            results.append(_finish(c, checkpoint, metrics, best, finals[c.name][0]))
+        return results

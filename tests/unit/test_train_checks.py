@@ -122,3 +122,27 @@ def _refused(job, wanting: list[str]) -> bool:
         assert all(part in str(err) for part in wanting) and str(err).endswith("the job would wait forever"), err
         return True
     raise AssertionError("the job neither stopped at the check nor went past it")
+
+
+def test_a_run_that_another_job_trains_is_refused_until_it_ends(tmp_path):
+    """A second job of the same output_dir and name would resume from the first one's
+    checkpoints while the first deletes them (measured: a FileNotFoundError per restart, exit 1)."""
+    import os
+
+    from pipeline.common.errors import InUseError
+    from pipeline.train.run_lock import RunInUseError, empty_run, hold_run
+
+    run = tmp_path / "runs" / "ple-local"
+    with hold_run(run):
+        refused = rf"^run {run} is being trained by another job \(pid {os.getpid()} on "
+        with pytest.raises(RunInUseError, match=refused), hold_run(run):
+            pass
+        assert (run / ".lock").is_file()
+    with hold_run(run):  # released when the first job's block ends
+        (run / "step_00000010").mkdir()
+        (run / "checkpoint_manager_snapshot.json").write_text("{}")
+        empty_run(run)  # a run group starts afresh, under its lock
+        assert [p.name for p in run.iterdir()] == [".lock"]
+        with pytest.raises(RunInUseError):
+            hold_run(run).__enter__()
+    assert issubclass(RunInUseError, InUseError)  # a job exits 75 (pipeline/common/errors.py)
