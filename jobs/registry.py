@@ -6,8 +6,8 @@
     python -m jobs.registry list  --registry s3://bucket/ple-registry      # any fsspec URL
 
 --registry defaults to `retrain.registry` of --config (configs/jobs/retrain_local.yaml). `promote`
-takes the retrain lock (it fails while a retrain runs) and switches the production pointer
-atomically; promoting a rejected version needs --force.
+takes the retrain lock (it fails while a retrain runs, exit 75) and switches the production
+pointer atomically; promoting a rejected version needs --force.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"list takes no version id (got {args.version!r}); give the registry as --registry ROOT")
 
     from pipeline.common.config import ConfigError
+    from pipeline.common.errors import EXIT_IN_USE, fail
     from pipeline.registry.lock import LockHeldError
     from pipeline.registry.versions import Registry, RegistryError
 
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             reg.set_production(version.id, by="manual", note=args.note)
         print(f"production: {version.id}")
         return 0
-    except (ConfigError, RegistryError, LockHeldError) as err:
+    except LockHeldError as err:  # a retrain or another promote works on the registry: try again later
+        fail(err, EXIT_IN_USE)
+    except (ConfigError, RegistryError) as err:
         sys.exit(f"error: {err}")
 
 

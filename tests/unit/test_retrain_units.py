@@ -250,3 +250,8 @@ def test_registry_cli_shows_production_and_refuses_a_version_for_list(tmp_path, 
     assert exit_info.value.code == 2 and "list takes no version id" in capsys.readouterr().err
     assert registry_cli(["list", "--registry", root]) == 0
     assert "production: v0001" in capsys.readouterr().out
+    # A promote while a retrain holds the registry: exit 75, as the retrain's own refusal.
+    with reg.lock(), pytest.raises(SystemExit) as exit_info:
+        registry_cli(["promote", "v0002", "--force", "--registry", root])
+    assert exit_info.value.code == 75 and "lock" in capsys.readouterr().err
+    assert reg.production().id == "v0001"
