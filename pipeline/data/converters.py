@@ -103,7 +103,8 @@ class RollingWriter:
     that the new ones do not replace, `abort` removes them. So a conversion that fails leaves
     the day as it was, and one repeated with fewer files leaves no stale rows beside them."""
 
-    def __init__(self, directory: str, stem: str, schema: pa.Schema, rows_per_file: int):
+    def __init__(self, directory: str, stem: str, rows_per_file: int, schema: pa.Schema | None = None):
+        """`schema`: the files'; None: the first batch's."""
         self.directory, self.stem, self.schema, self.rows_per_file = directory, stem, schema, rows_per_file
         self.written: list[dict] = []  # completed files, under their final paths once finished
         self._writer: pq.ParquetWriter | None = None
@@ -113,6 +114,7 @@ class RollingWriter:
         while batch.num_rows:
             if self._writer is None:
                 self._rows = 0
+                self.schema = self.schema or batch.schema
                 self._writer = pq.ParquetWriter(self._tmp(len(self.written)), self.schema)
             take = min(batch.num_rows, self.rows_per_file - self._rows)
             self._writer.write_batch(batch.slice(0, take))
@@ -183,7 +185,7 @@ def convert_csv(
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
         )
         schema = pa.schema([(renames[f.name], f.type) for f in reader.schema])
-        writer = RollingWriter(directory, Path(csv_path).stem, schema, rows_per_file)
+        writer = RollingWriter(directory, Path(csv_path).stem, rows_per_file, schema)
         for batch in reader:
             writer.write(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
     except pa.ArrowInvalid as e:

@@ -137,7 +137,8 @@ def convert_table(csv_path: str | os.PathLike, out_dir: str, day: str, options: 
 
     directory = os.path.join(out_dir, f"dt={day}")
     os.makedirs(directory, exist_ok=True)
-    writer: RollingWriter | None = None
+    # Made before the first row: a conversion that keeps none still replaces the CSV's earlier files.
+    writer = RollingWriter(directory, Path(path).stem, options.rows_per_file)
     try:
         reader = pacsv.open_csv(
             path,
@@ -166,8 +167,6 @@ def convert_table(csv_path: str | os.PathLike, out_dir: str, day: str, options: 
                 s.dropped += batch.num_rows - out.num_rows
             if any(s.unmapped.values()) and options.unmapped_labels == "fail":
                 continue  # the file fails at the end (with exact counts): no point writing
-            if writer is None:
-                writer = RollingWriter(directory, Path(path).stem, out.schema, options.rows_per_file)
             writer.write(out)
             s.rows_written += out.num_rows
             for c in inputs:
@@ -184,10 +183,9 @@ def convert_table(csv_path: str | os.PathLike, out_dir: str, day: str, options: 
                     column=rule.column,
                     count=s.unmapped[rule.name],
                 )
-        s.files = writer.finish() if writer is not None else []
+        s.files = writer.finish()
     except BaseException as e:
-        if writer is not None:  # no partial output: the day keeps what it had
-            writer.abort()
+        writer.abort()  # no partial output: the day keeps what it had
         if isinstance(e, pa.ArrowInvalid):
             raise _parse_error(path, e, invalid, lambda number: line_of(number - skip - 1)) from None
         raise

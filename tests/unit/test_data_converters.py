@@ -106,3 +106,9 @@ def test_converting_a_csv_again_replaces_its_files_whole_or_not_at_all(tmp_path,
         "part-val-00001.parquet",
     ]
     assert pq.read_table(day / "part-other-00000.parquet").num_rows == 50
+    if fmt == "csv":  # a conversion that keeps no row replaces the CSV's files with none
+        from pipeline.data.csv_table import LabelRule
+
+        keep_none = CsvTableOptions(labels=(LabelRule.parse("click=click:5/6"),), unmapped_labels="drop")
+        assert convert_table(str(csv), str(tmp_path / "out"), "2018-01-01", keep_none).files == []
+        assert sorted(p.name for p in day.iterdir()) == ["part-other-00000.parquet"]
