@@ -218,6 +218,12 @@ def configure_worker_process() -> None:
     configure_logs(None, verbose=os.environ.get(VERBOSE_ENV) == "1", import_libraries=False)
 
 
+def this_command(limit: int = 200) -> str:
+    """This process's command line, cut to `limit` characters: who holds a lock, in its record."""
+    text = " ".join(sys.argv)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def plural(n: int, word: str, words: str | None = None) -> str:
     """1 file, 2 files, 1,200 rows; `words`: the plural where it is not `word` + s."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {words or word + 's'}"

@@ -28,13 +28,13 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 
 from pipeline.common.errors import InUseError
+from pipeline.common.logs import this_command
 
 STALE_AFTER_S = 600.0  # a lock without a heartbeat for this long is taken over (the retrain's default)
 
@@ -51,10 +51,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def _shorten(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _fmt_time(t: float) -> str:
@@ -166,7 +162,7 @@ class FileLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.time(),
-            "command": _shorten(" ".join(sys.argv), 200),
+            "command": this_command(),
             "token": token,
         }
         if not self._create(self.record):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.common.files import write_text_atomic
 from pipeline.report.compare import Comparison
+from pipeline.train.progress import said as fmt  # n/a for what a set could not measure
 
 METRICS = ("auc", "logloss", "calibration")
 METRIC_LABELS = {"auc": "AUC", "logloss": "log loss", "calibration": "calibration", "gauc": "GAUC"}
@@ -169,12 +170,6 @@ def results(comp: Comparison) -> dict:
 
 
 # -- Markdown ----------------------------------------------------------------------------------
-
-
-def fmt(x: float, digits: int = 4, sign: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:

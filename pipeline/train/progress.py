@@ -60,9 +60,12 @@ def said_auc(metrics: Mapping[str, float], prefix: str) -> str:
     return f"{auc:.4f} (GAUC {'n/a: no group has both labels' if math.isnan(gauc) else f'{gauc:.4f}'})"
 
 
-def said(value: float, digits: int = 4) -> str:
-    """A metric, `n/a` where the set could not measure it (NaN)."""
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def said(value: float | None, digits: int = 4, sign: bool = False) -> str:
+    """A metric (`sign`: with its + or -), `n/a` where the set could not measure it (NaN) or
+    there is none (None)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
 def undefined_because(metrics: Mapping[str, float], prefix: str, metric: str = "auc") -> str | None:

@@ -14,13 +14,13 @@ import fcntl
 import os
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.common.errors import InUseError
+from pipeline.common.logs import this_command
 
 LOCK_FILE = ".lock"
 
@@ -61,9 +61,7 @@ def hold_run(run_dir: str | os.PathLike) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        command = " ".join(sys.argv)
-        command = command if len(command) <= 200 else command[:197] + "..."
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}: {command}".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}: {this_command()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
