@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 
+from pipeline.common.config import ConfigError
 from pipeline.common.errors import EXIT_BAD_CONFIG, exit_on_bad_input, fail
 from pipeline.common.files import make_output_dir, write_text_atomic
 from pipeline.common.logs import plural
@@ -96,12 +97,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _check_writable(out: str) -> None:
     """--out names a file this job can create (its folder made if missing), or exit 78."""
-    if os.path.isdir(out):
-        fail(
-            f"--out {out} is a directory: name the spec file to write (e.g. {os.path.join(out, 'spec.yaml')})",
-            EXIT_BAD_CONFIG,
-        )
     with exit_on_bad_input():
+        if os.path.isdir(out):
+            raise ConfigError(f"--out {out} is a directory: name the spec file to write (e.g. {out}/spec.yaml)")
         make_output_dir(os.path.dirname(out), "--out's folder")
 
 

@@ -26,13 +26,14 @@ def _print_metrics(metrics: dict) -> None:
         task = key.split("/")[-2]
         prefix = key[: -len("auc")]
         best = metrics.get(prefix + "best_auc")
-        auc = (
-            f"AUC {metrics[key]:.4f}"
-            + (f" (best achievable {best:.4f})" if best and not math.isnan(best) else "")
-            + (f", GAUC {said(metrics[prefix + 'gauc'])}" if prefix + "gauc" in metrics else "")
-            if not math.isnan(metrics[key])
-            else f"AUC {said_auc(metrics, prefix)}"  # and why not
-        )
+        if math.isnan(metrics[key]):
+            auc = f"AUC {said_auc(metrics, prefix)}"  # n/a, and why
+        else:
+            auc = (
+                f"AUC {metrics[key]:.4f}"
+                + (f" (best achievable {best:.4f})" if best and not math.isnan(best) else "")
+                + (f", GAUC {said(metrics[prefix + 'gauc'])}" if prefix + "gauc" in metrics else "")
+            )
         print(
             f"{task}: {auc}, logloss {said(metrics[prefix + 'logloss'])}, "
             f"calibration {said(metrics[prefix + 'calibration'], 3)}"
