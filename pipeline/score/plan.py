@@ -120,6 +120,9 @@ class ScorePlan:
     pending: list[InputFile]  # still to score
     manifest: dict  # as it will be written; `files` holds completed entries
     model_url: str | None = None  # where model_dir was downloaded from: actors on other nodes fetch it too
+    # Outputs (relative paths) of input files gone from a folder this run scores: that folder
+    # was rewritten upstream, and their rows would sit beside the new files' scores.
+    stale_outputs: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def rows_pending(self) -> int:
@@ -238,6 +241,9 @@ def plan_scoring(
             manifest = None
 
     done = dict(manifest["files"]) if manifest else {}
+    scored_here, present = {os.path.dirname(f.rel) for f in files}, {f.rel for f in files}
+    gone = [rel for rel in done if rel not in present and os.path.dirname(rel) in scored_here]
+    stale_outputs = sorted(done.pop(rel)["output"] for rel in gone if not os.path.exists(os.path.join(root, rel)))
     pending = []
     for f in files:
         entry = done.get(f.rel)
@@ -271,4 +277,5 @@ def plan_scoring(
         pending=pending,
         manifest=manifest,
         model_url=model_url,
+        stale_outputs=stale_outputs,
     )

@@ -28,6 +28,8 @@ Exactly once, whatever is killed and when:
     A file renamed but not yet listed is simply rescored and atomically replaced;
   - temporary files of a killed run are deleted by the next run; a lock file keeps two
     jobs on one host from writing the same output;
+  - the outputs of input files gone from a folder scored now (a day written again upstream
+    under other names) are deleted before the run, or that day's rows would be scored twice;
   - an output holding results of another model version (or Parquet files and no manifest)
     stops the job before any work, unless overwrite=True.
 Why the driver writes: a file's rows reach several actors in batches that also mix files, so
@@ -211,6 +213,14 @@ def run_scoring(
         removed = remove_temp_files(out)
         if removed:
             log(f"[score] removed {removed} temporary files of an interrupted run")
+        for rel in plan.stale_outputs:
+            (out / rel).unlink(missing_ok=True)
+        if plan.stale_outputs:
+            log(
+                f"[score] removed {plural(len(plan.stale_outputs), 'output')} whose input files are gone from the "
+                f"folders scored now (rewritten upstream): {', '.join(plan.stale_outputs[:3])}"
+                + (", ..." if len(plan.stale_outputs) > 3 else "")
+            )
         return _run(plan, cfg, out, on_progress, log)
     finally:
         os.close(lock)

@@ -146,6 +146,42 @@ def test_rerun_of_a_complete_output_does_nothing(scored, export, data):
     assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == before
 
 
+def test_a_day_rewritten_upstream_is_scored_again_without_its_old_files_scores(
+    ray_local, scored, export, data, tmp_path
+):
+    """A day whose files were written again under other names (a Spark backfill names its parts
+    anew): the new files are scored, and the outputs of the files that are gone are removed,
+    or every row of that day would be scored twice. The other day's outputs stay as they were."""
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    shutil.copytree(scored[0], out)
+    shutil.copytree(data, logs)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "input_root": str(logs)}))  # as if scored from here
+    rewritten = logs / "dt=2026-01-02"
+    for i, part in enumerate(sorted(rewritten.glob("*.parquet"))[:2]):  # 3 files -> 2, the same rows
+        part.rename(rewritten / f"part-backfill-{i}.parquet")
+    last = sorted(rewritten.glob("part-0*.parquet"))[0]
+    tables = [pq.read_table(p) for p in sorted(rewritten.glob("part-backfill-*.parquet"))]
+    pq.write_table(pa.concat_tables([tables[0], pq.read_table(last)]), rewritten / "part-backfill-0.parquet")
+    last.unlink()
+    kept = {p: p.stat().st_mtime_ns for p in _outputs(out / "dt=2026-01-01")}
+    said: list[str] = []
+    summary = score(export, str(logs), str(out), score_config(), log=said.append)
+    assert (summary.files_scored, summary.files_skipped) == (2, 3)
+    assert any("removed 3 outputs whose input files are gone" in line for line in said), said
+    outputs = _outputs(out / "dt=2026-01-02")
+    assert [p.name for p in outputs] == ["part-backfill-0.parquet", "part-backfill-1.parquet"]
+    ids_in = pa.concat_tables(pq.read_table(p, columns=["impression_id"]) for p in sorted(rewritten.glob("*.parquet")))
+    ids_out = pa.concat_tables(pq.read_table(p, columns=["impression_id"]) for p in outputs)
+    assert ids_out.num_rows == ids_in.num_rows == 3 * ROWS_PER_FILE
+    assert pc.count_distinct(ids_out["impression_id"]).as_py() == ids_out.num_rows
+    assert {p: p.stat().st_mtime_ns for p in _outputs(out / "dt=2026-01-01")} == kept
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] and sorted(manifest["files"]) == sorted(
+        str(p.relative_to(logs)) for p in logs.rglob("*.parquet")
+    )
+
+
 def test_output_of_another_model_version_is_never_mixed(scored, data, tmp_path, repo_root):
     out = tmp_path / "out"
     shutil.copytree(scored[0], out)
