@@ -4,7 +4,12 @@ never half of either. Every room that publishes a JSON record or a report writes
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Temporary names are `.<name>.tmp-<pid>` beside the file: hidden from listings that skip dot
@@ -63,3 +68,28 @@ def make_output_dir(path: str | Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: cannot create the folder ({err.strerror or err})") from None
     if not os.access(path, os.W_OK):
         raise ConfigError(f"{flag} {path}: the folder is not writable")
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an advisory lock (fcntl.flock) on the file `path`, made if missing, for the block:
+    one job at a time on what it guards. The kernel releases it when the process ends, however
+    it ends. Held by another process: raise `busy(holder)`, `holder` being what that process
+    recorded in the file (pid, host, since when, its command)."""
+    from pipeline.common.logs import this_command
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise busy(holder) from None
+    try:
+        os.ftruncate(fd, 0)
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}: {this_command()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -4,7 +4,7 @@ files a killed run left. See pipeline/score/run.py for how they give exactly-onc
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.common.files import TMP_MARK, write_text_atomic
+from pipeline.common.files import TMP_MARK, exclusive_lock, write_text_atomic
 from pipeline.score.errors import ScoringError
 
 MANIFEST, LOCK = "_manifest.json", "_lock"
@@ -119,13 +119,11 @@ def remove_temp_files(out: Path) -> int:
     return len(stale)
 
 
-def lock_output(out: Path):
-    """Advisory lock on <out>/_lock for the run; released when this process exits or dies."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_CREAT | os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ScoringError(f"output {out} is being written by another scoring job (lock {out / LOCK})") from None
-    return fd
+def lock_output(out: Path) -> contextlib.AbstractContextManager[None]:
+    """Advisory lock on <out>/_lock for the run, for `with`; released when this process exits or
+    dies (pipeline/common/files.py's exclusive_lock)."""
+
+    def busy(holder: str) -> ScoringError:
+        return ScoringError(f"output {out} is being written by another scoring job ({holder}; lock {out / LOCK})")
+
+    return exclusive_lock(out / LOCK, busy)

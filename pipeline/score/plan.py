@@ -233,11 +233,8 @@ def plan_scoring(
                     f"(--overwrite) to delete that result first"
                 )
             if held:
-                lock = lock_output(out)  # not while another job is writing there
-                try:
+                with lock_output(out):  # not while another job is writing there
                     remove_result(out, manifest)
-                finally:
-                    os.close(lock)
             manifest = None
 
     done = dict(manifest["files"]) if manifest else {}

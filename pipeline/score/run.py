@@ -208,8 +208,7 @@ def run_scoring(
     """Score plan.pending (Ray must be initialised when it has rows: pipeline/ray_utils.connect)
     and commit file by file. Raises if the job fails; what was committed stays committed."""
     out = Path(plan.output_dir)
-    lock = lock_output(out)
-    try:
+    with lock_output(out):
         removed = remove_temp_files(out)
         if removed:
             log(f"[score] removed {removed} temporary files of an interrupted run")
@@ -222,8 +221,6 @@ def run_scoring(
                 + (", ..." if len(plan.stale_outputs) > 3 else "")
             )
         return _run(plan, cfg, out, on_progress, log)
-    finally:
-        os.close(lock)
 
 
 def _run(plan: ScorePlan, cfg: ScoreConfig, out: Path, on_progress, log) -> ScoreSummary:

@@ -63,7 +63,7 @@ class TaskMetrics:
         """Flat dict: `{task}/auc`, `{task}/logloss`, `{task}/calibration`, `{task}/count`,
         `{task}/positives`, and with GAUC `{task}/gauc` and `{task}/gauc_groups` (the groups that
         have both labels). What a set cannot measure is NaN: AUC without both labels, log loss
-        without rows, calibration without positives (progress.said_metric says why)."""
+        without rows, calibration without positives (progress.undefined_because says why)."""
         out: dict[str, float] = {}
         for t, (name, metrics) in enumerate(zip(self.task_names, self.per_task, strict=True)):
             if self.gauc is not None:

@@ -57,7 +57,10 @@ def said_auc(metrics: Mapping[str, float], prefix: str) -> str:
         return f"n/a ({why})" if why else "n/a"
     if gauc is None:
         return f"{auc:.4f}"
-    return f"{auc:.4f} (GAUC {'n/a: no group has both labels' if math.isnan(gauc) else f'{gauc:.4f}'})"
+    if math.isnan(gauc):
+        why = undefined_because(metrics, prefix, "gauc")
+        return f"{auc:.4f} (GAUC n/a{': ' + why if why else ''})"
+    return f"{auc:.4f} (GAUC {gauc:.4f})"
 
 
 def said(value: float | None, digits: int = 4, sign: bool = False) -> str:

@@ -10,17 +10,14 @@ file to lock) is not locked.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.common.errors import InUseError
-from pipeline.common.logs import this_command
+from pipeline.common.files import exclusive_lock
 
 LOCK_FILE = ".lock"
 
@@ -46,22 +43,12 @@ def hold_run(run_dir: str | os.PathLike) -> Iterator[None]:
     if "://" in os.fspath(run_dir):
         yield
         return
-    path = Path(run_dir) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunInUseError(
-            f"run {Path(run_dir)} is being trained by another job ({holder}): wait for it to end, or give this "
-            "one another name="
-        ) from None
-    try:
-        os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}: {this_command()}".encode(), 0)
+    run = Path(run_dir)
+
+    def busy(holder: str) -> RunInUseError:
+        return RunInUseError(
+            f"run {run} is being trained by another job ({holder}): wait for it to end, or give this one another name="
+        )
+
+    with exclusive_lock(run / LOCK_FILE, busy):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

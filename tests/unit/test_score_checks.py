@@ -158,3 +158,19 @@ def test_summary_counts_in_words_that_agree_with_the_numbers():
     # A killed actor restarted by Ray reports as a process of its own.
     many = ScoreSummary("v1", "/out", 3, 2, 1, 400, 2.0, 1.0, 1.0, 0, [actor, actor, {**actor, "node": "n2"}]).format()
     assert "scored 400 rows in 2 files (1 of 3 already complete)" in many and "; 3 actor processes on 2 nodes," in many
+
+
+def test_an_output_another_scoring_job_writes_is_refused_naming_it(tmp_path):
+    import os
+
+    from pipeline.score.output import lock_output
+
+    out = tmp_path / "out"
+    with lock_output(out):
+        refused = (
+            rf"^output {out} is being written by another scoring job \(pid {os.getpid()} on .*; lock {out / '_lock'}\)$"
+        )
+        with pytest.raises(ScoringError, match=refused), lock_output(out):
+            pass
+    with lock_output(out):  # released with the first job's block
+        pass
