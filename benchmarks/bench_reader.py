@@ -63,6 +63,8 @@ def timed(label, batches):
         if first_at is None:
             first_at, first_rows = time.perf_counter(), rows
     end = time.perf_counter()
+    if first_at is None:
+        raise SystemExit(f"{label}: no batches")
     total = rows / (end - start)
     steady = (rows - first_rows) / (end - first_at) if end > first_at else float("nan")
     print(

@@ -80,9 +80,9 @@ class MeasuredTrainer(WorkerTrainer):
     early_first_batch = False
     out = ""
 
-    def report(self, metrics: dict, with_checkpoint: bool, dir_suffix: str = "") -> None:
+    def report(self, metrics: dict, with_checkpoint: bool, final: bool = False) -> None:
         start = time.perf_counter()
-        super().report(metrics, with_checkpoint, dir_suffix)
+        super().report(metrics, with_checkpoint, final)
         if with_checkpoint:
             self.save_s = time.perf_counter() - start
 
