@@ -151,10 +151,14 @@ def train(work: str, rows: int, size: int, batch_size: int, name: str, *extra: s
     return {**result.metrics, "checkpoint": result.checkpoint_dir}, ranks
 
 
-def export_in_fresh_process(checkpoint: str, out: str) -> tuple[float, int]:
-    proc = subprocess.run(
-        [sys.executable, "-c", EXPORT, checkpoint, out], check=True, stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
+def export_in_fresh_process(checkpoint: str, out: str, log: str) -> tuple[float, int]:
+    """(seconds, peak bytes) of export_model in a fresh process; its library warnings go to `log`
+    (the driver's log file), the console shows them only if the export fails."""
+    proc = subprocess.run([sys.executable, "-c", EXPORT, checkpoint, out], capture_output=True, text=True, cwd=REPO)
+    with open(log, "a") as f:
+        f.write(proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"the export of {checkpoint} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     seconds, peak = proc.stdout.split()[-2:]
     return float(seconds), int(peak)
 
@@ -180,7 +184,7 @@ def main() -> None:
         m, ranks = train(work, args.rows, size, args.batch_size, f"t{size}")
         warm_start = [f"train.init_from={m['checkpoint']}", "train.max_steps=2"]
         _, warm = train(work, args.rows, size, args.batch_size, f"t{size}-warm", *warm_start)
-        export_s, export_peak = export_in_fresh_process(m["checkpoint"], f"{work}/export-{size}")
+        export_s, export_peak = export_in_fresh_process(m["checkpoint"], f"{work}/export-{size}", f"{work}/driver.log")
         worst = max(ranks, key=lambda r: r["peak_rss"])
         user = next(t["user"] for t in worst["plan"].values() if "user" in t)
         found[size] = (m["train/rows_per_s_steady"], worst["peak_rss"], worst["shards"] + worst["optimizer"])
