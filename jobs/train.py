@@ -18,26 +18,10 @@ import argparse
 
 
 def _print_metrics(metrics: dict) -> None:
-    import math
+    from pipeline.train.progress import summary_lines
 
-    from pipeline.train.progress import said, said_auc
-
-    for key in sorted(k for k in metrics if k.endswith("/auc")):
-        task = key.split("/")[-2]
-        prefix = key[: -len("auc")]
-        best = metrics.get(prefix + "best_auc")
-        if math.isnan(metrics[key]):
-            auc = f"AUC {said_auc(metrics, prefix)}"  # n/a, and why
-        else:
-            auc = (
-                f"AUC {metrics[key]:.4f}"
-                + (f" (best achievable {best:.4f})" if best and not math.isnan(best) else "")
-                + (f", GAUC {said(metrics[prefix + 'gauc'])}" if prefix + "gauc" in metrics else "")
-            )
-        print(
-            f"{task}: {auc}, logloss {said(metrics[prefix + 'logloss'])}, "
-            f"calibration {said(metrics[prefix + 'calibration'], 3)}"
-        )
+    for line in summary_lines(metrics):
+        print(line)
     from pipeline.data.validation import describe_filled, filled_from_metrics
 
     filled = filled_from_metrics(metrics)

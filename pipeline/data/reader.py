@@ -75,20 +75,27 @@ def find_bad_file(files: list[str], spec: FeatureSpec, batch_size: int = 65536) 
 
 
 def iter_file_batches(
-    files: str | list[str], spec: FeatureSpec, batch_size: int, *, validate: bool = True
+    files: str | list[str], spec: FeatureSpec, batch_size: int, *, validate: bool = True, max_rows: int | None = None
 ) -> Iterator[Batch]:
-    """Batches straight from Parquet files with pyarrow (no Ray): scoring and local runs.
-    Each batch is collated with the file it came from, so errors name it."""
+    """Batches straight from Parquet files with pyarrow (no Ray): scoring, evaluation and local
+    runs; the first `max_rows` rows only, in file order, where given. Each batch is collated
+    with the file it came from, so errors name it."""
     files = [files] if isinstance(files, str) else list(files)
     if validate:
         files = validate_files(files, spec).files
     if not files:
         return
+    left = max_rows
     # One file at a time, one row group's worth of batches at a time: memory stays flat however
     # many files and rows the range holds (a multi-file pyarrow.dataset scanner's readahead
     # was measured to grow with the number of files). The next batch is decoded in a thread
     # while this one is collated: pyarrow releases the GIL while it decodes.
     for path, record_batch in _decoded_ahead(_record_batches(files, spec, batch_size)):
+        if left is not None:
+            if left <= 0:
+                return
+            record_batch = record_batch.slice(0, left)
+            left -= record_batch.num_rows
         yield collate(record_batch, spec, source=path)
 
 

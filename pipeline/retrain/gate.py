@@ -1,9 +1,8 @@
 """The promotion gate: evaluate exported models on the same held-out rows, in this process,
 with the same code, and decide whether a candidate may replace production.
 
-Both models go through `evaluate_export`, which streams the day's files with pyarrow (no Ray)
-in a fixed order and batch size: the two see exactly the same rows, each mapped with its own
-feature spec (a candidate may have changed the spec; the labels are the same).
+Both models go through `evaluate_export` (pipeline/score/evaluate.py, which `jobs.evaluate`
+uses too): the two see exactly the same rows of the day, each mapped with its own feature spec.
 """
 
 from __future__ import annotations
@@ -11,28 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from pipeline.retrain.config import RetrainSettings
+from pipeline.score.evaluate import evaluate
 from pipeline.train.progress import undefined_because
 
 
-@torch.no_grad()
 def evaluate_export(export_dir: str, files: list[str], settings: RetrainSettings) -> dict[str, float]:
-    """{task}/auc|logloss|calibration|count of an exported model on `files` (at most
+    """{task}/auc|logloss|calibration|count|positives of an exported model on `files` (their first
     settings.eval_max_rows rows, in batches of settings.eval_batch_size)."""
-    from pipeline.data.reader import iter_file_batches
-    from pipeline.train.export import load_export
-    from pipeline.train.metrics import TaskMetrics
-
-    model, spec, _ = load_export(export_dir)
-    metrics, rows = TaskMetrics(spec.task_names, gauc=spec.group_by is not None), 0
-    for b in iter_file_batches(files, spec, settings.eval_batch_size):
-        if settings.eval_max_rows is not None and rows >= settings.eval_max_rows:
-            break
-        metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks, b.groups)
-        rows += len(b)
-    return metrics.compute()
+    return evaluate(export_dir, files, settings.eval_batch_size, settings.eval_max_rows).metrics
 
 
 @dataclass

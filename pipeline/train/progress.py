@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from pipeline.common.logs import duration
+from pipeline.common.logs import duration, plural
 from pipeline.train.early_stopping import BEST_KEY, STEP_KEY
 
 
@@ -45,6 +45,31 @@ def eval_line(step: int, metrics: dict, tasks: Sequence[str]) -> str:
     if BEST_KEY in metrics and STEP_KEY in metrics:  # with early stopping
         line += f"; best {metrics[BEST_KEY]:.4f} at step {int(metrics[STEP_KEY])}"
     return line
+
+
+def summary_lines(metrics: Mapping[str, float], counts: bool = False) -> list[str]:
+    """A line per task with an AUC in `metrics` (`val/ctr/auc` as training reports it, `ctr/auc`
+    as TaskMetrics computes it), sorted by task: `ctr: AUC 0.7498 (best achievable 0.7641), GAUC
+    0.7409, logloss 0.4244, calibration 1.000`; `counts`: then its rows and positive labels."""
+    lines = []
+    for key in sorted(k for k in metrics if k.endswith("/auc")):
+        prefix = key[: -len("auc")]
+        best = metrics.get(prefix + "best_auc")
+        if math.isnan(metrics[key]):
+            auc = f"AUC {said_auc(metrics, prefix)}"  # n/a, and why
+        else:
+            auc = (
+                f"AUC {metrics[key]:.4f}"
+                + (f" (best achievable {best:.4f})" if best and not math.isnan(best) else "")
+                + (f", GAUC {said(metrics[prefix + 'gauc'])}" if prefix + "gauc" in metrics else "")
+            )
+        line = f"{key.split('/')[-2]}: {auc}, logloss {said(metrics[prefix + 'logloss'])}, "
+        line += f"calibration {said(metrics[prefix + 'calibration'], 3)}"
+        if counts:
+            rows, positives = int(metrics[prefix + "count"]), int(metrics[prefix + "positives"])
+            line += f"; {plural(rows, 'row')}, {plural(positives, 'positive')}"
+        lines.append(line)
+    return lines
 
 
 def said_auc(metrics: Mapping[str, float], prefix: str) -> str:

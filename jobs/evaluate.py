@@ -1,0 +1,108 @@
+"""Evaluate exported models on labelled Parquet logs: per task AUC, GAUC (with the feature
+spec's group_by), log loss, calibration, rows and positive labels.
+
+    python -m jobs.evaluate --model runs/ple-local/export --input data/synthetic --days 2026-01-03
+    python -m jobs.evaluate --model registry/adult@production --model registry/adult@v0004 \\
+        --input data/adult --days 2026-01-02 --json out/adult-eval.json
+
+--model: an export directory, or a registry reference (<registry root>@production / @vNNNN),
+once per model. With several, every model sees the same rows (each mapped with its own feature
+spec), and the last lines give each model's differences from the first. --input is a directory
+of Parquet files (every .parquet below it), or with --days the dt=YYYY-MM-DD partitions of a day
+range under it; the files need the spec's label columns. Runs in this process with pyarrow (no
+Ray), the code the retraining gate evaluates with; --max-rows takes the first rows in file order.
+
+Exit status: 0 evaluated; 65 bad data (a missing label column, a value the feature spec does
+not allow); 78 a --json that cannot be written; 1 any other error (a model that is not an
+export, an --input that is not a directory) (pipeline/common/errors.py); 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+
+def _differences(first: dict, other: dict) -> str:
+    """`ctr AUC +0.0012, GAUC +0.0008, logloss -0.0010; cvr ...`: `other` minus `first`."""
+    from pipeline.train.progress import said
+
+    parts = []
+    for task in sorted(k.split("/")[0] for k in first if k.endswith("/auc")):
+        keys = [(name, f"{task}/{key}") for name, key in (("AUC", "auc"), ("GAUC", "gauc"), ("logloss", "logloss"))]
+        shown = [f"{name} {said(other[k] - first[k], sign=True)}" for name, k in keys if k in first and k in other]
+        parts.append(f"{task} " + ", ".join(shown))
+    return "; ".join(parts)
+
+
+def _finite(metrics: dict) -> dict:
+    """JSON has no NaN: a metric the rows cannot measure is null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="export directory, or <registry root>@production / @vNNNN; repeat it to compare models",
+    )
+    p.add_argument("--input", required=True, help="directory of Parquet files with the label columns")
+    p.add_argument("--days", default=None, help="only these dt= partitions: DAY or START..END")
+    p.add_argument("--max-rows", type=int, default=None, help="evaluate the first this-many rows (file order)")
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--json", default=None, help="also write the results to this file (JSON)")
+    p.add_argument("--verbose", action="store_true", help="show library logs")
+    args = p.parse_args(argv)
+    if args.max_rows is not None and args.max_rows < 1:
+        p.error("--max-rows must be at least 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+
+    from pipeline.common.errors import exit_on_bad_input
+    from pipeline.common.files import make_output_dir, write_text_atomic
+    from pipeline.common.logs import configure_logs, plural
+    from pipeline.data.validation import validate_files
+    from pipeline.score.errors import ScoringError
+    from pipeline.score.evaluate import evaluate
+    from pipeline.score.plan import list_input_files, resolve_model
+    from pipeline.train.export import ExportError, check_export
+    from pipeline.train.progress import summary_lines
+
+    results = []
+    with exit_on_bad_input(ExportError, ScoringError):
+        configure_logs(None, args.verbose, import_libraries=False)
+        if args.json:  # before the work, not after it
+            make_output_dir(os.path.dirname(os.path.abspath(args.json)), "--json")
+        files = list_input_files(args.input, args.days)
+        models = []
+        for ref in args.model:  # every model and every file's footer checked before any work
+            path, _ = resolve_model(ref)
+            spec, meta = check_export(path)
+            validate_files(files, spec, labels=True)
+            models.append((ref, path, meta["version"]))
+        for ref, path, version in models:
+            result = evaluate(path, files, args.batch_size, args.max_rows)
+            print(f"model {ref} (version {version}): {plural(result.rows, 'row')} of {plural(len(files), 'file')}")
+            for line in summary_lines(result.metrics, counts=True):
+                print(f"  {line}")
+            results.append(
+                {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
+            )
+    first = results[0]
+    for other in results[1:]:
+        print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")
+    report = {"input": args.input, "days": args.days, "files": files, "models": results}
+    if args.json:
+        with exit_on_bad_input():
+            models_json = [{**r, "metrics": _finite(r["metrics"])} for r in results]
+            write_text_atomic(args.json, json.dumps({**report, "models": models_json}, indent=2) + "\n")
+        print(f"results: {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
