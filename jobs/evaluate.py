@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")
     report = {"input": args.input, "days": args.days, "files": files, "models": results}
     if args.json:
-        with exit_on_bad_input():
-            models_json = [{**r, "metrics": _finite(r["metrics"])} for r in results]
-            write_text_atomic(args.json, json.dumps({**report, "models": models_json}, indent=2) + "\n")
+        models_json = [{**r, "metrics": _finite(r["metrics"])} for r in results]
+        write_text_atomic(args.json, json.dumps({**report, "models": models_json}, indent=2) + "\n")
         print(f"results: {args.json}")
     return report
 
