@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 
 
@@ -35,11 +34,6 @@ def _differences(first: dict, other: dict) -> str:
         shown = [f"{name} {said(other[k] - first[k], sign=True)}" for name, k in keys if k in first and k in other]
         parts.append(f"{task} " + ", ".join(shown))
     return "; ".join(parts)
-
-
-def _finite(metrics: dict) -> dict:
-    """JSON has no NaN: a metric the rows cannot measure is null."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--batch-size must be at least 1")
 
     from pipeline.common.errors import exit_on_bad_input
-    from pipeline.common.files import make_output_dir, write_text_atomic
+    from pipeline.common.files import make_output_dir, no_nan, write_text_atomic
     from pipeline.common.logs import configure_logs, plural
     from pipeline.data.validation import validate_files
     from pipeline.score.errors import ScoringError
@@ -97,8 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")
     report = {"input": args.input, "days": args.days, "files": files, "models": results}
     if args.json:
-        models_json = [{**r, "metrics": _finite(r["metrics"])} for r in results]
-        write_text_atomic(args.json, json.dumps({**report, "models": models_json}, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(no_nan(report), indent=2) + "\n")
         print(f"results: {args.json}")
     return report
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import socket
 import time
@@ -51,6 +52,18 @@ def write_text_atomic(path: str | Path, text: str, durable: bool = False) -> Non
         raise
     if durable:
         fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
+
+
+def no_nan(x):
+    """`x` with every float NaN in it (through dicts, lists and tuples) as None: strict JSON has
+    no NaN (a metric a set cannot measure, the spread of one seed)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [no_nan(v) for v in x]
+    return x
 
 
 def make_output_dir(path: str | Path, flag: str) -> None:

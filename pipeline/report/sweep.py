@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.common.files import write_text_atomic
+from pipeline.common.files import no_nan, write_text_atomic
 from pipeline.report.compare import CompareConfig, Comparison, run_comparison
 from pipeline.report.writer import (
     PLE_OPPONENTS,
@@ -26,7 +26,6 @@ from pipeline.report.writer import (
     label_axes,
     label_of,
     md_table,
-    no_nan,
     ple_verdict,
     pyplot,
     save_figure,

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.common.files import write_text_atomic
+from pipeline.common.files import no_nan, write_text_atomic
 from pipeline.report.compare import Comparison
 from pipeline.train.progress import said as fmt  # n/a for what a set could not measure
 
@@ -486,17 +486,6 @@ def plot_gates(comp: Comparison, key: str, utilisation: list[dict], path: Path) 
     )
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-
-
-def no_nan(x):
-    # Strict JSON has no NaN (e.g. the std of one seed): null instead.
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: no_nan(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [no_nan(v) for v in x]
-    return x
 
 
 def write_report(comp: Comparison, out_dir: str | Path) -> Path:
