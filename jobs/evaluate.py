@@ -11,10 +11,13 @@ spec), and the last lines give each model's differences from the first. --input 
 of Parquet files (every .parquet below it), or with --days the dt=YYYY-MM-DD partitions of a day
 range under it; the files need the spec's label columns. Runs in this process with pyarrow (no
 Ray), the code the retraining gate evaluates with; --max-rows takes the first rows in file order.
+--by-day adds a line per dt=YYYY-MM-DD partition under each model's totals (a model's decay over
+a week of logs, a bad day), and takes --max-rows of each day.
 
 Exit status: 0 evaluated; 65 bad data (a missing label column, a value the feature spec does
 not allow); 78 a --json that cannot be written; 1 any other error (a model that is not an
-export, an --input that is not a directory) (pipeline/common/errors.py); 2 bad arguments.
+export, an --input that is not a directory, --by-day on files outside dt= partitions)
+(pipeline/common/errors.py); 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -36,6 +39,31 @@ def _differences(first: dict, other: dict) -> str:
     return "; ".join(parts)
 
 
+def _day_line(day: str, result) -> str:
+    """`2026-01-02: 6,000 rows; ctr AUC 0.7412 (GAUC 0.6100), logloss 0.4244; cvr AUC ...`."""
+    from pipeline.common.logs import plural
+    from pipeline.train.progress import said, said_auc
+
+    m = result.metrics
+    tasks = sorted(k.split("/")[0] for k in m if k.endswith("/auc"))
+    per_task = [f"{t} AUC {said_auc(m, f'{t}/')}, logloss {said(m[f'{t}/logloss'])}" for t in tasks]
+    return f"{day}: {plural(result.rows, 'row')}; " + "; ".join(per_task)
+
+
+def _files_by_day(files: list[str]) -> dict[str, list[str]]:
+    """The files grouped by their dt=YYYY-MM-DD partition, days in order."""
+    from pipeline.data.files import file_day
+    from pipeline.score.errors import ScoringError
+
+    days: dict[str, list[str]] = {}
+    for f in files:
+        day = file_day(f)
+        if day is None:
+            raise ScoringError(f"--by-day: {f} is in no dt=YYYY-MM-DD directory")
+        days.setdefault(day, []).append(f)
+    return dict(sorted(days.items()))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -47,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--input", required=True, help="directory of Parquet files with the label columns")
     p.add_argument("--days", default=None, help="only these dt= partitions: DAY or START..END")
     p.add_argument("--max-rows", type=int, default=None, help="evaluate the first this-many rows (file order)")
+    p.add_argument("--by-day", action="store_true", help="also a line per dt= day (--max-rows: of each day)")
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--json", default=None, help="also write the results to this file (JSON)")
     p.add_argument("--verbose", action="store_true", help="show library logs")
@@ -61,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     from pipeline.common.logs import configure_logs, plural
     from pipeline.data.validation import validate_files
     from pipeline.score.errors import ScoringError
-    from pipeline.score.evaluate import evaluate
+    from pipeline.score.evaluate import evaluate_days
     from pipeline.score.plan import list_input_files, resolve_model
     from pipeline.train.export import ExportError, check_export
     from pipeline.train.progress import summary_lines
@@ -72,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:  # before the work, not after it
             make_output_dir(os.path.dirname(os.path.abspath(args.json)), "--json")
         files = list_input_files(args.input, args.days)
+        groups = _files_by_day(files) if args.by_day else {"": files}
         models = []
         for ref in args.model:  # every model and every file's footer checked before any work
             path, _ = resolve_model(ref)
@@ -79,13 +109,17 @@ def main(argv: list[str] | None = None) -> dict:
             validate_files(files, spec, labels=True)
             models.append((ref, path, meta["version"]))
         for ref, path, version in models:
-            result = evaluate(path, files, args.batch_size, args.max_rows)
+            result, days = evaluate_days(path, groups, args.batch_size, args.max_rows)
             print(f"model {ref} (version {version}): {plural(result.rows, 'row')} of {plural(len(files), 'file')}")
             for line in summary_lines(result.metrics, counts=True):
                 print(f"  {line}")
-            results.append(
-                {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
-            )
+            entry = {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
+            if args.by_day:
+                print("  by day:")
+                for day, on_day in days.items():
+                    print(f"    {_day_line(day, on_day)}")
+                entry["days"] = {day: {"rows": e.rows, "metrics": e.metrics} for day, e in days.items()}
+            results.append(entry)
     first = results[0]
     for other in results[1:]:
         print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")

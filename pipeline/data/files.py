@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 from pipeline.data.feature_spec import FeatureSpec
 from pipeline.data.validation import DataValidationError, validate_files
 
+DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")  # a day's partition: its name, the day in group 1
 PATH_COLUMN = "path"  # added by ray.data.read_parquet(include_paths=True); used to name files
 
 # read_parquet_files passes dataset_kwargs on purpose (see there); Ray's V1 datasource warns on
@@ -55,6 +57,14 @@ def parse_days(text: str) -> tuple[str, str]:
     except ValueError as e:
         raise ValueError(f"days '{text}': expected YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD ({e})") from None
     return start, end
+
+
+def file_day(path: str) -> str | None:
+    """The YYYY-MM-DD of the innermost dt=YYYY-MM-DD directory above `path`, None if none is."""
+    for part in reversed(os.path.dirname(path).split(os.sep)):
+        if m := DAY_DIR.match(part):
+            return m[1]
+    return None
 
 
 def existing_days(root: str) -> str:

@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.common.config import ConfigError
+from pipeline.data.files import DAY_DIR
 from pipeline.data.validation import describe_filled, filled_from_metrics
 from pipeline.registry.versions import CHECKPOINT, CONFIG, EXPORT, SPEC, Registry, Version, code_version, now_iso
 from pipeline.retrain.config import RetrainConfig
@@ -51,7 +52,6 @@ from pipeline.train.id_turnover import describe_turnover, turnover_from_metrics
 # marker to let it continue). Points: "locked" (lock just acquired), "promote" (the candidate is
 # fully staged and decided, nothing committed yet).
 PAUSE_ENV = "PLE_RETRAIN_PAUSE_AT"
-_DAY_DIR = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 
 class RetrainError(RuntimeError):
@@ -92,7 +92,7 @@ def available_days(root: str, ready_marker: str | None = None) -> list[str]:
         raise ConfigError(f"data.root {root}: no such directory (the days' dt=YYYY-MM-DD partitions are read there)")
     days = []
     for name in os.listdir(root):
-        m = _DAY_DIR.match(name)
+        m = DAY_DIR.match(name)
         path = os.path.join(root, name)
         if not m or not os.path.isdir(path):
             continue

@@ -9,6 +9,7 @@ spec (a candidate may have changed the spec; the labels are the same).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,13 +26,34 @@ def evaluate(export_dir: str, files: list[str], batch_size: int, max_rows: int |
     """The export at `export_dir` on the rows of `files` (the first `max_rows` of them, in file
     order, where given), in batches of `batch_size`. Bad rows raise DataValidationError naming
     the file and column, as in training."""
+    return evaluate_days(export_dir, {"": files}, batch_size, max_rows)[0]
+
+
+@torch.no_grad()
+def evaluate_days(
+    export_dir: str, files_by_day: Mapping[str, list[str]], batch_size: int, max_rows: int | None = None
+) -> tuple[Evaluation, dict[str, Evaluation]]:
+    """As `evaluate`, on every day's files in turn (`max_rows`: of each day): the metrics of all
+    the rows read, and of each day's. With one day, the two are the same object."""
     from pipeline.data.reader import iter_file_batches
     from pipeline.train.export import load_export
     from pipeline.train.metrics import TaskMetrics
 
     model, spec, _ = load_export(export_dir)
-    metrics, rows = TaskMetrics(spec.task_names, gauc=spec.group_by is not None), 0
-    for b in iter_file_batches(files, spec, batch_size, max_rows=max_rows):
-        metrics.update(model(b.sparse_features, b.dense_features), b.labels, b.label_masks, b.groups)
-        rows += len(b)
-    return Evaluation(metrics.compute(), rows)
+
+    def new_metrics() -> TaskMetrics:
+        return TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
+
+    pooled, days = new_metrics(), {}
+    for day, files in files_by_day.items():
+        metrics, rows = new_metrics() if len(files_by_day) > 1 else pooled, 0
+        updated = (pooled,) if metrics is pooled else (pooled, metrics)
+        for b in iter_file_batches(files, spec, batch_size, max_rows=max_rows):
+            scores = model(b.sparse_features, b.dense_features)
+            for m in updated:
+                m.update(scores, b.labels, b.label_masks, b.groups)
+            rows += len(b)
+        days[day] = Evaluation(metrics.compute(), rows)
+    if len(days) == 1:
+        return next(iter(days.values())), days
+    return Evaluation(pooled.compute(), sum(e.rows for e in days.values())), days

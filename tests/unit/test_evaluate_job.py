@@ -109,3 +109,46 @@ def test_unmeasurable_metrics_are_null_in_the_json(exports, data, tmp_path):
     report = evaluate_main(["--model", exports[0], "--input", str(data), "--max-rows", "1", "--json", str(out)])
     assert math.isnan(report["models"][0]["metrics"]["ctr/auc"])
     assert json.loads(out.read_text())["models"][0]["metrics"]["ctr/auc"] is None
+
+
+def _day_files(data: Path) -> dict[str, list[str]]:
+    return {day: [str(f) for f in input_files(data) if day in str(f)] for day in ("2026-01-01", DAY)}
+
+
+def test_by_day_gives_each_days_metrics_and_the_same_totals(exports, data, tmp_path, capsys):
+    whole = evaluate_main(["--model", exports[0], "--input", str(data)])["models"][0]
+    capsys.readouterr()
+    out = tmp_path / "e.json"
+    [result] = evaluate_main(["--model", exports[0], "--input", str(data), "--by-day", "--json", str(out)])["models"]
+    assert result["rows"] == whole["rows"] and result["metrics"] == pytest.approx(whole["metrics"], abs=1e-9)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3] == "  by day:"
+    for line, (day, files) in zip(lines[4:6], _day_files(data).items(), strict=True):
+        got, want = result["days"][day]["metrics"], _expected(exports[0], files)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-5), (day, key)
+        assert result["days"][day]["rows"] == len(files) * ROWS_PER_FILE
+        assert line.startswith(f"    {day}: {len(files) * ROWS_PER_FILE:,} rows; ctr AUC {got['ctr/auc']:.4f} (GAUC ")
+        assert f"; cvr AUC {got['cvr/auc']:.4f} (GAUC " in line
+    assert json.loads(out.read_text())["models"][0]["days"][DAY]["metrics"] == result["days"][DAY]["metrics"]
+
+
+def test_by_day_takes_max_rows_of_each_day(exports, data):
+    max_rows = ROWS_PER_FILE + 345
+    report = evaluate_main(["--model", exports[1], "--input", str(data), "--by-day", "--max-rows", str(max_rows)])
+    [result] = report["models"]
+    assert result["rows"] == 2 * max_rows
+    for day, files in _day_files(data).items():
+        assert result["days"][day]["rows"] == max_rows
+        auc = _expected(exports[1], files, max_rows)["ctr/auc"]
+        assert result["days"][day]["metrics"]["ctr/auc"] == pytest.approx(auc, abs=1e-5), day
+
+
+def test_by_day_on_a_file_outside_the_day_partitions_exits_1_naming_it(exports, data, tmp_path, capsys):
+    loose = tmp_path / "logs" / "part-0.parquet"
+    loose.parent.mkdir()
+    pq.write_table(pq.read_table(input_files(data)[0]), loose)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--model", exports[0], "--input", str(tmp_path / "logs"), "--by-day"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: --by-day: {loose} is in no dt=YYYY-MM-DD directory"
