@@ -80,6 +80,15 @@ def iter_file_batches(
     """Batches straight from Parquet files with pyarrow (no Ray): scoring, evaluation and local
     runs; the first `max_rows` rows only, in file order, where given. Each batch is collated
     with the file it came from, so errors name it."""
+    for path, record_batch in iter_record_batches(files, spec, batch_size, validate=validate, max_rows=max_rows):
+        yield collate(record_batch, spec, source=path)
+
+
+def iter_record_batches(
+    files: str | list[str], spec: FeatureSpec, batch_size: int, *, validate: bool = True, max_rows: int | None = None
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(file, Arrow batch of the spec's columns) as iter_file_batches reads them, before the
+    collate: for callers that change the rows first (pipeline/score/importance.py)."""
     files = [files] if isinstance(files, str) else list(files)
     if validate:
         files = validate_files(files, spec).files
@@ -96,7 +105,7 @@ def iter_file_batches(
                 return
             record_batch = record_batch.slice(0, left)
             left -= record_batch.num_rows
-        yield collate(record_batch, spec, source=path)
+        yield path, record_batch
 
 
 def _record_batches(files: list[str], spec: FeatureSpec, batch_size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
