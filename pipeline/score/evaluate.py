@@ -44,16 +44,16 @@ def evaluate_days(
     def new_metrics() -> TaskMetrics:
         return TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
 
-    pooled, days = new_metrics(), {}
+    pooled, days, several = new_metrics(), {}, len(files_by_day) > 1
     for day, files in files_by_day.items():
-        metrics, rows = new_metrics() if len(files_by_day) > 1 else pooled, 0
-        updated = (pooled,) if metrics is pooled else (pooled, metrics)
+        metrics, rows = (new_metrics() if several else pooled), 0
+        updated = (pooled, metrics) if several else (pooled,)
         for b in iter_file_batches(files, spec, batch_size, max_rows=max_rows):
             scores = model(b.sparse_features, b.dense_features)
             for m in updated:
                 m.update(scores, b.labels, b.label_masks, b.groups)
             rows += len(b)
         days[day] = Evaluation(metrics.compute(), rows)
-    if len(days) == 1:
+    if not several:
         return next(iter(days.values())), days
     return Evaluation(pooled.compute(), sum(e.rows for e in days.values())), days

@@ -57,9 +57,11 @@ def permutation_importance(
             i = record_batch.schema.get_field_index(c)
             score(record_batch.set_column(i, c, record_batch.column(i).take(order)), path, shuffled[c])
         rows += record_batch.num_rows
-    auc = {t: as_is.compute()[f"{t}/auc"] for t in tasks}
-    drops = {}
-    for c, metrics in shuffled.items():
+
+    def aucs(metrics: TaskMetrics) -> dict[str, float]:
         computed = metrics.compute()
-        drops[c] = {t: auc[t] - computed[f"{t}/auc"] for t in tasks}
+        return {t: computed[f"{t}/auc"] for t in tasks}
+
+    auc = aucs(as_is)
+    drops = {c: {t: auc[t] - a for t, a in aucs(m).items()} for c, m in shuffled.items()}
     return Importance(auc, drops, rows)
