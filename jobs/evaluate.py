@@ -12,15 +12,17 @@ of Parquet files (every .parquet below it), or with --days the dt=YYYY-MM-DD par
 range under it; the files need the spec's label columns. Runs in this process with pyarrow (no
 Ray), the code the retraining gate evaluates with; --max-rows takes the first rows in file order.
 --by-day adds a line per dt=YYYY-MM-DD partition under each model's totals (a model's decay over
-a week of logs, a bad day), and takes --max-rows of each day. --importance adds each input
+a week of logs, a bad day), and takes --max-rows of each day. --slice COLUMN adds a line per value
+of any column of the files (a device, a country, a category: at most 100 values), most rows
+first. --importance adds each input
 column's permutation importance (pipeline/score/importance.py): the AUC lost per task when the
 column's values are shuffled across the rows of each batch, largest first. It scores the rows
 once more per input column: pair it with --max-rows.
 
 Exit status: 0 evaluated; 65 bad data (a missing label column, a value the feature spec does
 not allow); 78 a --json that cannot be written; 1 any other error (a model that is not an
-export, an --input that is not a directory, --by-day on files outside dt= partitions)
-(pipeline/common/errors.py); 2 bad arguments.
+export, an --input that is not a directory, --by-day on files outside dt= partitions, a --slice
+column of over 100 values) (pipeline/common/errors.py); 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _differences(first: dict, other: dict) -> str:
     return "; ".join(parts)
 
 
-def _day_line(day: str, result) -> str:
+def _group_line(name: str, result) -> str:
     """`2026-01-02: 6,000 rows; ctr AUC 0.7412 (GAUC 0.6100), logloss 0.4244; cvr AUC ...`."""
     from pipeline.common.logs import plural
     from pipeline.train.progress import said, said_auc
@@ -51,7 +53,7 @@ def _day_line(day: str, result) -> str:
     m = result.metrics
     tasks = sorted(k.split("/")[0] for k in m if k.endswith("/auc"))
     per_task = [f"{t} AUC {said_auc(m, f'{t}/')}, logloss {said(m[f'{t}/logloss'])}" for t in tasks]
-    return f"{day}: {plural(result.rows, 'row')}; " + "; ".join(per_task)
+    return f"{name}: {plural(result.rows, 'row')}; " + "; ".join(per_task)
 
 
 def _importance_lines(importance) -> list[str]:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--days", default=None, help="only these dt= partitions: DAY or START..END")
     p.add_argument("--max-rows", type=int, default=None, help="evaluate the first this-many rows (file order)")
     p.add_argument("--by-day", action="store_true", help="also a line per dt= day (--max-rows: of each day)")
+    p.add_argument("--slice", metavar="COLUMN", default=None, help="also a line per value of this column")
     p.add_argument("--importance", action="store_true", help="also each input column's permutation importance")
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--json", default=None, help="also write the results to this file (JSON)")
@@ -100,13 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--max-rows must be at least 1")
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.by_day and args.slice:
+        p.error("--by-day and --slice: one or the other")
 
     from pipeline.common.errors import exit_on_bad_input
     from pipeline.common.files import make_output_dir, no_nan, write_text_atomic
     from pipeline.common.logs import configure_logs, plural
     from pipeline.data.validation import validate_files
     from pipeline.score.errors import ScoringError
-    from pipeline.score.evaluate import evaluate_days
+    from pipeline.score.evaluate import evaluate_days, evaluate_slices
     from pipeline.score.importance import permutation_importance
     from pipeline.score.plan import list_input_files, resolve_model
     from pipeline.train.export import ExportError, check_export
@@ -126,16 +131,20 @@ def main(argv: list[str] | None = None) -> dict:
             validate_files(files, spec, labels=True)
             models.append((ref, path, meta["version"]))
         for ref, path, version in models:
-            result, days = evaluate_days(path, groups, args.batch_size, args.max_rows)
+            if args.slice:
+                result, groups_of = evaluate_slices(path, files, args.batch_size, args.slice, args.max_rows)
+            else:
+                result, groups_of = evaluate_days(path, groups, args.batch_size, args.max_rows)
             print(f"model {ref} (version {version}): {plural(result.rows, 'row')} of {plural(len(files), 'file')}")
             for line in summary_lines(result.metrics, counts=True):
                 print(f"  {line}")
             entry = {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
-            if args.by_day:
-                print("  by day:")
-                for day, on_day in days.items():
-                    print(f"    {_day_line(day, on_day)}")
-                entry["days"] = {day: {"rows": e.rows, "metrics": e.metrics} for day, e in days.items()}
+            if args.by_day or args.slice:
+                print(f"  by {'day' if args.by_day else args.slice}:")
+                for name, of_group in groups_of.items():
+                    print(f"    {_group_line(name, of_group)}")
+                key = "days" if args.by_day else "slices"
+                entry[key] = {name: {"rows": e.rows, "metrics": e.metrics} for name, e in groups_of.items()}
             if args.importance:
                 importance = permutation_importance(path, files, args.batch_size, args.max_rows)
                 print(f"  importance: AUC lost with the column shuffled in batches of {args.batch_size:,} rows")
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     first = results[0]
     for other in results[1:]:
         print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")
-    report = {"input": args.input, "days": args.days, "files": files, "models": results}
+    report = {"input": args.input, "days": args.days, "slice": args.slice, "files": files, "models": results}
     if args.json:
         write_text_atomic(args.json, json.dumps(no_nan(report), indent=2) + "\n")
         print(f"results: {args.json}")

@@ -8,7 +8,7 @@ streams the same files with pyarrow and the same collate.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -85,10 +85,17 @@ def iter_file_batches(
 
 
 def iter_record_batches(
-    files: str | list[str], spec: FeatureSpec, batch_size: int, *, validate: bool = True, max_rows: int | None = None
+    files: str | list[str],
+    spec: FeatureSpec,
+    batch_size: int,
+    *,
+    validate: bool = True,
+    max_rows: int | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> Iterator[tuple[str, pa.RecordBatch]]:
-    """(file, Arrow batch of the spec's columns) as iter_file_batches reads them, before the
-    collate: for callers that change the rows first (pipeline/score/importance.py)."""
+    """(file, Arrow batch of the spec's columns and `extra_columns`) as iter_file_batches reads
+    them, before the collate: for callers that change the rows first or read columns the model
+    does not (pipeline/score/importance.py, pipeline/score/evaluate.py's slices)."""
     files = [files] if isinstance(files, str) else list(files)
     if validate:
         files = validate_files(files, spec).files
@@ -99,7 +106,8 @@ def iter_record_batches(
     # many files and rows the range holds (a multi-file pyarrow.dataset scanner's readahead
     # was measured to grow with the number of files). The next batch is decoded in a thread
     # while this one is collated: pyarrow releases the GIL while it decodes.
-    for path, record_batch in _decoded_ahead(_record_batches(files, spec, batch_size)):
+    columns = list(dict.fromkeys([*spec.columns(), *extra_columns]))
+    for path, record_batch in _decoded_ahead(_record_batches(files, spec, batch_size, columns)):
         if left is not None:
             if left <= 0:
                 return
@@ -108,11 +116,13 @@ def iter_record_batches(
         yield path, record_batch
 
 
-def _record_batches(files: list[str], spec: FeatureSpec, batch_size: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+def _record_batches(
+    files: list[str], spec: FeatureSpec, batch_size: int, columns: list[str]
+) -> Iterator[tuple[str, pa.RecordBatch]]:
     as_dictionary = dictionary_columns(spec)
     for path in files:
         parquet = pq.ParquetFile(path, read_dictionary=as_dictionary)
-        for record_batch in parquet.iter_batches(batch_size=batch_size, columns=spec.columns()):
+        for record_batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
             if record_batch.num_rows:
                 yield path, record_batch
 

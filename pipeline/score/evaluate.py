@@ -57,3 +57,64 @@ def evaluate_days(
     if not several:
         return next(iter(days.values())), days
     return Evaluation(pooled.compute(), sum(e.rows for e in days.values())), days
+
+
+MAX_SLICES = 100  # values of a slice column: a device, a country, a category; not an id
+
+
+@torch.no_grad()
+def evaluate_slices(
+    export_dir: str, files: list[str], batch_size: int, column: str, max_rows: int | None = None
+) -> tuple[Evaluation, dict[str, Evaluation]]:
+    """As `evaluate`, and the metrics of the rows of each value of `column`, most rows first:
+    any column of the files with one value per row, read beside the model's (a null is the
+    value "null"). A missing or nested (list, struct) column raises DataValidationError naming
+    the file, before any work; more than MAX_SLICES values, ScoringError."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipeline.data.collate import collate
+    from pipeline.data.reader import iter_record_batches
+    from pipeline.data.validation import DataValidationError
+    from pipeline.score.errors import ScoringError
+    from pipeline.train.export import load_export
+    from pipeline.train.metrics import TaskMetrics
+
+    for f in files:  # before any work
+        schema = pq.read_schema(f)
+        if column not in schema.names:
+            raise DataValidationError("missing slice column", file=f, column=column)
+        if pa.types.is_nested(schema.field(column).type):
+            raise DataValidationError(
+                "a list or struct per row: a slice needs one value per row", file=f, column=column
+            )
+    model, spec, _ = load_export(export_dir)
+
+    def new_metrics() -> TaskMetrics:
+        return TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
+
+    pooled = new_metrics()
+    slices: dict[str, TaskMetrics] = {}  # value -> its rows' metrics
+    rows: dict[str, int] = {}
+    for path, record_batch in iter_record_batches(files, spec, batch_size, max_rows=max_rows, extra_columns=[column]):
+        b = collate(record_batch, spec, source=path)
+        scores = model(b.sparse_features, b.dense_features)
+        pooled.update(scores, b.labels, b.label_masks, b.groups)
+        values = pc.dictionary_encode(pc.fill_null(pc.cast(record_batch.column(column), pa.string()), "null"))
+        indices = values.indices.to_numpy()
+        for k, value in enumerate(values.dictionary.to_pylist()):
+            if value not in slices:
+                if len(slices) == MAX_SLICES:
+                    raise ScoringError(
+                        f"slice column '{column}': more than {MAX_SLICES} values; slice by a column of "
+                        "fewer (a device, a country, a category)"
+                    )
+                slices[value], rows[value] = new_metrics(), 0
+            in_slice = torch.from_numpy(indices == k)
+            slices[value].update(scores, b.labels, b.label_masks & in_slice[:, None], b.groups)
+            rows[value] += int(in_slice.sum())
+    by_rows = sorted(slices, key=lambda v: -rows[v])
+    return Evaluation(pooled.compute(), sum(rows.values())), {
+        v: Evaluation(slices[v].compute(), rows[v]) for v in by_rows
+    }

@@ -15,7 +15,8 @@ from torchmetrics.functional.classification import binary_auroc
 from helpers.scoring_data import ROWS_PER_FILE, input_files, random_export, write_logs
 from jobs.evaluate import main as evaluate_main
 from pipeline.common.errors import EXIT_BAD_DATA
-from pipeline.data.reader import iter_file_batches
+from pipeline.data.collate import collate
+from pipeline.data.reader import iter_record_batches
 from pipeline.train.export import load_export
 
 DAY = "2026-01-02"
@@ -32,16 +33,23 @@ def exports(tmp_path_factory) -> list[str]:
     return [random_export(root / f"export-{seed}", seed=seed) for seed in (0, 1)]
 
 
-def _expected(export: str, files: list[str], max_rows: int | None = None) -> dict[str, float]:
+def _expected(
+    export: str, files: list[str], max_rows: int | None = None, where: tuple[str, str] | None = None
+) -> dict[str, float]:
     """The metrics computed the plain way: every prediction kept, torchmetrics' AUC over the same
-    1,000 thresholds (a random model's scores crowd a few bins: exact AUC differs by ~0.01)."""
+    1,000 thresholds (a random model's scores crowd a few bins: exact AUC differs by ~0.01).
+    `where`: (column, value), the rows with that value only."""
     model, spec, _ = load_export(export)
     probs, labels, masks = [], [], []
     with torch.no_grad():
-        for b in iter_file_batches(files, spec, 700, max_rows=max_rows):
-            probs.append(torch.sigmoid(model(b.sparse_features, b.dense_features)))
-            labels.append(b.labels)
-            masks.append(b.label_masks)
+        for path, rb in iter_record_batches(files, spec, 700, max_rows=max_rows):
+            b = collate(rb, spec, source=path)
+            keep = torch.ones(len(b), dtype=torch.bool)
+            if where is not None:
+                keep = torch.tensor([v == where[1] for v in rb.column(where[0]).to_pylist()])
+            probs.append(torch.sigmoid(model(b.sparse_features, b.dense_features))[keep])
+            labels.append(b.labels[keep])
+            masks.append(b.label_masks[keep])
     p, y, m = torch.cat(probs), torch.cat(labels), torch.cat(masks)
     out = {}
     for i, task in enumerate(spec.task_names):
@@ -152,3 +160,47 @@ def test_by_day_on_a_file_outside_the_day_partitions_exits_1_naming_it(exports, 
         evaluate_main(["--model", exports[0], "--input", str(tmp_path / "logs"), "--by-day"])
     assert exit_.value.code == 1
     assert capsys.readouterr().err.strip() == f"error: --by-day: {loose} is in no dt=YYYY-MM-DD directory"
+
+
+def test_slice_gives_each_values_metrics_most_rows_first(exports, data, tmp_path, capsys):
+    files = [str(f) for f in input_files(data) if DAY in str(f)]
+    out = tmp_path / "e.json"
+    report = evaluate_main(
+        ["--model", exports[0], "--input", str(data), "--days", DAY, "--slice", "device"] + ["--json", str(out)]
+    )
+    [result] = report["models"]
+    slices = result["slices"]
+    assert sum(s["rows"] for s in slices.values()) == result["rows"] == len(files) * ROWS_PER_FILE
+    assert len(slices) > 1 and [s["rows"] for s in slices.values()] == sorted(
+        (s["rows"] for s in slices.values()), reverse=True
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3] == "  by device:"
+    for line, (device, got) in zip(lines[4 : 4 + len(slices)], slices.items(), strict=True):
+        want = _expected(exports[0], files, where=("device", device))
+        for key, value in want.items():
+            assert got["metrics"][key] == pytest.approx(value, abs=1e-5), (device, key)
+        assert got["rows"] == want["ctr/count"]
+        assert line.startswith(f"    {device}: {got['rows']:,} rows; ctr AUC {got['metrics']['ctr/auc']:.4f} (GAUC ")
+    written = json.loads(out.read_text())
+    assert written["slice"] == "device" and written["models"][0]["slices"].keys() == slices.keys()
+
+
+def test_a_slice_column_that_cannot_slice_fails_before_any_work(exports, data, capsys):
+    first = input_files(data)[0]
+    for column, code, error in [
+        ("price", 1, "error: slice column 'price': more than 100 values; slice by a column of fewer"),
+        ("nope", EXIT_BAD_DATA, f"error: {first}: column 'nope': missing slice column"),
+        (
+            "history",
+            EXIT_BAD_DATA,
+            f"error: {first}: column 'history': a list or struct per row: a slice needs one value per row",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            evaluate_main(["--model", exports[0], "--input", str(data), "--slice", column])
+        assert exit_.value.code == code
+        assert capsys.readouterr().err.strip().startswith(error), column
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main(["--model", exports[0], "--input", str(data), "--slice", "device", "--by-day"])
+    assert exit_.value.code == 2
