@@ -81,6 +81,39 @@ def _files_by_day(files: list[str]) -> dict[str, list[str]]:
     return dict(sorted(days.items()))
 
 
+def _evaluate_model(args: argparse.Namespace, ref: str, path: str, version: str, days: dict[str, list[str]]) -> dict:
+    """Evaluate one model on the files of `days` as the arguments ask, print its lines, return
+    its JSON entry."""
+    from pipeline.common.logs import plural
+    from pipeline.score.evaluate import evaluate_days, evaluate_slices
+    from pipeline.score.importance import permutation_importance
+    from pipeline.train.progress import summary_lines
+
+    files = [f for day_files in days.values() for f in day_files]
+    if args.slice:
+        result, groups = evaluate_slices(path, files, args.batch_size, args.slice, args.max_rows)
+    else:
+        result, groups = evaluate_days(path, days, args.batch_size, args.max_rows)
+    print(f"model {ref} (version {version}): {plural(result.rows, 'row')} of {plural(len(files), 'file')}")
+    for line in summary_lines(result.metrics, counts=True):
+        print(f"  {line}")
+    entry = {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
+    if args.by_day or args.slice:
+        print(f"  by {'day' if args.by_day else args.slice}:")
+        for name, of_group in groups.items():
+            print(f"    {_group_line(name, of_group)}")
+        entry["days" if args.by_day else "slices"] = {
+            n: {"rows": e.rows, "metrics": e.metrics} for n, e in groups.items()
+        }
+    if args.importance:
+        importance = permutation_importance(path, files, args.batch_size, args.max_rows)
+        print(f"  importance: AUC lost with the column shuffled in batches of {args.batch_size:,} rows")
+        for line in _importance_lines(importance):
+            print(f"    {line}")
+        entry["importance"] = importance.drops
+    return entry
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -108,14 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from pipeline.common.errors import exit_on_bad_input
     from pipeline.common.files import make_output_dir, no_nan, write_text_atomic
-    from pipeline.common.logs import configure_logs, plural
+    from pipeline.common.logs import configure_logs
     from pipeline.data.validation import validate_files
     from pipeline.score.errors import ScoringError
-    from pipeline.score.evaluate import evaluate_days, evaluate_slices
-    from pipeline.score.importance import permutation_importance
     from pipeline.score.plan import list_input_files, resolve_model
     from pipeline.train.export import ExportError, check_export
-    from pipeline.train.progress import summary_lines
 
     results = []
     with exit_on_bad_input(ExportError, ScoringError):
@@ -123,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:  # before the work, not after it
             make_output_dir(os.path.dirname(os.path.abspath(args.json)), "--json")
         files = list_input_files(args.input, args.days)
-        groups = _files_by_day(files) if args.by_day else {"": files}
+        days = _files_by_day(files) if args.by_day else {"": files}  # before any work
         models = []
         for ref in args.model:  # every model and every file's footer checked before any work
             path, _ = resolve_model(ref)
@@ -131,27 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             validate_files(files, spec, labels=True)
             models.append((ref, path, meta["version"]))
         for ref, path, version in models:
-            if args.slice:
-                result, groups_of = evaluate_slices(path, files, args.batch_size, args.slice, args.max_rows)
-            else:
-                result, groups_of = evaluate_days(path, groups, args.batch_size, args.max_rows)
-            print(f"model {ref} (version {version}): {plural(result.rows, 'row')} of {plural(len(files), 'file')}")
-            for line in summary_lines(result.metrics, counts=True):
-                print(f"  {line}")
-            entry = {"model": ref, "export": path, "version": version, "rows": result.rows, "metrics": result.metrics}
-            if args.by_day or args.slice:
-                print(f"  by {'day' if args.by_day else args.slice}:")
-                for name, of_group in groups_of.items():
-                    print(f"    {_group_line(name, of_group)}")
-                key = "days" if args.by_day else "slices"
-                entry[key] = {name: {"rows": e.rows, "metrics": e.metrics} for name, e in groups_of.items()}
-            if args.importance:
-                importance = permutation_importance(path, files, args.batch_size, args.max_rows)
-                print(f"  importance: AUC lost with the column shuffled in batches of {args.batch_size:,} rows")
-                for line in _importance_lines(importance):
-                    print(f"    {line}")
-                entry["importance"] = importance.drops
-            results.append(entry)
+            results.append(_evaluate_model(args, ref, path, version, days))
     first = results[0]
     for other in results[1:]:
         print(f"{other['model']} against {first['model']}: {_differences(first['metrics'], other['metrics'])}")
