@@ -14,10 +14,9 @@ Ray), the code the retraining gate evaluates with; --max-rows takes the first ro
 --by-day adds a line per dt=YYYY-MM-DD partition under each model's totals (a model's decay over
 a week of logs, a bad day), and takes --max-rows of each day. --slice COLUMN adds a line per value
 of any column of the files (a device, a country, a category: at most 100 values), most rows
-first. --importance adds each input
-column's permutation importance (pipeline/score/importance.py): the AUC lost per task when the
-column's values are shuffled across the rows of each batch, largest first. It scores the rows
-once more per input column: pair it with --max-rows.
+first. --importance adds each input column's permutation importance (pipeline/score/importance.py):
+the AUC lost per task when the column's values are shuffled across the rows of each batch,
+largest first. It scores the rows once more per input column: pair it with --max-rows.
 
 Exit status: 0 evaluated; 65 bad data (a missing label column, a value the feature spec does
 not allow); 78 a --json that cannot be written; 1 any other error (a model that is not an
