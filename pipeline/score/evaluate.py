@@ -41,12 +41,9 @@ def evaluate_days(
 
     model, spec, _ = load_export(export_dir)
 
-    def new_metrics() -> TaskMetrics:
-        return TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
-
-    pooled, days, several = new_metrics(), {}, len(files_by_day) > 1
+    pooled, days, several = TaskMetrics.for_spec(spec), {}, len(files_by_day) > 1
     for day, files in files_by_day.items():
-        metrics, rows = (new_metrics() if several else pooled), 0
+        metrics, rows = (TaskMetrics.for_spec(spec) if several else pooled), 0
         updated = (pooled, metrics) if several else (pooled,)
         for b in iter_file_batches(files, spec, batch_size, max_rows=max_rows):
             scores = model(b.sparse_features, b.dense_features)
@@ -91,10 +88,7 @@ def evaluate_slices(
             )
     model, spec, _ = load_export(export_dir)
 
-    def new_metrics() -> TaskMetrics:
-        return TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
-
-    pooled = new_metrics()
+    pooled = TaskMetrics.for_spec(spec)
     slices: dict[str, TaskMetrics] = {}  # value -> its rows' metrics
     rows: dict[str, int] = {}
     for path, record_batch in iter_record_batches(files, spec, batch_size, max_rows=max_rows, extra_columns=[column]):
@@ -110,7 +104,7 @@ def evaluate_slices(
                         f"slice column '{column}': more than {MAX_SLICES} values; slice by a column of "
                         "fewer (a device, a country, a category)"
                     )
-                slices[value], rows[value] = new_metrics(), 0
+                slices[value], rows[value] = TaskMetrics.for_spec(spec), 0
             in_slice = torch.from_numpy(indices == k)
             slices[value].update(scores, b.labels, b.label_masks & in_slice[:, None], b.groups)
             rows[value] += int(in_slice.sum())

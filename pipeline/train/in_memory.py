@@ -56,7 +56,7 @@ def train_in_memory(cfg: JobConfig, spec: FeatureSpec, log: Callable[[str], None
                     f"epoch {epoch} step {step} loss {loss.item():.4f} "
                     f"{step * batch_size / (time.perf_counter() - start):,.0f} rows/s"
                 )
-    metrics = TaskMetrics(spec.task_names, gauc=spec.group_by is not None)
+    metrics = TaskMetrics.for_spec(spec)
     model.eval()
     with torch.no_grad():
         for i in range(0, val.num_rows, 4096):

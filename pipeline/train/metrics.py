@@ -7,12 +7,17 @@ every worker: the numbers are those of the whole validation set, not of one shar
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection, SumMetric
 
 from pipeline.train.binned_auc import BinnedAUROC
 from pipeline.train.gauc import GroupAUROC
+
+if TYPE_CHECKING:
+    from pipeline.data.feature_spec import FeatureSpec
 
 
 class TaskMetrics:
@@ -34,6 +39,11 @@ class TaskMetrics:
             ).to(device)
             for _ in self.task_names
         ]
+
+    @classmethod
+    def for_spec(cls, spec: FeatureSpec, device: torch.device | str = "cpu") -> TaskMetrics:
+        """Metrics of the spec's tasks, with GAUC where the spec names a group column."""
+        return cls(spec.task_names, device, gauc=spec.group_by is not None)
 
     @torch.no_grad()
     def update(

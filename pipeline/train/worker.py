@@ -286,7 +286,7 @@ class WorkerTrainer:
     def evaluate(self) -> dict[str, float]:
         from pipeline.train.metrics import TaskMetrics
 
-        metrics = TaskMetrics(self.spec.task_names, self.device, gauc=self.spec.group_by is not None)
+        metrics = TaskMetrics.for_spec(self.spec, self.device)
         # The train pipeline rewrote the tables' forward for pipelining; detach restores it
         # (in-flight training batches are kept) and the next progress() re-attaches.
         if self.pipeline is not None:
