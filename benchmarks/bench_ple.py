@@ -95,7 +95,7 @@ def main() -> None:
         num_tasks=2, num_levels=2, task_experts=2, shared_experts=1, expert_hidden=[64], tower_hidden=[32]
     )
     many = base.model_copy(update=dict(num_tasks=3, num_levels=3, task_experts=4, shared_experts=4))
-    cases = [  # (name, config, input dim, batch); the first is the reference point
+    cases = [  # (name, config, input dim, batch); the first is the 3x target's reference point
         ("2 lvl, 2 tasks, 2+1 experts", base, 256, 4096),
         ("2 lvl, 2 tasks, 2+1 experts", base, 256, 256),
         ("3 lvl, 3 tasks, 4+4 experts", many, 256, 4096),
