@@ -3,11 +3,14 @@ the project's own lines and warnings still show, and --verbose shows everything.
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
+import logging.config
 import os
 import sys
 import warnings
+from unittest import mock
 
 import pytest
 
@@ -21,6 +24,7 @@ from pipeline.common.logs import (
     is_console_handler,
     with_verbose,
 )
+from pipeline.common.ray_cluster import QUIET_RAY_LOGGERS, WORKER_SETUP_HOOK
 
 LIBRARY_FILE = f"{sys.prefix}/lib/python3.11/site-packages/torchrec/distributed/planner/types.py"
 PROJECT_FILE = "/work/repo/pipeline/train/worker.py"
@@ -205,3 +209,54 @@ def test_a_colour_setting_of_the_users_own_is_kept(clean_logging, monkeypatch):
     monkeypatch.setenv(RAY_COLOR_ENV, "1")
     configure_logs(None)
     assert os.environ[RAY_COLOR_ENV] == "1" and "\x1b[" in _worker_line_as_the_driver_prints_it()
+
+
+@pytest.fixture
+def ray_train_loggers(clean_logging):
+    """The Ray Train loggers as they were (level, handlers, filters), put back after the test:
+    the test configures them as Ray Train's controller does."""
+    for name in QUIET_RAY_LOGGERS:
+        importlib.import_module(name)  # each module's logger exists before the snapshot
+    train = [lg for name, lg in logging.Logger.manager.loggerDict.items() if name.split(".")[:2] == ["ray", "train"]]
+    saved = {
+        lg: (lg.level, list(lg.handlers), list(lg.filters), lg.propagate)
+        for lg in train
+        if isinstance(lg, logging.Logger)
+    }
+    yield
+    for lg, (level, handlers, filters, propagate) in saved.items():
+        lg.setLevel(level)
+        lg.handlers[:], lg.filters[:], lg.propagate = handlers, filters, propagate
+
+
+def test_the_quiet_loggers_are_the_pinned_rays_own():
+    for name in QUIET_RAY_LOGGERS:
+        assert importlib.import_module(name).logger.name == name
+
+
+def test_ray_trains_harmless_warnings_stay_off_the_console_after_its_controller_configures_logs(ray_train_loggers):
+    from ray.train.v2._internal.logging.logging import LoggingManager
+
+    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
+    with mock.patch.dict(os.environ):  # the hook may set RAY_ADDRESS (test_ray_data_tuning.py says why)
+        getattr(importlib.import_module(module), name)()
+    # Then the controller's own logging configuration (Ray Train's, with its console handler
+    # writing here and its session-file handlers left out), which resets the levels below it.
+    console = io.StringIO()
+    handlers = {
+        "console": {"class": "logging.StreamHandler", "stream": console},
+        "file_train_sys_controller": {"class": "logging.NullHandler"},
+        "file_train_app_controller": {"class": "logging.NullHandler"},
+    }
+    base = {"version": 1, "disable_existing_loggers": False, "loggers": {}, "handlers": handlers}
+    with mock.patch.object(LoggingManager, "_get_base_logger_config_dict", return_value=base):
+        logging.config.dictConfig(LoggingManager._get_controller_logger_config_dict(None))
+
+    for quiet in QUIET_RAY_LOGGERS:
+        logging.getLogger(quiet).warning(
+            "Failed to send resource request: safe to ignore", exc_info=RuntimeError("late")
+        )
+    assert console.getvalue() == ""
+    logging.getLogger(QUIET_RAY_LOGGERS[-1]).error("an error of a quiet logger")
+    logging.getLogger("ray.train.v2._internal.execution.controller.controller").warning("a warning of another")
+    assert console.getvalue().splitlines() == ["an error of a quiet logger", "a warning of another"]
