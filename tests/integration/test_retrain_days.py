@@ -88,9 +88,15 @@ def output(world, name: str) -> str:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the run's process group and every descendant (Ray's processes), by pid."""
-    tree = [psutil.Process(proc.pid), *descendants(proc.pid)]
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL the run's process group and every descendant (Ray's processes), by pid. Of a run
+    that has ended (reaped: its pid may be another process's by now), only its group is left:
+    the test's own assertion then says why, with the run's log."""
+    tree = []
+    if proc.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = [psutil.Process(proc.pid), *descendants(proc.pid)]
+    with contextlib.suppress(ProcessLookupError):  # no process left in the group
+        os.killpg(proc.pid, signal.SIGKILL)
     for p in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
