@@ -172,7 +172,6 @@ def setup_worker() -> None:
       jobs, the test suite) the lookup without one failed and crashed its thread, with a
       traceback on the job's console.
     - Ray Train's warnings that are noise on this cluster are left out (QUIET_RAY_LOGGERS)."""
-
     import ray
     import wrapt
 

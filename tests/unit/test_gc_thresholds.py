@@ -2,13 +2,11 @@
 jobs' drivers and of the embedded cluster's worker processes."""
 
 import gc
-import importlib
-import os
-from unittest import mock
 
 import pytest
 
-from pipeline.common.ray_cluster import GC_THRESHOLDS, WORKER_SETUP_HOOK, collect_less_often
+from helpers.worker_hook import run_worker_hook
+from pipeline.common.ray_cluster import GC_THRESHOLDS, collect_less_often
 
 
 @pytest.fixture
@@ -59,7 +57,5 @@ def test_fewer_collections_while_a_process_builds_its_modules(thresholds):
 
 def test_the_embedded_clusters_worker_hook_raises_them(thresholds):
     gc.set_threshold(700, 10, 10)
-    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
-    with mock.patch.dict(os.environ):  # the hook may set RAY_ADDRESS (test_ray_data_tuning.py says why)
-        getattr(importlib.import_module(module), name)()
+    run_worker_hook()
     assert gc.get_threshold() == GC_THRESHOLDS

@@ -14,6 +14,7 @@ from unittest import mock
 
 import pytest
 
+from helpers.worker_hook import run_worker_hook
 from pipeline.common.logs import (
     RAY_COLOR_ENV,
     RAY_DATA_QUIET_CONFIG,
@@ -24,7 +25,7 @@ from pipeline.common.logs import (
     is_console_handler,
     with_verbose,
 )
-from pipeline.common.ray_cluster import QUIET_RAY_LOGGERS, WORKER_SETUP_HOOK
+from pipeline.common.ray_cluster import QUIET_RAY_LOGGERS
 
 LIBRARY_FILE = f"{sys.prefix}/lib/python3.11/site-packages/torchrec/distributed/planner/types.py"
 PROJECT_FILE = "/work/repo/pipeline/train/worker.py"
@@ -237,9 +238,7 @@ def test_the_quiet_loggers_are_the_pinned_rays_own():
 def test_ray_trains_harmless_warnings_stay_off_the_console_after_its_controller_configures_logs(ray_train_loggers):
     from ray.train.v2._internal.logging.logging import LoggingManager
 
-    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
-    with mock.patch.dict(os.environ):  # the hook may set RAY_ADDRESS (test_ray_data_tuning.py says why)
-        getattr(importlib.import_module(module), name)()
+    run_worker_hook()
     # Then the controller's own logging configuration (Ray Train's, with its console handler
     # writing here and its session-file handlers left out), which resets the levels below it.
     console = io.StringIO()

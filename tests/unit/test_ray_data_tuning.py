@@ -1,12 +1,10 @@
 """pipeline/common/ray_data_tuning.py: Ray Data's executor scheduling delays, lowered in this process
 and in the embedded cluster's workers."""
 
-import importlib
 import os
-from unittest import mock
 
+from helpers.worker_hook import run_worker_hook
 from pipeline.common import ray_data_tuning
-from pipeline.common.ray_cluster import WORKER_SETUP_HOOK
 from pipeline.common.ray_data_tuning import shorten_scheduling_delays
 
 
@@ -40,13 +38,7 @@ def test_the_environment_can_keep_rays_own_delays(stock_delays, monkeypatch):
 
 
 def test_the_embedded_clusters_worker_hook_applies_the_tuning(stock_delays):
-    module, name = WORKER_SETUP_HOOK.rsplit(".", 1)
-    hook = getattr(importlib.import_module(module), name)
-    # The hook sets RAY_ADDRESS when Ray is up in its process, and in this pytest process the
-    # session's cluster may be: the environment goes back as it was, or every job subprocess a
-    # later test starts (tests/helpers/process_utils.child_env) would join that cluster.
-    with mock.patch.dict(os.environ):
-        hook()
+    run_worker_hook()
     state, manager = stock_delays
     assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == ray_data_tuning.TASK_COMPLETION_WAIT_S
     assert manager.GLOBAL_LIMITS_UPDATE_INTERVAL_S == ray_data_tuning.GLOBAL_LIMITS_REFRESH_S
