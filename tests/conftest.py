@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from helpers.suite_order import order_items
-from pipeline.common.ray_cluster import collect_less_often
+from pipeline.common.ray_cluster import EMBEDDED_RAYLET_ENV, collect_less_often
 
 collect_less_often()  # this process imports torch, torchrec and Ray Train too (pipeline/common/ray_cluster.py)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,8 @@ def ray_local():
             # folder 10 times a second while it holds under this many files; with 0, every 0.5 s
             # (LOG_NAME_UPDATE_INTERVAL_S): 2.5 -> 1.4 CPU-s a minute beside 300 worker logs.
             env.setenv("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
+            for name, value in EMBEDDED_RAYLET_ENV.items():  # as a job's embedded cluster has them
+                env.setenv(name, value)
             ray.init(
                 address="local",
                 num_cpus=2,

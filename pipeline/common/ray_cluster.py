@@ -12,6 +12,7 @@ import threading
 import time
 from types import FrameType
 
+from pipeline.common.environ import environ_defaults
 from pipeline.common.logs import RAY_DATA_LOGGING_ENV, VERBOSE_ENV
 
 WORKER_SETUP_HOOK = "pipeline.common.ray_cluster.setup_worker"
@@ -35,6 +36,13 @@ def collect_less_often() -> None:
         return
     gc.set_threshold(*(max(had, wanted) for had, wanted in zip(current, GC_THRESHOLDS, strict=True)))
 
+
+# The embedded cluster's raylet settings (Ray's RayConfig reads RAY_<name> from the raylet's
+# environment). By default a raylet starts one idle worker per CPU for the first driver, with an
+# empty runtime_env. This cluster's tasks and actors all carry the job's runtime_env (the setup
+# hook below), so none could use them: on 2 CPUs, two processes of ~100 MB and 0.4-0.8 CPU-s
+# each that never ran a task (and, kept idle for the tests, 3.7 CPU-s each over a 10-minute suite).
+EMBEDDED_RAYLET_ENV = {"RAY_prestart_worker_first_driver": "0"}
 
 # How long a driver told to join a cluster waits for something to listen at its address. Ray's
 # own connection retries last about 13 minutes where nothing listens (20 tries of about 40 s,
@@ -118,17 +126,18 @@ def connect(address: str | None = None, local_num_cpus: int | None = None) -> No
             clean_leftovers()  # what a killed job's cluster left (pipeline/common/leftovers.py)
             # address="local": a new instance. Without it Ray joins any cluster it finds in
             # /tmp/ray/ray_current_cluster, e.g. another user's or another test's on this machine.
-            ray.init(
-                address="local",
-                num_cpus=local_num_cpus,
-                include_dashboard=False,
-                log_to_driver=True,
-                runtime_env={
-                    "worker_process_setup_hook": WORKER_SETUP_HOOK,
-                    # The job's --verbose, for every process's logs (pipeline/common/logs.py).
-                    "env_vars": {k: os.environ[k] for k in (VERBOSE_ENV, RAY_DATA_LOGGING_ENV) if k in os.environ},
-                },
-            )
+            with environ_defaults(EMBEDDED_RAYLET_ENV):  # the raylet starts inside ray.init
+                ray.init(
+                    address="local",
+                    num_cpus=local_num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    runtime_env={
+                        "worker_process_setup_hook": WORKER_SETUP_HOOK,
+                        # The job's --verbose, for every process's logs (pipeline/common/logs.py).
+                        "env_vars": {k: os.environ[k] for k in (VERBOSE_ENV, RAY_DATA_LOGGING_ENV) if k in os.environ},
+                    },
+                )
             EmbeddedClusterRecord()  # this cluster's processes, for the next job if this one is killed
         stop_on_sigterm_as_on_ctrl_c()  # after ray.init, whose native handler it replaces
     ctx = ray.data.DataContext.get_current()

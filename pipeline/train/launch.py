@@ -159,11 +159,12 @@ def fit(trainer, cluster: ClusterConfig, address: str | None):
     """Run `trainer` (from make_trainer) with Ray Train's settings for this cluster
     (pipeline/train/ray_train_env.py); a run stopped for bad data or config raises the worker's
     own error (a DataValidationError, say) instead of Ray Train's wrapper around it."""
+    from pipeline.common.environ import environ_defaults
     from pipeline.train.fail_fast import unwrap_fail_fast
-    from pipeline.train.ray_train_env import ray_train_env, ray_train_settings
+    from pipeline.train.ray_train_env import ray_train_settings
 
     try:
-        with ray_train_env(ray_train_settings(cluster, address)), _own_ctrl_c_handler_after():
+        with environ_defaults(ray_train_settings(cluster, address)), _own_ctrl_c_handler_after():
             result = trainer.fit()
     except SystemExit:
         # Ray Train's Ctrl-C handler aborts the run, and the driver's wait on it then ends in

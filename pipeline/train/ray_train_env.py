@@ -4,9 +4,8 @@ environment (exported by the user) wins."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from pipeline.train.config import ClusterConfig
 
@@ -33,16 +32,3 @@ def ray_train_settings(cluster: ClusterConfig, address: str | None) -> dict[str,
         HEALTH_CHECK_ENV: str(cluster.health_check_interval_s),
         PREEMPTION_WATCHER_ENV: "1" if watch_preemptions(address, os.environ, alive) else "0",
     }
-
-
-@contextlib.contextmanager
-def ray_train_env(settings: Mapping[str, str]) -> Iterator[dict[str, str]]:
-    """Set `settings` in os.environ where the user has not, for the duration of the block;
-    yields what is in effect. Nothing leaks into a later run or into child processes."""
-    applied = {k: v for k, v in settings.items() if k not in os.environ}
-    os.environ.update(applied)
-    try:
-        yield {k: os.environ[k] for k in settings}
-    finally:
-        for k in applied:
-            os.environ.pop(k, None)

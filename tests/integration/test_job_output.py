@@ -2,10 +2,12 @@
 project's progress and results, not the libraries' chatter), the full logs in the run's
 directory, and for a NaN met mid-epoch one start of the worker group (no retries, though
 max_failures allows them: test_train_recovery.py keeps a killed worker retried), the error
-line last and exit status 65; for a Ctrl-C, one line naming the checkpoint to resume from."""
+line last and exit status 65; for a Ctrl-C, one line naming the checkpoint to resume from, and
+(checked while it runs) no idle Ray workers that none of the job's tasks could use."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -114,6 +117,7 @@ def test_ctrl_c_ends_with_the_checkpoint_to_resume_from(tmp_path, repo_root):
     try:
         wait_for(lambda: snapshot.is_file() and "step_" in snapshot.read_text(), "the first registered checkpoint")
         started = descendants(job.pid)
+        idle_from_the_start = _workers_without_the_job_hook(started)
         os.killpg(job.pid, signal.SIGINT)
         out, _ = job.communicate(timeout=300)
         wait_for(lambda: not any(is_running(p) for p in started), "the job's processes to end")
@@ -128,3 +132,22 @@ def test_ctrl_c_ends_with_the_checkpoint_to_resume_from(tmp_path, repo_root):
     )
     assert stopped, last
     assert (Path(stopped[1]) / "extra.json").is_file()
+    # Every Ray worker of the embedded cluster ran the job's setup hook: the raylet started no
+    # idle workers of its own for the driver (EMBEDDED_RAYLET_ENV), which none of the job's tasks
+    # could use. The tests' clusters keep idle workers (tests/conftest.py), so they would be here.
+    assert idle_from_the_start == [], idle_from_the_start
+
+
+def _workers_without_the_job_hook(processes: list[psutil.Process]) -> list[str]:
+    """The titles of the Ray workers among `processes` (the raylet gives each the job's id in
+    RAY_JOB_ID) whose environment lacks the job's worker setup hook, which Ray hands to every
+    worker of the job's runtime_env in WORKER_PROCESS_SETUP_HOOK_ENV_VAR."""
+    from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR
+
+    bare = []
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            env = proc.environ()
+            if "RAY_JOB_ID" in env and WORKER_PROCESS_SETUP_HOOK_ENV_VAR not in env:
+                bare.append(" ".join(proc.cmdline()).strip())  # its title: ray::IDLE, ray::<actor>
+    return bare

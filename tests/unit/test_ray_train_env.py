@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from pipeline.train.ray_train_env import HEALTH_CHECK_ENV, PREEMPTION_WATCHER_ENV, ray_train_env, watch_preemptions
+from pipeline.common.environ import environ_defaults
+from pipeline.train.ray_train_env import HEALTH_CHECK_ENV, PREEMPTION_WATCHER_ENV, watch_preemptions
 
 
 def test_preemption_watcher_off_on_a_local_one_node_ray_only():
@@ -21,7 +22,7 @@ def test_preemption_watcher_off_on_a_local_one_node_ray_only():
 def test_settings_apply_for_the_run_only_and_the_users_exports_win(monkeypatch):
     monkeypatch.delenv(HEALTH_CHECK_ENV, raising=False)
     monkeypatch.setenv(PREEMPTION_WATCHER_ENV, "1")  # exported by the user
-    with ray_train_env({HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "0"}) as applied:
+    with environ_defaults({HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "0"}) as applied:
         assert applied == {HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "1"}
         assert os.environ[HEALTH_CHECK_ENV] == "0.5"
     assert HEALTH_CHECK_ENV not in os.environ  # gone with the run: not inherited by later runs or children
@@ -30,7 +31,7 @@ def test_settings_apply_for_the_run_only_and_the_users_exports_win(monkeypatch):
 
 def test_settings_are_removed_when_the_run_fails(monkeypatch):
     monkeypatch.delenv(HEALTH_CHECK_ENV, raising=False)
-    with pytest.raises(RuntimeError), ray_train_env({HEALTH_CHECK_ENV: "0.5"}):
+    with pytest.raises(RuntimeError), environ_defaults({HEALTH_CHECK_ENV: "0.5"}):
         raise RuntimeError("the run failed")
     assert HEALTH_CHECK_ENV not in os.environ
 
@@ -40,7 +41,7 @@ def test_the_pinned_ray_train_reads_both_and_hands_them_to_its_controller():
 
     assert constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR == HEALTH_CHECK_ENV
     assert constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR == PREEMPTION_WATCHER_ENV
-    with ray_train_env({HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "0"}):
+    with environ_defaults({HEALTH_CHECK_ENV: "0.5", PREEMPTION_WATCHER_ENV: "0"}):
         propagated = constants.get_env_vars_to_propagate()
     assert propagated[HEALTH_CHECK_ENV] == "0.5" and propagated[PREEMPTION_WATCHER_ENV] == "0"
 
